@@ -1,0 +1,24 @@
+# Two commands matter: `make demo` (train the quick preset and print its accuracy) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where there is no internet, point CIFARLAB_DATA at a local copy (see README).
+DEMO_ARGS ?=
+
+.PHONY: venv demo test clean
+
+$(BIN)/cifarlab: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/cifarlab
+
+demo: venv
+	$(BIN)/cifarlab train quick $(DEMO_ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+"""cifarlab: train, compare and look inside convolutional networks on CIFAR-10."""
+
+__version__ = "0.1.0"

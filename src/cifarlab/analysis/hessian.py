@@ -1,0 +1,201 @@
+"""Curvature of the loss at the trained weights: Hessian-vector products with torch.func, the top
+eigenvalues by power iteration with deflation, and the trace by Hutchinson's estimator.
+
+H is the Hessian of the mean loss over the given data (several batches are averaged, weighted by
+their sizes) with respect to all parameters, BN in eval mode. Vectors are dicts name -> tensor
+shaped like the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, jvp
+
+from cifarlab.errors import UserError
+from cifarlab.run import atomic_write_json
+
+from .landscape import LossFn, Tensors, bn_mode, grid_directions, parse_range, weights_of
+from .plotting import figure, save_arrays, save_figure
+
+Hvp = Callable[[Tensors], Tensors]
+
+
+def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
+    return sum((a[n] * b[n]).sum() for n in a)
+
+
+def _normalized(v: Tensors) -> Tensors:
+    norm = _dot(v, v).sqrt()
+    return {n: t / norm for n, t in v.items()}
+
+
+def _orthogonalized(v: Tensors, basis: Sequence[Tensors]) -> Tensors:
+    """v minus its components along the (orthonormal) basis: deflation of the found eigenvectors."""
+    for u in basis:
+        c = _dot(v, u)
+        v = {n: t - c * u[n] for n, t in v.items()}
+    return v
+
+
+def make_hvp(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], loss_fn: LossFn | None = None,
+             params: Tensors | None = None, mode: str = "auto") -> tuple[Hvp, Tensors]:
+    """(hvp, params): hvp(v) = H v at `params` (default: the model's parameters) over the batches.
+
+    mode "fwd": forward-over-reverse (jvp of grad, the cheap one); "rev": reverse-over-reverse
+    (double backward); "auto": fwd, switching to rev if some op has no forward-mode rule.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise UserError(f"unknown Hessian-vector mode {mode!r}; use auto, fwd or rev")
+    if not batches:
+        raise UserError("the Hessian needs at least one batch of data")
+    loss_fn = loss_fn or F.cross_entropy
+    params = weights_of(model) if params is None else params
+    total = sum(len(y) for _, y in batches)
+    state = {"mode": mode}
+
+    def loss_at(p: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, p, (x,)), y)
+
+    def hvp_fwd(v: Tensors, x, y) -> Tensors:
+        return jvp(lambda p: grad(loss_at)(p, x, y), (params,), (v,))[1]
+
+    def hvp_rev(v: Tensors, x, y) -> Tensors:
+        p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
+        with torch.enable_grad():
+            g = torch.autograd.grad(loss_at(p, x, y), list(p.values()), create_graph=True)
+            hv = torch.autograd.grad(g, list(p.values()), grad_outputs=[v[n] for n in p])
+        return dict(zip(p, hv))
+
+    def one(v: Tensors, x, y) -> Tensors:
+        if state["mode"] == "rev":
+            return hvp_rev(v, x, y)
+        try:
+            return hvp_fwd(v, x, y)
+        except (RuntimeError, NotImplementedError) as e:
+            if state["mode"] == "fwd":
+                raise
+            warnings.warn(f"forward-mode HVP failed ({str(e).splitlines()[0][:200]}); using double backward")
+            state["mode"] = "rev"
+            return hvp_rev(v, x, y)
+
+    def hvp(v: Tensors) -> Tensors:
+        out = {n: torch.zeros_like(t) for n, t in params.items()}
+        with bn_mode(model, "eval"):
+            for x, y in batches:
+                hv = one(v, x, y)
+                for n in out:
+                    out[n] += hv[n].detach() * (len(y) / total)
+        return out
+
+    return hvp, params
+
+
+def top_eigenvalues(hvp: Hvp, params: Tensors, k: int = 1, iters: int = 100, tol: float = 1e-4,
+                    generator: torch.Generator | None = None) -> tuple[list[float], list[Tensors]]:
+    """The k eigenvalues of H largest in magnitude, by power iteration; each next one is searched
+    orthogonally to the eigenvectors found so far (deflation). Stops an eigenvalue when the Rayleigh
+    quotient changes by less than tol (relative) between iterations."""
+    values: list[float] = []
+    vectors: list[Tensors] = []
+    for _ in range(k):
+        v = {n: torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) for n, t in params.items()}
+        v = _normalized(_orthogonalized(v, vectors))
+        lam = None
+        for _ in range(iters):
+            hv = _orthogonalized(hvp(v), vectors)
+            new = float(_dot(v, hv))
+            v = _normalized(hv)
+            if lam is not None and abs(new - lam) <= tol * (abs(lam) + 1e-12):
+                lam = new
+                break
+            lam = new
+        values.append(lam)
+        vectors.append(v)
+    return values, vectors
+
+
+def rademacher(params: Tensors, generator: torch.Generator | None = None) -> Tensors:
+    """A random vector of +-1 entries shaped like params (drawn on the CPU, so seeds reproduce)."""
+    return {n: (torch.randint(0, 2, t.shape, generator=generator) * 2 - 1).to(t) for n, t in params.items()}
+
+
+def hutchinson_trace(hvp: Hvp, params: Tensors, samples: int = 100, generator: torch.Generator | None = None
+                     ) -> tuple[float, np.ndarray]:
+    """tr(H) = E[v^T H v] for Rademacher v: (mean over samples, the per-sample values v^T H v)."""
+    values = []
+    for _ in range(samples):
+        v = rademacher(params, generator)
+        values.append(float(_dot(v, hvp(v))))
+    values = np.array(values)
+    return float(values.mean()), values
+
+
+def batches_of(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
+def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, k: int = 3,
+                iters: int = 100, tol: float = 1e-4, trace_samples: int = 50, batch_size: int = 500, seed: int = 0,
+                loss_fn: LossFn | None = None, mode: str = "auto") -> dict:
+    """Top-k Hessian eigenvalues and the Hutchinson trace of the mean loss on (x, y).
+
+    Writes hessian.json (eigenvalues, trace, its standard error, settings) and hessian.npz (the
+    per-sample Hutchinson values); returns the same numbers.
+    """
+    out_dir = Path(out_dir)
+    hvp, params = make_hvp(model, batches_of(x, y, batch_size), loss_fn, mode=mode)
+    g = torch.Generator().manual_seed(seed)
+    eigs, _ = top_eigenvalues(hvp, params, k, iters, tol, g)
+    trace, samples = hutchinson_trace(hvp, params, trace_samples, g) if trace_samples else (float("nan"), np.array([]))
+    se = float(samples.std(ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
+    out = {"eigenvalues": eigs, "trace": trace, "trace_std_error": se, "trace_samples": int(len(samples)),
+           "n_images": int(len(y)), "n_params": int(sum(t.numel() for t in params.values())), "k": k,
+           "iters": iters, "tol": tol, "seed": seed}
+    atomic_write_json(out_dir / "hessian.json", out)
+    out["arrays"] = str(save_arrays(out_dir / "hessian", eigenvalues=np.array(eigs), trace_samples=samples))
+    return out
+
+
+def top_eigenvalue_grid(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                        directions: Sequence[Tensors], axes: Sequence[np.ndarray], loss_fn: LossFn | None = None,
+                        iters: int = 20, tol: float = 1e-3, seed: int = 0, mode: str = "auto") -> np.ndarray:
+    """The top Hessian eigenvalue at w + a*d1 + b*d2 for each point of a (coarse) 2D grid."""
+    w = weights_of(model)
+    out = np.full((len(axes[0]), len(axes[1])), np.nan)
+    for i, a in enumerate(axes[0]):
+        for j, b in enumerate(axes[1]):
+            p = {n: t + float(a) * directions[0].get(n, 0) + float(b) * directions[1].get(n, 0) for n, t in w.items()}
+            hvp, p = make_hvp(model, batches, loss_fn, params=p, mode=mode)
+            out[i, j] = top_eigenvalues(hvp, p, 1, iters, tol, torch.Generator().manual_seed(seed))[0][0]
+    return out
+
+
+def run_hessian_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
+                     xrange: str = "-1:1:5", yrange: str | None = None, norm: str = "filter", ignore: str = "biasbn",
+                     seed: int = 0, iters: int = 20, tol: float = 1e-3, batch_size: int = 500,
+                     loss_fn: LossFn | None = None) -> dict:
+    """The top eigenvalue over a coarse grid of the landscape's directions (the same directions.pt
+    as run_landscape in out_dir, made if absent). Writes hessian_grid.npz and hessian_grid.png."""
+    out_dir = Path(out_dir)
+    dirs = grid_directions(model, out_dir, 2, norm, ignore, seed)
+    axes = [parse_range(xrange), parse_range(yrange or xrange)]
+    top = top_eigenvalue_grid(model, batches_of(x, y, batch_size), dirs, axes, loss_fn, iters, tol, seed)
+    fig = figure(5, 4.3)
+    ax = fig.add_subplot(1, 1, 1)
+    X, Y = np.meshgrid(*axes, indexing="ij")
+    im = ax.pcolormesh(X, Y, top, cmap="magma", shading="nearest")
+    fig.colorbar(im, ax=ax, label="top Hessian eigenvalue")
+    ax.set_xlabel("d1")
+    ax.set_ylabel("d2")
+    ax.set_title(f"top Hessian eigenvalue ({norm}-normalized directions)", fontsize=9)
+    figure_path = save_figure(fig, out_dir / "hessian_grid")
+    arrays = save_arrays(out_dir / "hessian_grid", top_eigenvalue=top, xs=axes[0], ys=axes[1])
+    return {"top_eigenvalue": top.tolist(), "figures": [str(figure_path)], "arrays": str(arrays)}

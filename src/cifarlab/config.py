@@ -1,0 +1,277 @@
+"""Typed experiment configuration: dataclasses hold every default, YAML and --set override them.
+
+A config file mirrors the dataclasses below (sections data, augment, model, optim, schedule, train).
+Unknown keys and wrong types are UserErrors naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class DataConfig:
+    source: str = "cifar10"  # cifar10 | mnist | fashion-mnist | a path (archive, folder, IDX dir)
+    cache_dir: str = ""  # "" = $CIFARLAB_CACHE or ~/.cache/cifarlab
+    val_size: int = 0  # held-out part of the training set (seeded); 0 = evaluate on test
+    n_items: int = 0  # train on the first n_items images only (0 = all)
+    normalize: str = "dataset"  # dataset (mean/std of the train split) | course (0.5/0.5) | none
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    drop_last: bool = False
+    shuffle: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 0  # random crop with this padding (0 = off)
+    crop_mode: str = "zero"  # zero | reflect
+    translate: int = 0  # random translation by up to this many pixels (reflect padding)
+    hflip: bool = False
+    alternating_flip: bool = False  # flip each image on alternate epochs instead of at random
+    vflip: bool = False
+    rotation: float = 0.0  # max degrees
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength
+    cutout: int = 0  # square size in pixels (0 = off)
+    cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    mix_prob: float = 1.0  # probability that a batch is mixed when cutmix/mixup are on
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+    activation: str | None = None  # None = the model's own default
+    width: float | None = None  # width multiplier
+    dropout: float | None = None
+    init: str = "default"  # default | kaiming_normal | kaiming_uniform | xavier_normal | xavier_uniform | normal
+    init_std: float = 0.01  # for init: normal
+    args: dict = field(default_factory=dict)  # any other option the model takes
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad | slbi | slbi_adam | muon
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    wd_skip_1d: bool = False  # no weight decay on biases and norm parameters
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    l1: float = 0.0  # L1 penalty added to the loss
+    args: dict = field(default_factory=dict)  # optimizer-specific extras (e.g. slbi kappa, mu)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "none"  # none | step | multistep | cosine | cosine_restarts | onecycle | linear
+    warmup_epochs: float = 0.0  # linear warm-up before the schedule
+    step_size: float = 30  # epochs (step)
+    milestones: list = field(default_factory=list)  # epochs (multistep)
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    t0: float = 10  # epochs of the first cycle (cosine_restarts)
+    t_mult: int = 1
+    pct_start: float = 0.25  # onecycle
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    end_factor: float = 0.0  # linear decay to lr * end_factor
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    loss: str = "ce"  # ce | nll | mse | smooth_l1 | kl
+    label_smoothing: float = 0.0
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    ema: float = 0.0  # EMA decay of the weights (0 = off); evaluation uses the EMA model
+    tta: str = "none"  # none | flip
+    grad_clip: float = 0.0  # max global grad norm (0 = off)
+    eval_every: int = 1  # epochs
+    save_checkpoints: bool = True
+    progress: bool = True
+    log_tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    out: str = "runs"  # parent folder of run folders
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and lightly coerce) a YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if tp is list or origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        return isinstance(value, list), value
+    if tp is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"config: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise UserError(f"config: unknown key '{prefix}{key}'; allowed: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise UserError(f"config: '{prefix}{key}' must be {_type_name(tp)}, got {value!r}")
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in items or []:
+        for part in _split_assignments(item):
+            if "=" not in part:
+                raise UserError(f"--set expects key=value, got '{part}'")
+            key, raw = part.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
+            node = out
+            keys = key.strip().split(".")
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+                if not isinstance(node, dict):
+                    raise UserError(f"--set: '{key}' conflicts with an earlier override")
+            node[keys[-1]] = value
+    return out
+
+
+def _split_assignments(item: str) -> list[str]:
+    # "--set a=1 b=2" arrives as one string when quoted; split on spaces outside brackets
+    parts, depth, cur = [], 0, ""
+    for ch in item:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == " " and depth == 0:
+            if cur:
+                parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        parts.append(cur)
+    return parts
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("args",):
+            out[k] = deep_merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def resolve_preset(path: str) -> Path:
+    """A config path, or a preset name such as 'quick' looked up in configs/train/."""
+    p = Path(path)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    for root in preset_dirs():
+        for cand in (root / "train" / f"{path}.yaml", root / f"{path}.yaml"):
+            if cand.exists():
+                return cand
+    return p
+
+
+def preset_dirs() -> list[Path]:
+    here = Path(__file__).resolve()
+    return [d for d in (here.parents[2] / "configs", here.parent / "configs") if d.is_dir()]
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Defaults <- YAML file <- --set overrides; returns a validated dataclass."""
+    data = read_yaml(resolve_preset(path)) if path else {}
+    data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from .run import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,159 @@
+"""The data layer: sources -> uint8 cache -> Dataset -> DeviceLoader (augmentation on the device).
+
+    ds = load_dataset("cifar10")                       # decoded once, then read from the cache
+    ds = subset(split_val(ds, 5000, seed=0), 10000)    # optional held-out part, first n images
+    mean, std = normalization(ds, "dataset")
+    train = DeviceLoader(ds.train_x, ds.train_y, 512, shuffle=True, drop_last=True, seed=0,
+                         device="cuda", mean=mean, std=std, augment=Augment(cfg.augment))
+    for epoch in range(epochs):
+        train.set_epoch(epoch)                         # order + augmentation = f(seed, epoch)
+        for x, y in train: loss = mixed_loss(F.cross_entropy, model(x), y)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from . import sources
+from .augment import Augment, Mixed, mixed_loss
+from .cache import cache_file, default_cache_dir, fingerprint, read_cache, write_cache
+from .loader import DeviceLoader, resolve_device
+
+__all__ = [
+    "Augment", "Dataset", "DeviceLoader", "Mixed", "channel_stats", "data_info", "dataset_from_config",
+    "load_dataset", "mixed_loss", "normalization", "resolve_device", "split_val", "subset",
+]  # fmt: skip
+
+
+@dataclass
+class Dataset:
+    train_x: torch.Tensor  # uint8 (N, H, W, C), CPU
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    name: str  # cifar10 | cifar10-jpeg (the re-encoded copy: never quote it as CIFAR-10) | mnist | ...
+    fingerprint: str
+    mean: tuple[float, ...]  # per channel, [0, 1] units, of the train split
+    std: tuple[float, ...]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:  # (H, W, C)
+        return tuple(self.train_x.shape[1:])
+
+
+def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
+    """A dataset name (cifar10, mnist, fashion-mnist) or a path, decoded once and cached."""
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    src = sources.locate(str(source), cache_dir / "downloads")
+    fp = fingerprint(src)
+    path = cache_file(src, cache_dir)
+    blob = read_cache(path, fp)
+    if blob is None:
+        arr = sources.read(src)
+        mean, std = channel_stats(arr.train_x)
+        blob = dict(vars(arr), mean=list(mean), std=list(std), fingerprint=fp)
+        try:
+            write_cache(path, blob)
+        except OSError as e:  # a read-only cache folder costs speed next time, not the run
+            print(f"cifarlab: warning: could not write the data cache {path} ({e})", file=sys.stderr)
+    return Dataset(
+        blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]), blob["name"],
+        blob["fingerprint"], tuple(blob["mean"]), tuple(blob["std"]),
+    )  # fmt: skip
+
+
+def dataset_from_config(cfg, seed: int) -> Dataset:
+    """load -> split_val -> subset, as a DataConfig asks (the val part is drawn before n_items)."""
+    ds = load_dataset(cfg.source, cfg.cache_dir or None)
+    return subset(split_val(ds, cfg.val_size, seed), cfg.n_items)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and std in [0, 1] units from a 256-bin histogram (no float copy of x)."""
+    if x.shape[0] == 0:
+        raise UserError("the training split is empty")
+    levels = torch.arange(256, dtype=torch.float64)
+    mean, std = [], []
+    for c in range(x.shape[-1]):
+        h = torch.bincount(x[..., c].reshape(-1), minlength=256).double()
+        m = (h * levels).sum() / h.sum()
+        v = (h * (levels - m) ** 2).sum() / h.sum()
+        mean.append(float(m) / 255)
+        std.append(math.sqrt(float(v)) / 255)
+    return tuple(mean), tuple(std)
+
+
+def split_val(ds: Dataset, val_size: int, seed: int) -> Dataset:
+    """Move a seeded random val_size part of train into val_x/val_y (both parts keep file order)."""
+    if val_size <= 0:
+        return ds
+    if ds.val_x is not None:
+        raise ValueError("dataset already has a validation split")
+    n = len(ds.train_y)
+    if val_size >= n:
+        raise UserError(f"data.val_size={val_size} leaves no training images (the train split has {n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, keep = perm[:val_size].sort().values, perm[val_size:].sort().values
+    return _with_train(ds, ds.train_x[keep], ds.train_y[keep], val_x=ds.train_x[val], val_y=ds.train_y[val])
+
+
+def subset(ds: Dataset, n_items: int) -> Dataset:
+    """The first n_items training images (0 = all)."""
+    n = len(ds.train_y)
+    if n_items <= 0 or n_items == n:
+        return ds
+    if n_items > n:
+        raise UserError(f"data.n_items={n_items} exceeds the {n} training images")
+    return _with_train(ds, ds.train_x[:n_items], ds.train_y[:n_items])
+
+
+def _with_train(ds: Dataset, x: torch.Tensor, y: torch.Tensor, **kw) -> Dataset:
+    # mean/std describe the images actually trained on
+    mean, std = channel_stats(x)
+    return dataclasses.replace(ds, train_x=x.contiguous(), train_y=y, mean=mean, std=std, **kw)
+
+
+def normalization(ds: Dataset, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """dataset: the train split's mean/std; course: 0.5/0.5 (the course loader); none: 0/1."""
+    c = ds.train_x.shape[-1]
+    if mode == "dataset":
+        return ds.mean, ds.std
+    if mode == "course":
+        return (0.5,) * c, (0.5,) * c
+    if mode == "none":
+        return (0.0,) * c, (1.0,) * c
+    raise UserError(f"data.normalize must be dataset, course or none, got '{mode}'")
+
+
+def data_info(ds: Dataset) -> dict:
+    """What `cifarlab data info` prints: counts per class per split, shape, mean/std."""
+    splits = {"train": ds.train_y, "test": ds.test_y}
+    if ds.val_y is not None:
+        splits["val"] = ds.val_y
+    counts = {}
+    for split, y in splits.items():
+        per = torch.bincount(y, minlength=len(ds.classes)).tolist()
+        counts[split] = {"total": len(y), "per_class": dict(zip(ds.classes, per))}
+    return {
+        "name": ds.name,
+        "fingerprint": ds.fingerprint,
+        "image_shape": list(ds.image_shape),
+        "classes": list(ds.classes),
+        "splits": counts,
+        "mean": [round(m, 4) for m in ds.mean],
+        "std": [round(s, 4) for s in ds.std],
+    }

@@ -1,0 +1,390 @@
+"""Read every supported source into uint8 arrays: images N x H x W x C, int64 labels, class names.
+
+Sources: the names cifar10 / mnist / fashion-mnist (torchvision download, or the local copy that
+CIFARLAB_DATA points to), the official CIFAR-10 pickle batches (folder or tarball), an image folder
+with train/ and test/ (folder or tarball), and MNIST-style IDX files (raw or gzipped).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import re
+import struct
+import sys
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+NAMES = {"cifar10": "cifar10", "cifar-10": "cifar10", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
+         "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}  # fmt: skip
+
+CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+IDX_FILES = {  # role -> file name torchvision uses (gzipped with .gz)
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+BAD_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+
+
+@dataclass
+class Arrays:
+    train_x: torch.Tensor  # uint8 (N, H, W, C)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    name: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A located source: what it is, where, and which files its fingerprint covers."""
+
+    kind: str  # archive | cifar-dir | image-dir | idx-dir
+    path: Path
+    files: tuple[Path, ...]
+    name: str = ""  # dataset name when known from the request (mnist vs fashion-mnist IDX files)
+
+
+# ---------------------------------------------------------------- locating a source
+
+
+def locate(source: str, download_root: Path) -> Source:
+    """Turn a dataset name or a path into a Source; a name without CIFARLAB_DATA downloads first."""
+    key = NAMES.get(source.strip().lower())
+    if key is not None:
+        env = os.environ.get("CIFARLAB_DATA")
+        if env:
+            return _from_env(key, Path(env).expanduser())
+        return _from_download(key, download_root)
+    path = Path(source).expanduser()
+    if not path.exists():
+        if "/" not in source and "." not in source:
+            raise UserError(f"unknown dataset '{source}'; use cifar10, mnist, fashion-mnist or a path")
+        raise UserError(f"data source not found: {path}")
+    return _detect(path)
+
+
+def _detect(path: Path, key: str = "") -> Source:
+    path = path.resolve()
+    if path.is_file():
+        if not path.name.lower().endswith(TAR_SUFFIXES):
+            raise UserError(f"{path}: not a supported data file (expected .tar.gz, .tgz, .tar or a folder)")
+        return Source("archive", path, (path,), key)
+    d = _cifar_dir(path)
+    if d:
+        return Source("cifar-dir", d, tuple(sorted(f for f in d.iterdir() if f.is_file())), key)
+    idx = _idx_dir(path, key)
+    if idx:
+        return Source("idx-dir", path, tuple(idx.values()), key or _idx_name(path))
+    root = _image_root(path)
+    if root:
+        files = tuple(sorted(f for s in ("train", "test") for f in (root / s).rglob("*") if f.is_file()))
+        return Source("image-dir", root, files, key)
+    raise UserError(
+        f"{path}: found no CIFAR-10 batches, IDX files or image folder with train/ and test/ class subfolders"
+    )
+
+
+def _from_env(key: str, root: Path) -> Source:
+    """CIFARLAB_DATA is one local source, or a folder of them (like the shared data folder)."""
+    if not root.exists():
+        raise UserError(f"CIFARLAB_DATA={root} does not exist")
+    if root.is_dir():
+        candidates = {
+            "cifar10": ["cifar-10-python.tar.gz", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar10-jpeg"],
+            "mnist": ["mnist", "MNIST"],
+            "fashion-mnist": ["fashion-mnist", "FashionMNIST", "fashion_mnist"],
+        }[key]
+        for name in candidates:
+            if (root / name).exists():
+                return _detect(root / name, key if key != "cifar10" else "")
+    try:
+        src = _detect(root, key if key != "cifar10" else "")
+    except UserError:
+        src = None
+    if src is not None and (src.kind == "idx-dir") == (key != "cifar10"):
+        return src
+    raise UserError(f"CIFARLAB_DATA={root} holds no {key} data; point it at a local copy or pass a path")
+
+
+def _from_download(key: str, root: Path) -> Source:
+    """Download with torchvision (once); the files then read like any local copy."""
+    local = {"cifar10": root / "cifar-10-batches-py", "mnist": root / "MNIST" / "raw",
+             "fashion-mnist": root / "FashionMNIST" / "raw"}[key]  # fmt: skip
+    if not (local.is_dir() and (_cifar_dir(local) or _idx_dir(local, key))):
+        import torchvision.datasets as tvd
+
+        cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[key]
+        print(f"cifarlab: downloading {key} into {root}", file=sys.stderr)
+        try:
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+        except Exception as e:  # URLError, HTTPError, RuntimeError on a failed checksum, ...
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"could not download {key} ({msg}); set CIFARLAB_DATA to a local copy or pass a path as the source"
+            ) from None
+    return _detect(local, key if key != "cifar10" else "")
+
+
+def _cifar_dir(path: Path) -> Path | None:
+    for d in (path, path / "cifar-10-batches-py"):
+        if all((d / n).is_file() for n in CIFAR_TRAIN + ["test_batch"]):
+            return d
+    return None
+
+
+def _idx_dir(path: Path, key: str = "") -> dict[str, Path] | None:
+    """The four IDX files in path, path/raw or torchvision's MNIST/raw, FashionMNIST/raw."""
+    sub = {"mnist": ["MNIST/raw"], "fashion-mnist": ["FashionMNIST/raw"]}.get(key, ["MNIST/raw", "FashionMNIST/raw"])
+    found = {}
+    for d in [path, path / "raw"] + [path / s for s in sub]:
+        files = {}
+        for role, name in IDX_FILES.items():
+            for cand in (d / name, d / f"{name}.gz"):
+                if cand.is_file():
+                    files[role] = cand
+                    break
+        if files:
+            if len(files) < 4:
+                missing = [IDX_FILES[r] for r in IDX_FILES if r not in files]
+                raise UserError(f"{d}: IDX files incomplete, missing {', '.join(missing)}[.gz]")
+            found[d] = files
+    if len(found) > 1 and not key:
+        raise UserError(f"{path}: holds several IDX datasets ({', '.join(map(str, found))}); pass one folder")
+    return next(iter(found.values()), None)
+
+
+def _idx_name(path: Path) -> str:
+    # IDX files do not say which dataset they are; the folder name does in every common layout
+    return "fashion-mnist" if "fashion" in str(path).lower() else "mnist"
+
+
+def _image_root(path: Path) -> Path | None:
+    for d in [path] + sorted(c for c in path.iterdir() if c.is_dir()):
+        if (d / "train").is_dir() and (d / "test").is_dir():
+            return d
+    if (path / "train").is_dir() or (path / "test").is_dir():
+        raise UserError(f"{path}: an image folder needs both train/ and test/ subfolders")
+    return None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read(src: Source) -> Arrays:
+    if src.kind == "archive":
+        return _read_archive(src)
+    if src.kind == "cifar-dir":
+        return _cifar_from_blobs({f.name: f.read_bytes() for f in src.files}, src.path)
+    if src.kind == "idx-dir":
+        blobs = {role: f.read_bytes() for role, f in _idx_dir(src.path, src.name).items()}
+        return _idx_from_blobs(blobs, src.name, src.path)
+    blobs = {}
+    for split in ("train", "test"):
+        for f in (src.path / split).rglob("*"):
+            if f.is_file():
+                blobs[str(f.relative_to(src.path))] = f.read_bytes()
+    return _images_from_blobs(blobs, src.path.name, src.path)
+
+
+def _read_archive(src: Source) -> Arrays:
+    """One pass over the tarball (gzip cannot seek), then decide by what it holds."""
+    blobs: dict[str, bytes] = {}
+    try:
+        with tarfile.open(src.path, "r:*") as tf:
+            for m in tf:
+                if m.isfile():
+                    blobs[m.name] = tf.extractfile(m).read()
+    except BAD_ARCHIVE as e:
+        raise UserError(f"{src.path}: corrupt or truncated archive ({e})") from None
+    by_base = {Path(n).name: b for n, b in blobs.items()}
+    if all(n in by_base for n in CIFAR_TRAIN + ["test_batch"]):
+        return _cifar_from_blobs(by_base, src.path)
+    idx = {}
+    for role, name in IDX_FILES.items():
+        for cand in (name, f"{name}.gz"):
+            if cand in by_base:
+                idx[role] = by_base[cand]
+                break
+    if len(idx) == 4:
+        return _idx_from_blobs(idx, src.name or _idx_name(src.path), src.path)
+    stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar)$", "", src.path.name, flags=re.I)
+    return _images_from_blobs(blobs, stem, src.path)
+
+
+def _cifar_from_blobs(blobs: dict[str, bytes], where: Path) -> Arrays:
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            d = pickle.loads(blobs[name], encoding="bytes")
+            data = np.asarray(d.get(b"data", d.get("data")), dtype=np.uint8)
+            labels = np.asarray(d.get(b"labels", d.get("labels")), dtype=np.int64)
+        except Exception as e:  # truncated or foreign pickle
+            raise UserError(f"{where}: CIFAR batch {name} is corrupt ({type(e).__name__}: {e})") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise UserError(f"{where}: CIFAR batch {name} has data {data.shape} and {len(labels)} labels")
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+    train = [batch(n) for n in CIFAR_TRAIN]
+    test_x, test_y = batch("test_batch")
+    classes = CIFAR10_CLASSES
+    if "batches.meta" in blobs:
+        try:
+            meta = pickle.loads(blobs["batches.meta"], encoding="bytes")
+            names = meta.get(b"label_names", meta.get("label_names"))
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        except Exception:
+            classes = CIFAR10_CLASSES  # the meta file only carries names; the official ones are known
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return _arrays(train_x, train_y, test_x, test_y, classes, "cifar10", where)
+
+
+def _idx_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Arrays:
+    arrays = {}
+    for role, blob in blobs.items():
+        if blob[:2] == b"\x1f\x8b":
+            try:
+                blob = gzip.decompress(blob)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise UserError(f"{where}: {IDX_FILES[role]}.gz is corrupt or truncated ({e})") from None
+        arrays[role] = _parse_idx(blob, ndim=3 if role.endswith("_x") else 1, what=f"{where}: {IDX_FILES[role]}")
+    for split in ("train", "test"):
+        nx, ny = len(arrays[f"{split}_x"]), len(arrays[f"{split}_y"])
+        if nx != ny:
+            raise UserError(f"{where}: {split} IDX files disagree: {nx} images but {ny} labels")
+    classes = FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
+    return _arrays(
+        arrays["train_x"][..., None], arrays["train_y"], arrays["test_x"][..., None], arrays["test_y"],
+        classes, name or "mnist", where,
+    )  # fmt: skip
+
+
+def _parse_idx(data: bytes, ndim: int, what: str) -> np.ndarray:
+    """IDX: magic 0x0000 08 <ndim> (unsigned bytes), then ndim big-endian int32 sizes, then the bytes."""
+    magic = 0x0800 + ndim
+    got = struct.unpack(">I", data[:4])[0] if len(data) >= 4 else None
+    if got != magic:
+        shown = "none (file too short)" if got is None else f"0x{got:08X}"
+        raise UserError(f"{what}: bad IDX magic number {shown}, expected 0x{magic:08X}")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = memoryview(data)[4 + 4 * ndim :]
+    if len(body) != int(np.prod(dims)):
+        raise UserError(f"{what}: header says {dims} but holds {len(body)} bytes (truncated?)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Arrays:
+    """An image folder: <prefix>/{train,test}/<class>/<file>; classes are the sorted folder names.
+
+    Within a class files sort by name (natural order); the classes are then interleaved round-robin
+    so that any prefix (n_items, "the first 1000 test images") is class-balanced, not all airplanes.
+    """
+    splits: dict[str, dict[str, list[tuple[str, str]]]] = {"train": {}, "test": {}}
+    for path in blobs:
+        parts = path.split("/")
+        if len(parts) < 3 or parts[-3] not in splits or parts[-1].startswith("."):
+            continue
+        if not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        splits[parts[-3]].setdefault(parts[-2], []).append((parts[-1], path))
+    if not splits["train"] and not splits["test"]:
+        raise UserError(f"{where}: no image folder with train/<class>/ and test/<class>/ images found")
+    for split, by_class in splits.items():
+        if not by_class:
+            raise UserError(f"{where}: image folder has no classes under {split}/ (expected {split}/<class>/<image>)")
+    classes = sorted(splits["train"])
+    extra = sorted(set(splits["test"]) - set(classes))
+    if extra:
+        raise UserError(f"{where}: test/ has classes that train/ lacks: {', '.join(extra)}")
+    out = []
+    for split in ("train", "test"):
+        queues = [sorted(splits[split].get(c, []), key=lambda f: _natural(f[0])) for c in classes]
+        order = [(q[i][1], k) for i in range(max(map(len, queues))) for k, q in enumerate(queues) if i < len(q)]
+        print(f"cifarlab: decoding {len(order)} {split} images from {where}", file=sys.stderr)
+        out.append(_decode([blobs[p] for p, _ in order], [p for p, _ in order], where))
+        out.append(np.array([k for _, k in order], dtype=np.int64))
+    if out[0].shape[1:] != out[2].shape[1:]:
+        raise UserError(f"{where}: train images are {tuple(out[0].shape[1:])} but test images {tuple(out[2].shape[1:])}")
+    return _arrays(*out, classes, name, where)
+
+
+def _decode(blobs: list[bytes], names: list[str], where: Path) -> torch.Tensor:
+    """Decode encoded images to uint8 NHWC: JPEGs in one batched libjpeg call, others one by one."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    first = _decode_one(tensors[0], names[0], ImageReadMode.UNCHANGED, where)
+    mode = ImageReadMode.GRAY if first.shape[0] == 1 else ImageReadMode.RGB
+    images: list[torch.Tensor | None] = [None] * len(blobs)
+    jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
+    if jpeg:
+        try:
+            for i, img in zip(jpeg, decode_jpeg([tensors[i] for i in jpeg], mode=mode)):
+                images[i] = img
+        except RuntimeError:
+            jpeg = []  # one bad file spoils the batch; decode one by one to name it
+    for i in range(len(blobs)):
+        if images[i] is None:
+            images[i] = _decode_one(tensors[i], names[i], mode, where)
+    shape = images[0].shape
+    for img, name in zip(images, names):
+        if img.shape != shape:
+            raise UserError(f"{where}: images differ in size: {names[0]} is {tuple(shape)}, {name} is {tuple(img.shape)}")
+    return torch.stack(images).permute(0, 2, 3, 1).contiguous()
+
+
+def _decode_one(data: torch.Tensor, name: str, mode, where: Path) -> torch.Tensor:
+    from torchvision.io import decode_image
+
+    try:
+        return decode_image(data, mode=mode)
+    except RuntimeError:
+        pass
+    try:  # formats torchvision.io does not read (bmp, tiff, ppm)
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data.numpy().tobytes()))
+        pil_mode = {"GRAY": "L", "RGB": "RGB"}.get(getattr(mode, "name", ""), None)
+        arr = np.asarray(img.convert(pil_mode) if pil_mode else img)
+    except Exception:
+        raise UserError(f"{where}: cannot decode image {name}") from None
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _arrays(train_x, train_y, test_x, test_y, classes: list[str], name: str, where: Path) -> Arrays:
+    tx, ty = _tensor(train_x, np.uint8), _tensor(train_y, np.int64)
+    vx, vy = _tensor(test_x, np.uint8), _tensor(test_y, np.int64)
+    for split, y in (("train", ty), ("test", vy)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise UserError(f"{where}: {split} labels span {int(y.min())}..{int(y.max())} but there are {len(classes)} classes")
+    return Arrays(tx, ty, vx, vy, list(classes), name)
+
+
+def _tensor(a, dtype) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.contiguous()
+    return torch.from_numpy(np.array(a, dtype=dtype, order="C"))  # a C-ordered, writable copy

@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint on a data source: accuracy, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from .data import DeviceLoader, load_dataset
+from .errors import UserError
+from .train.checkpoint import load_model
+from .train.engine import autocast, pick_device, predict
+
+
+def checkpoint_data(ckpt: dict, source: str | None):
+    """The test split for a checkpoint: `source`, else the source it was trained on; checks the fit."""
+    cfg = ckpt.get("config", {})
+    src = source or cfg.get("data", {}).get("source")
+    if not src:
+        raise UserError("the checkpoint does not record its data source; pass --data")
+    ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None)
+    opts = ckpt.get("model_options", {})
+    if opts.get("in_channels") not in (None, ds.test_x.shape[-1]):
+        raise UserError(f"the checkpoint's model takes {opts['in_channels']}-channel images, "
+                        f"but {ds.name} has {ds.test_x.shape[-1]}")
+    if opts.get("num_classes") not in (None, len(ds.classes)):
+        raise UserError(f"the checkpoint's model has {opts['num_classes']} classes, but {ds.name} has {len(ds.classes)}")
+    return ds
+
+
+def evaluate_checkpoint(path, source: str | None = None, tta: str = "none", device: str = "auto") -> dict:
+    dev = pick_device(device)
+    model, ckpt = load_model(path, dev)
+    ds = checkpoint_data(ckpt, source)
+    mean, std = ckpt.get("mean") or [0.0] * ds.test_x.shape[-1], ckpt.get("std") or [1.0] * ds.test_x.shape[-1]
+    loader = DeviceLoader(ds.test_x, ds.test_y, 1000, shuffle=False, drop_last=False, seed=0, device=dev,
+                          mean=mean, std=std)
+    amp = ckpt.get("config", {}).get("train", {}).get("amp", "auto")
+    logits, y = predict(model, loader, tta, autocast(dev, amp))
+    pred = logits.argmax(1)
+    k = len(ds.classes)
+    conf = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k).cpu()
+    per_class = (conf.diag().float() / conf.sum(1).clamp(min=1).float()).tolist()
+    return {
+        "dataset": ds.name, "n": int(len(y)), "accuracy": (pred == y).float().mean().item(),
+        "loss": torch.nn.functional.cross_entropy(logits, y).item(),
+        "per_class": dict(zip(ds.classes, per_class)), "confusion": conf.tolist(), "classes": list(ds.classes),
+    }

@@ -1,0 +1,107 @@
+"""The model zoo: a registry of factory functions and `create_model(name, **options)`.
+
+A factory is `fn(num_classes=10, in_channels=3, **options) -> nn.Module`; its keyword arguments
+are the model's options and their defaults (the signature is the documentation). Every model
+has `stage_names`: dotted names of its main blocks in forward order, for feature maps and Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import UserError
+from .blocks import ACTIVATIONS, INITS, make_activation, reinit_
+
+__all__ = ["register", "create_model", "model_names", "model_aliases", "count_params", "make_activation"]
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {}  # canonical name -> factory
+_LOOKUP: dict[str, str] = {}  # lower-case name or alias -> canonical name
+_ALIASES: dict[str, str] = {}  # alias -> canonical name
+
+
+def register(name: str, *aliases: str) -> Callable:
+    """Decorator: make a factory available to create_model under `name` (and `aliases`)."""
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        for key in (name, *aliases):
+            if _LOOKUP.get(key.lower(), name) != name:
+                raise ValueError(f"model name '{key}' is already registered for {_LOOKUP[key.lower()]}")
+            _LOOKUP[key.lower()] = name
+        _FACTORIES[name] = fn
+        _ALIASES.update({a: name for a in aliases if a.lower() != name.lower()})
+        return fn
+
+    return add
+
+
+def model_names() -> list[str]:
+    return sorted(_FACTORIES, key=str.lower)
+
+
+def model_aliases() -> dict[str, str]:
+    return dict(_ALIASES)
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters, trainable or frozen (the number the course and the papers quote)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _resolve(name: str) -> str:
+    canonical = _LOOKUP.get(str(name).lower())
+    if canonical is None:
+        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(model_names())}")
+    return canonical
+
+
+def _check_options(name: str, fn: Callable, options: dict[str, Any]) -> None:
+    params = inspect.signature(fn).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for key in options:
+        if key not in params and not open_ended:
+            raise UserError(f"model {name} does not take option '{key}'; it takes: {', '.join(params)}")
+    act = options.get("activation")
+    if act is not None and str(act).lower() not in ACTIVATIONS:
+        raise UserError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
+    width = options.get("width")
+    if width is not None and not (isinstance(width, (int, float)) and width > 0):
+        raise UserError(f"width must be a number > 0, got {width!r}")
+    dropout = options.get("dropout")
+    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
+    for key in ("num_classes", "in_channels"):
+        v = options[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise UserError(f"{key} must be a positive integer, got {v!r}")
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, activation: str | None = None,
+                 width: float | None = None, dropout: float | None = None, init: str = "default",
+                 init_std: float = 0.01, **args: Any) -> nn.Module:
+    """Build a registered model. Options left as None take the model's own default.
+
+    init "default" keeps the model's own initialisation (the course init for the course models);
+    any other scheme re-initialises every Conv/Linear weight and zeroes the biases.
+    """
+    canonical = _resolve(name)
+    fn = _FACTORIES[canonical]
+    given = dict(activation=activation, width=width, dropout=dropout, **args)
+    options = {"num_classes": num_classes, "in_channels": in_channels,
+               **{k: v for k, v in given.items() if v is not None}}
+    _check_options(canonical, fn, options)
+    if init not in INITS:  # checked before building: a big model takes a while to build
+        raise UserError(f"unknown init '{init}'; choose one of: {', '.join(INITS)}")
+    model = reinit_(fn(**options), init, init_std)
+    model.cifarlab_name = canonical
+    model.cifarlab_options = copy.deepcopy(options)
+    for stage in model.stage_names:  # a wrong name here is a bug in the zoo, caught at once
+        model.get_submodule(stage)
+    return model
+
+
+# The model files register themselves on import; they come last because they import `register`.
+from . import fastnet, lenet, resnet, vgg  # noqa: E402,F401

@@ -1,0 +1,547 @@
+"""The batch-normalization study (SPEC 3): VGG_A vs VGG_A_BatchNorm at several learning rates.
+
+Every run starts from the same seed (same init for a given model) and sees the same data order.
+It records the training loss of every step, train/test accuracy per epoch, and every
+`probe_every` steps, on the step's own batch and before its update, the Santurkar et al. probes
+(loss variation, gradient predictiveness, effective beta-smoothness along -g_t; see
+analysis/bn_probe.py) plus, when `proxies` is on, the trajectory proxies and the ICS measure.
+
+Outputs in out_dir: arrays.npz, results.csv, results.md, summary.json and the figures
+training_curves, loss_band, probes, proxies (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..analysis.bn_probe import grad_change_proxy, ics_measure, model_grads, probe_step, trainable_params
+from ..analysis.plotting import figure, save_arrays, save_figure
+from ..config import to_dict
+from ..data import DeviceLoader, load_dataset, normalization, subset
+from ..errors import UserError
+from ..models import count_params, create_model
+from ..run import atomic_write_json, atomic_write_text, environment
+from ..train.engine import autocast, evaluate, pick_device, use_channels_last
+
+CHANCE_MARGIN = 0.05  # a run whose final training loss is within this of ln(classes) stalled at chance
+LOSS_TARGET = 0.5  # "steps to reach training loss 0.5" uses a trailing mean over SMOOTH steps
+SMOOTH = 20
+
+
+@dataclass
+class BNStudyConfig:
+    name: str = "bn-study"
+    data: str = "cifar10"  # dataset name or path (the CLI's data source overrides it)
+    cache_dir: str = ""
+    n_items: int = 0  # train on the first n_items images (0 = all)
+    n_test: int = 0  # evaluate on the first n_test test images (0 = all)
+    epochs: int = 20
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    # model names, or mappings {name: ..., label: ..., <create_model options>}
+    models: list = field(default_factory=lambda: ["VGG_A", "VGG_A_BatchNorm"])
+    lrs: list = field(default_factory=lambda: [1e-3, 2e-3, 1e-4, 5e-4])
+    optimizer: str = "adam"  # adam | sgd (with `momentum`)
+    momentum: float = 0.9
+    seed: int = 0
+    probe_every: int = 50  # steps (0 = no probes)
+    eta_range: list = field(default_factory=lambda: [0.05, 0.4])  # x eta_scale
+    n_etas: int = 8
+    eta_scale: float = 0.0  # the training step scale; 0 = each run's lr
+    probe_method: str = "auto"  # auto (vmap, loop if vmap fails) | vmap | loop
+    proxies: bool = True  # the trajectory proxies and the ICS measure at each probe step
+    normalize: str = "course"  # course (0.5/0.5) | dataset | none
+    device: str = "auto"
+    amp: str = "auto"  # training forward/backward: auto = bf16 on CUDA; probes always run in fp32
+    channels_last: str = "auto"
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def model_specs(cfg: BNStudyConfig) -> list[dict]:
+    """[{label, name, options}] from cfg.models; labels must be unique (they name the arrays)."""
+    specs = []
+    for m in cfg.models:
+        if isinstance(m, str):
+            specs.append({"label": m, "name": m, "options": {}})
+        elif isinstance(m, dict) and isinstance(m.get("name"), str):
+            opts = {k: v for k, v in m.items() if k not in ("name", "label")}
+            default = m["name"] + ("(" + ",".join(f"{k}={v}" for k, v in opts.items()) + ")" if opts else "")
+            specs.append({"label": str(m.get("label", default)), "name": m["name"], "options": opts})
+        else:
+            raise UserError(f"models: each entry must be a model name or a mapping with 'name', got {m!r}")
+    labels = [s["label"] for s in specs]
+    if not specs or len(set(labels)) != len(labels):
+        raise UserError(f"models must be a non-empty list of distinct models (labels {labels})")
+    return specs
+
+
+def check_config(cfg: BNStudyConfig) -> None:
+    def bad(key: str, what: str) -> None:
+        raise UserError(f"bn-study: {key} must be {what}, got {getattr(cfg, key)!r}")
+
+    if not cfg.lrs or any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in cfg.lrs):
+        bad("lrs", "a non-empty list of positive numbers")
+    if cfg.optimizer not in ("adam", "sgd"):
+        bad("optimizer", "adam or sgd")
+    for key in ("epochs", "batch_size", "eval_batch_size", "n_etas"):
+        if getattr(cfg, key) < 1:
+            bad(key, "a positive integer")
+    for key in ("n_items", "n_test", "probe_every"):
+        if getattr(cfg, key) < 0:
+            bad(key, "0 or a positive integer")
+    lo_hi = cfg.eta_range
+    if len(lo_hi) != 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+        bad("eta_range", "[low, high] with 0 < low <= high")
+    if cfg.eta_scale < 0:
+        bad("eta_scale", ">= 0 (0 = each run's lr)")
+    if cfg.probe_method not in ("auto", "vmap", "loop"):
+        bad("probe_method", "auto, vmap or loop")
+    if cfg.normalize not in ("course", "dataset", "none"):
+        bad("normalize", "course, dataset or none")
+    model_specs(cfg)
+
+
+def eta_grid(cfg: BNStudyConfig, lr: float) -> np.ndarray:
+    return np.linspace(cfg.eta_range[0], cfg.eta_range[1], cfg.n_etas) * (cfg.eta_scale or lr)
+
+
+# ---------------------------------------------------------------- one run
+
+
+def _optimizer(model: torch.nn.Module, cfg: BNStudyConfig, lr: float, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, fused=device.type == "cuda")
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+
+
+def _clone(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: v.detach().clone() for n, v in d.items()}
+
+
+def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: torch.device, tag: str) -> dict:
+    """Train one model at one lr; returns numpy arrays of its trajectory and probes."""
+    channels_last = use_channels_last(device, cfg.channels_last)
+    amp_ctx = autocast(device, cfg.amp)
+    torch.manual_seed(cfg.seed)  # the same init for every lr
+    model = create_model(spec["name"], num_classes=data["num_classes"], in_channels=data["in_channels"],
+                         **spec["options"]).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = _optimizer(model, cfg, lr, device)
+    kw = dict(device=device, mean=data["mean"], std=data["std"], channels_last=channels_last, seed=cfg.seed)
+    loader = DeviceLoader(data["train_x"], data["train_y"], cfg.batch_size, shuffle=True, drop_last=False, **kw)
+    test_loader = DeviceLoader(data["test_x"], data["test_y"], cfg.eval_batch_size, shuffle=False,
+                               drop_last=False, **kw)
+    spe = len(loader)
+    total = cfg.epochs * spe
+    every = cfg.probe_every
+    probe_at = set(range(0, total, every)) if every else set()
+    etas = eta_grid(cfg, lr)
+    step_loss = torch.full((total,), float("nan"), device=device)
+    probes, proxies, ics = [], [], []
+    train_acc, test_acc, test_loss = [], [], []
+    prev = None  # (g_{t-1}, w_{t-1}) kept only for the step before a probe
+    probe_seconds = 0.0
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        correct = torch.zeros((), device=device)
+        t_epoch = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            t = epoch * spe + i
+            probing = t in probe_at
+            if probing:
+                # on the step's batch, before its update; the probe copies BN buffers and restores RNG
+                t0 = time.perf_counter()
+                probes.append(probe_step(model, F.cross_entropy, x, y, list(etas), method=cfg.probe_method))
+                w_t = _clone(trainable_params(model)) if cfg.proxies else None
+                probe_seconds += time.perf_counter() - t0
+            with amp_ctx:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.proxies and probing:
+                t0 = time.perf_counter()
+                if prev is not None:
+                    p = grad_change_proxy(prev[0], model_grads(model), prev[1], w_t)
+                    proxies.append([float(p["grad_change"]), float(p["grad_change_ratio"])])
+                else:
+                    proxies.append([math.nan, math.nan])
+                prev = None
+                probe_seconds += time.perf_counter() - t0
+            if cfg.proxies and every and (t + 1) % every == 0:
+                prev = (model_grads(model), _clone(trainable_params(model)))
+            opt.step()
+            if cfg.proxies and probing:
+                t0 = time.perf_counter()
+                ics.append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model),
+                                       method=cfg.probe_method))
+                probe_seconds += time.perf_counter() - t0
+            step_loss[t] = loss.detach().float()  # stays on the device: no sync per step
+            correct += (logits.detach().argmax(1) == y).sum()
+        losses = step_loss[epoch * spe:(epoch + 1) * spe].cpu()  # one sync per epoch
+        train_acc.append(correct.item() / len(data["train_y"]))
+        ev = evaluate(model, test_loader, F.cross_entropy, "none", amp_ctx)
+        test_acc.append(ev["acc"])
+        test_loss.append(ev["loss"])
+        if cfg.progress:
+            print(f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {losses.mean():.4f} "
+                  f"acc {train_acc[-1]:.4f}  test acc {test_acc[-1]:.4f}  "
+                  f"{time.perf_counter() - t_epoch:.1f}s", flush=True)
+    out = {
+        "step_loss": step_loss.cpu().numpy(),
+        "train_acc": np.array(train_acc),
+        "test_acc": np.array(test_acc),
+        "test_loss": np.array(test_loss),
+        "etas": etas,
+        "seconds": time.perf_counter() - t_start,
+        "probe_seconds": probe_seconds,
+        "params": count_params(model),
+        "probe_method": probes[0]["method"] if probes else None,
+    }
+    if probes:
+        out.update({
+            "probe_loss": np.stack([p["loss"] for p in probes]),
+            "probe_grad_diff": np.stack([p["grad_diff"] for p in probes]),
+            "probe_beta": np.array([p["beta_smooth"] for p in probes]),
+            "probe_loss_t": np.array([p["loss_t"] for p in probes]),
+            "probe_grad_norm": np.array([p["grad_norm"] for p in probes]),
+        })
+    if ics:
+        out["proxy"] = np.array(proxies)
+        out["ics_layers"] = ics[0]["layers"]
+        out["ics_norm"] = np.stack([r["norm"] for r in ics])
+        out["ics_cos"] = np.stack([r["cos"] for r in ics])
+    return out
+
+
+# ---------------------------------------------------------------- the study
+
+
+def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: torch.device) -> dict:
+    ds = dataset if dataset is not None else load_dataset(data_source or cfg.data, cfg.cache_dir or None)
+    ds = subset(ds, cfg.n_items)
+    n_test = cfg.n_test or len(ds.test_y)
+    mean, std = normalization(ds, cfg.normalize)
+    # the whole split goes to the device once and is shared by every run
+    return {
+        "train_x": ds.train_x.to(device), "train_y": ds.train_y.to(device),
+        "test_x": ds.test_x[:n_test].to(device), "test_y": ds.test_y[:n_test].to(device),
+        "mean": mean, "std": std, "num_classes": len(ds.classes), "in_channels": int(ds.train_x.shape[-1]),
+        "name": ds.name,
+    }
+
+
+def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
+    """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
+    check_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    specs = model_specs(cfg)
+    data = prepare_data(cfg, data_source, dataset, device)
+    t0 = time.perf_counter()
+    runs: dict[tuple[int, int], dict] = {}
+    n = len(specs) * len(cfg.lrs)
+    for mi, spec in enumerate(specs):
+        for li, lr in enumerate(cfg.lrs):
+            tag = f"{spec['label']} lr={lr:g}"
+            if cfg.progress:
+                print(f"run {mi * len(cfg.lrs) + li + 1}/{n}: {tag}", flush=True)
+            runs[mi, li] = train_run(spec, float(lr), cfg, data, device, tag)
+    seconds = time.perf_counter() - t0
+
+    labels = [s["label"] for s in specs]
+    arrays = stack_runs(runs, labels, cfg)
+    rows = result_rows(arrays, runs, data["num_classes"])
+    save_arrays(out_dir / "arrays.npz", **arrays)
+    write_tables(out_dir, rows, arrays, cfg)
+    figures = plot_all(out_dir, arrays, rows)
+    summary = {
+        "study": "bn", "config": to_dict(cfg), "dataset": data["name"], "n_train": int(len(data["train_y"])),
+        "n_test": int(len(data["test_y"])), "steps_per_run": int(arrays["step_loss"].shape[-1]),
+        "seconds": seconds, "runs": rows, "figures": figures,
+        "probe_method": sorted({str(r["probe_method"]) for r in runs.values()}),
+        "env": environment(device),
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def stack_runs(runs: dict, labels: list[str], cfg: BNStudyConfig) -> dict[str, np.ndarray]:
+    """Arrays indexed [model, lr, ...]; ICS layers padded with NaN where models differ in depth."""
+    M, L = len(labels), len(cfg.lrs)
+
+    def stack(key):
+        return np.stack([np.stack([runs[m, l][key] for l in range(L)]) for m in range(M)])
+
+    out = {"models": np.array(labels), "lrs": np.array(cfg.lrs, dtype=float), "etas": stack("etas")[0],
+           "step_loss": stack("step_loss"), "train_acc": stack("train_acc"), "test_acc": stack("test_acc"),
+           "test_loss": stack("test_loss")}
+    S = out["step_loss"].shape[-1]
+    out["probe_steps"] = np.arange(0, S, cfg.probe_every) if cfg.probe_every else np.zeros(0, dtype=int)
+    if "probe_loss" in runs[0, 0]:
+        for key in ("probe_loss", "probe_grad_diff", "probe_beta", "probe_loss_t", "probe_grad_norm"):
+            out[key] = stack(key)
+    if "proxy" in runs[0, 0]:
+        proxy = stack("proxy")
+        out["proxy_grad_change"], out["proxy_grad_change_ratio"] = proxy[..., 0], proxy[..., 1]
+        K = max(len(runs[m, 0]["ics_layers"]) for m in range(M))
+        P = len(out["probe_steps"])
+        for key in ("ics_norm", "ics_cos"):
+            a = np.full((M, L, P, K), np.nan)
+            for m in range(M):
+                for l in range(L):
+                    v = runs[m, l][key]
+                    a[m, l, :, : v.shape[1]] = v
+            out[key] = a
+        out["ics_layers"] = np.array([runs[m, 0]["ics_layers"] + [""] * (K - len(runs[m, 0]["ics_layers"]))
+                                      for m in range(M)])
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def steps_to_loss(losses: np.ndarray, target: float = LOSS_TARGET, window: int = SMOOTH) -> int | None:
+    """First step at which the trailing mean of the last `window` step losses is below target."""
+    w = min(window, len(losses))
+    c = np.cumsum(np.insert(losses, 0, 0.0))
+    trailing = (c[w:] - c[:-w]) / w  # trailing[k] is the mean of steps k .. k+w-1
+    hit = np.nonzero(trailing < target)[0]
+    return int(hit[0] + w - 1) if len(hit) else None
+
+
+def result_rows(a: dict, runs: dict, num_classes: int) -> list[dict]:
+    rows = []
+    chance = math.log(num_classes)
+    for m, label in enumerate(a["models"]):
+        for l, lr in enumerate(a["lrs"]):
+            loss = a["step_loss"][m, l]
+            tail = loss[-max(1, min(100, len(loss) // 5)):]
+            final = float(np.mean(tail))
+            diverged = not np.all(np.isfinite(loss))
+            row = {
+                "model": str(label), "lr": float(lr),
+                "final_test_acc": float(a["test_acc"][m, l, -1]), "best_test_acc": float(np.max(a["test_acc"][m, l])),
+                "final_train_loss": final, "steps_to_loss_0.5": steps_to_loss(loss),
+                "stalled": bool(diverged or final > chance - CHANCE_MARGIN), "diverged": bool(diverged),
+                "seconds": float(runs[m, l]["seconds"]), "probe_seconds": float(runs[m, l]["probe_seconds"]),
+                "params": int(runs[m, l]["params"]),
+            }
+            if "probe_loss" in a:
+                pl, pg = a["probe_loss"][m, l], a["probe_grad_diff"][m, l]
+                row["loss_variation_width"] = float(np.mean(pl.max(1) - pl.min(1)))
+                row["gradpred_width"] = float(np.mean(pg.max(1) - pg.min(1)))
+                row["beta_smooth_mean"] = float(np.mean(a["probe_beta"][m, l]))
+            rows.append(row)
+    return rows
+
+
+def model_table(a: dict, rows: list[dict]) -> list[dict]:
+    """Per model: course band width (all lrs, as the course draws it) and probe means over non-stalled runs."""
+    out = []
+    for m, label in enumerate(a["models"]):
+        mine = [r for r in rows if r["model"] == label]
+        ok = [r for r in mine if not r["stalled"]]
+        band = a["step_loss"][m]
+        rec = {"model": str(label), "course_band_width": float(np.nanmean(band.max(0) - band.min(0))),
+               "runs": len(mine), "stalled": len(mine) - len(ok)}
+        for key in ("loss_variation_width", "gradpred_width", "beta_smooth_mean"):
+            if mine and key in mine[0]:
+                rec[key] = float(np.mean([r[key] for r in ok])) if ok else None
+        out.append(rec)
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_tables(out_dir: Path, rows: list[dict], a: dict, cfg: BNStudyConfig) -> None:
+    cols = list(rows[0])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out_dir / "results.csv", buf.getvalue())
+
+    per_model = model_table(a, rows)
+    show = [c for c in cols if c not in ("seconds", "probe_seconds", "params", "diverged")]
+    lines = [f"# Batch-normalization study ({cfg.optimizer}, {cfg.epochs} epochs, batch {cfg.batch_size})", "",
+             "## Runs", "", "| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in show) + " |" for r in rows]
+    mcols = list(per_model[0])
+    lines += ["", "## Per model", "", "| " + " | ".join(mcols) + " |", "|" + "---|" * len(mcols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in mcols) + " |" for r in per_model]
+    lines += [
+        "",
+        f"- steps_to_loss_0.5: first step where the mean training loss of the last {SMOOTH} steps is below "
+        f"{LOSS_TARGET} (n/a: never).",
+        f"- stalled: the final training loss (mean of the last steps) is within {CHANCE_MARGIN} of ln(classes) "
+        "(chance) or not finite; stalled runs are flagged here and left out of the per-model probe means.",
+        "- course_band_width: mean over steps of (max - min over all lrs) of the per-step training loss.",
+        f"- probes every {cfg.probe_every} steps on the step's batch before its update, eta = "
+        f"linspace({cfg.eta_range[0]}, {cfg.eta_range[1]}, {cfg.n_etas}) x "
+        f"{cfg.eta_scale if cfg.eta_scale else 'lr'}; widths are means over probes of max - min over eta; "
+        "beta_smooth_mean is the mean over probes of the effective beta-smoothness.",
+    ]
+    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- figures
+
+COLORS = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
+
+
+def _smooth(v: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(v) < window:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    out = np.empty_like(v)
+    out[window - 1:] = (c[window:] - c[:-window]) / window
+    out[: window - 1] = c[1:window] / np.arange(1, window)  # growing window at the start
+    return out
+
+
+def _lr_title(lr: float, stalled: bool) -> str:
+    return f"lr {lr:g}" + (" (a run stalled)" if stalled else "")
+
+
+def plot_all(out_dir: Path, a: dict, rows: list[dict]) -> list[str]:
+    stalled = {(r["model"], r["lr"]): r["stalled"] for r in rows}
+    made = [plot_training(out_dir, a, stalled), plot_band(out_dir, a)]
+    if "probe_loss" in a:
+        made.append(plot_probes(out_dir, a, stalled))
+    if "proxy_grad_change" in a:
+        made.append(plot_proxies(out_dir, a, stalled))
+    return made
+
+
+def plot_training(out_dir: Path, a: dict, stalled: dict) -> str:
+    M = len(a["models"])
+    S = a["step_loss"].shape[-1]
+    fig = figure(5 * M, 7)
+    axes = fig.subplots(2, M, squeeze=False)
+    epochs = np.arange(1, a["test_acc"].shape[-1] + 1)
+    for m, label in enumerate(a["models"]):
+        for l, lr in enumerate(a["lrs"]):
+            c = COLORS[l % len(COLORS)]
+            loss = a["step_loss"][m, l]
+            name = f"lr {lr:g}" + (" (stalled)" if stalled[str(label), float(lr)] else "")
+            axes[0, m].plot(loss, color=c, alpha=0.2, lw=0.5)
+            axes[0, m].plot(_smooth(loss, max(1, S // 50)), color=c, lw=1.2, label=name)
+            axes[1, m].plot(epochs, a["test_acc"][m, l], color=c, marker="o", ms=3, label=f"test, lr {lr:g}")
+            axes[1, m].plot(epochs, a["train_acc"][m, l], color=c, ls="--", lw=1, label=f"train, lr {lr:g}")
+        axes[0, m].set(title=str(label), xlabel="step", ylabel="training loss (per step, smoothed line)")
+        axes[1, m].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        axes[0, m].legend(fontsize=7)
+        axes[1, m].legend(fontsize=6, ncol=2)
+    fig.suptitle("Training curves: same seed and data order for every run (train acc: running, during the epoch)")
+    fig.tight_layout()
+    save_figure(fig, out_dir / "training_curves.png", pdf=True)
+    return "training_curves"
+
+
+def plot_band(out_dir: Path, a: dict) -> str:
+    fig = figure(9, 5)
+    ax = fig.subplots()
+    steps = np.arange(a["step_loss"].shape[-1])
+    for m, label in enumerate(a["models"]):
+        band = a["step_loss"][m]
+        c = COLORS[m % len(COLORS)]
+        ax.fill_between(steps, band.min(0), band.max(0), color=c, alpha=0.45, lw=0, label=str(label))
+    lrs = ", ".join(f"{lr:g}" for lr in a["lrs"])
+    ax.set(xlabel="step", ylabel="training loss",
+           title=f"Loss band: per step min and max of the training loss over lr in [{lrs}]")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, out_dir / "loss_band.png", pdf=True)
+    return "loss_band"
+
+
+def _log_if_positive(ax, values: np.ndarray) -> None:
+    v = values[np.isfinite(values)]
+    if v.size and v.min() > 0 and v.max() / v.min() > 20:
+        ax.set_yscale("log")
+
+
+def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
+    L = len(a["lrs"])
+    fig = figure(4.2 * L, 9.5)
+    axes = fig.subplots(3, L, squeeze=False)
+    steps = a["probe_steps"]
+    for l, lr in enumerate(a["lrs"]):
+        for m, label in enumerate(a["models"]):
+            c = COLORS[m % len(COLORS)]
+            pl, pg, pb = a["probe_loss"][m, l], a["probe_grad_diff"][m, l], a["probe_beta"][m, l]
+            axes[0, l].fill_between(steps, pl.min(1), pl.max(1), color=c, alpha=0.45, lw=0, label=str(label))
+            axes[1, l].fill_between(steps, pg.min(1), pg.max(1), color=c, alpha=0.45, lw=0, label=str(label))
+            axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label))
+        any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
+        e = a["etas"][l]
+        axes[0, l].set(title=f"{_lr_title(lr, any_stalled)}\neta in [{e.min():.2g}, {e.max():.2g}]",
+                       ylabel="loss variation: L(w - eta g)")
+        axes[1, l].set(ylabel="gradient predictiveness:\n||grad L(w - eta g) - g||")
+        axes[2, l].set(xlabel="step", ylabel="effective beta-smoothness")
+        _log_if_positive(axes[1, l], a["probe_grad_diff"][:, l])
+        _log_if_positive(axes[2, l], a["probe_beta"][:, l])
+        for ax in axes[:, l]:
+            ax.legend(fontsize=7)
+    fig.suptitle("Santurkar et al. probes along -g on the step's batch (bands: range over eta)")
+    fig.tight_layout()
+    save_figure(fig, out_dir / "probes.png", pdf=True)
+    return "probes"
+
+
+def plot_proxies(out_dir: Path, a: dict, stalled: dict) -> str:
+    L = len(a["lrs"])
+    fig = figure(4.2 * L, 12)
+    axes = fig.subplots(4, L, squeeze=False)
+    steps = a["probe_steps"]
+    panels = [
+        ("proxy_grad_change", "proxy: ||g_t - g_(t-1)||"),
+        ("proxy_grad_change_ratio", "proxy: ||g_t - g_(t-1)|| / ||w_t - w_(t-1)||"),
+        ("ics_norm", "ICS: ||G - G'|| (mean over layers)"),
+        ("ics_cos", "ICS: cos(G, G') (mean over layers)"),
+    ]
+    for l, lr in enumerate(a["lrs"]):
+        for row, (key, ylabel) in enumerate(panels):
+            ax = axes[row, l]
+            for m, label in enumerate(a["models"]):
+                v = a[key][m, l]
+                if v.ndim == 2:
+                    v = np.nanmean(v, axis=1)
+                ax.plot(steps, v, color=COLORS[m % len(COLORS)], lw=1.2, marker=".", ms=3, label=str(label))
+            if key != "ics_cos":
+                _log_if_positive(ax, a[key][:, l])
+            ax.set(ylabel=ylabel)
+            ax.legend(fontsize=7)
+        any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
+        axes[0, l].set_title(_lr_title(lr, any_stalled))
+        axes[-1, l].set_xlabel("step")
+    fig.suptitle("Trajectory PROXIES (not the probes) and the internal covariate shift of Santurkar et al.")
+    fig.tight_layout()
+    save_figure(fig, out_dir / "proxies.png", pdf=True)
+    return "proxies"

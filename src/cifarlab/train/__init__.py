@@ -1,0 +1,1 @@
+"""The training engine: losses, optimizers, schedules, EMA, checkpoints and the loop itself."""

@@ -1,0 +1,127 @@
+"""End-to-end runs of the engine on tiny synthetic data: files, metrics, resume, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from cifarlab.config import Config, from_dict
+from cifarlab.data import Dataset
+from cifarlab.errors import UserError
+from cifarlab.train.checkpoint import load_model
+from cifarlab.train.engine import train
+
+
+def tiny_dataset(n_train=256, n_test=64, classes=4, seed=0):
+    """Images whose class is written as a bright quadrant: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        x = torch.randint(0, 80, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
+        for k in range(classes):
+            r, c = divmod(k, 2)
+            x[y == k, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
+        return x, y
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    mean = tuple((xtr.float() / 255).mean((0, 1, 2)).tolist())
+    std = tuple((xtr.float() / 255).std((0, 1, 2)).tolist())
+    return Dataset(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, classes=[f"c{k}" for k in range(classes)],
+                   name="tiny", fingerprint="tiny", mean=mean, std=std)
+
+
+def tiny_cfg(tmp_path, **over):
+    base = {
+        "name": "t", "out": str(tmp_path), "seed": 1,
+        "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
+        "data": {"batch_size": 32, "device": "cpu"},
+        "optim": {"name": "momentum", "lr": 0.05, "weight_decay": 5e-4},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": 2, "progress": False},
+    }
+    for key, value in over.items():
+        section, _, field = key.partition(".")
+        base.setdefault(section, {})[field] = value
+    return from_dict(Config, base)
+
+
+def test_run_folder_and_learning(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"train.epochs": 4, "augment.crop_padding": 2})  # no flip: the class is a quadrant
+    s = train(cfg, run_dir=tmp_path / "run", dataset=tiny_dataset())
+    run = tmp_path / "run"
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "best.pt", "last.pt"):
+        assert (run / f).is_file(), f
+    assert any((run / "tb").iterdir())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s"} <= set(lines[0])
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert s["best_test_acc"] > 0.6  # chance is 0.25
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["params"] > 0 and summary["env"]["torch"] == torch.__version__ and summary["seed"] == 1
+    model, ckpt = load_model(run)
+    assert ckpt["classes"] == ["c0", "c1", "c2", "c3"] and not model.training
+
+
+def test_resume_is_bit_exact(tmp_path):
+    ds = tiny_dataset()
+    over = {"train.epochs": 3, "augment.crop_padding": 2, "augment.hflip": True, "model.dropout": 0.2,
+            "model.args": {"stages": [8, 16], "head": [16]}}
+    full = train(tiny_cfg(tmp_path, **over), run_dir=tmp_path / "full", dataset=ds)
+    part_cfg = tiny_cfg(tmp_path, **{**over, "train.epochs": 3})
+    # Simulate a kill after epoch 2: train 2 epochs of the 3-epoch schedule by stopping early.
+    import cifarlab.train.engine as eng
+
+    calls = {"n": 0}
+    real = eng._train_epoch
+
+    def dying(*a, **k):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*a, **k)
+
+    eng._train_epoch = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(part_cfg, run_dir=tmp_path / "part", dataset=ds)
+    finally:
+        eng._train_epoch = real
+    resumed = train(part_cfg, run_dir=tmp_path / "part", resume=True, dataset=ds)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["final_test_acc"] == full["final_test_acc"]
+
+
+@pytest.mark.parametrize("over", [
+    {"train.ema": 0.9, "train.tta": "flip"},
+    {"optim.l1": 1e-4, "train.grad_clip": 1.0, "train.loss": "mse"},
+    {"augment.cutmix": 1.0, "augment.mixup": 0.2, "train.label_smoothing": 0.1},
+    {"optim.name": "adamw", "optim.lr": 1e-3, "schedule.name": "onecycle"},
+    {"data.val_size": 64},
+])
+def test_options_run(tmp_path, over):
+    s = train(tiny_cfg(tmp_path, **{"train.epochs": 1, **over}), run_dir=tmp_path / "r", dataset=tiny_dataset())
+    assert s["final_test_acc"] is not None and not s["diverged"]
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    ds = tiny_dataset()
+    train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "r", dataset=ds)
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "r", dataset=ds)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    with pytest.raises(UserError, match="needs a run folder with last.pt"):
+        train(tiny_cfg(tmp_path), run_dir=tmp_path / "empty", resume=True, dataset=ds)
+    with pytest.raises(UserError, match="trained with model plainnet, not resnet18"):
+        train(tiny_cfg(tmp_path, **{"model.name": "resnet18", "model.args": {}}), run_dir=tmp_path / "r",
+              resume=True, dataset=ds)
+
+
+def test_unknown_model_option_is_user_error(tmp_path):
+    with pytest.raises(UserError):
+        train(tiny_cfg(tmp_path, **{"model.args": {"bogus": 1}}), run_dir=tmp_path / "r", dataset=tiny_dataset())
+    assert not (tmp_path / "r").exists()
