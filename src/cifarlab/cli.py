@@ -75,11 +75,10 @@ def cmd_data(a) -> None:
     if a.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"{ds.name}: image shape {info['shape']}, classes {len(ds.classes)}")
+    print(f"{ds.name}: image shape {tuple(info['image_shape'])}, {len(ds.classes)} classes")
     print(f"  mean {_fmt(info['mean'])}  std {_fmt(info['std'])}")
-    for split, counts in info["counts"].items():
-        total = sum(counts.values())
-        print(f"  {split}: {total} images  " + "  ".join(f"{k}:{v}" for k, v in counts.items()))
+    for split, c in info["splits"].items():
+        print(f"  {split}: {c['total']} images  " + "  ".join(f"{k}:{v}" for k, v in c["per_class"].items()))
 
 
 def _fmt(v) -> str:

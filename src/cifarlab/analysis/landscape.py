@@ -29,7 +29,7 @@ from cifarlab.errors import UserError
 from cifarlab.run import atomic_torch_save
 
 from .layers import model_device
-from .plotting import figure, save_arrays, save_figure
+from .plotting import figure, save_arrays, save_figure, with_suffix
 
 Tensors = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> mean loss of the batch
@@ -233,9 +233,9 @@ def fingerprint(base: Tensors, directions: Sequence[Tensors], axes: Sequence[np.
 
 
 def shard_path(path: str | Path, shard: tuple[int, int]) -> Path:
-    path = Path(path).with_suffix(".npz")
+    path = with_suffix(path, ".npz")
     i, n = shard
-    return path if n == 1 else path.with_name(f"{path.stem}.shard{i}of{n}.npz")
+    return path if n == 1 else path.with_name(f"{path.name[:-4]}.shard{i}of{n}.npz")
 
 
 def _save_grid(path: Path, res: dict) -> None:
@@ -337,7 +337,7 @@ def merge_shards(paths: Sequence[str | Path], out_path: str | Path | None = None
         m = part["done"]
         res["loss"][m], res["acc"][m], res["done"][m] = part["loss"][m], part["acc"][m], True
     if out_path is not None:
-        _save_grid(Path(out_path).with_suffix(".npz"), res)
+        _save_grid(with_suffix(out_path, ".npz"), res)
     return res
 
 

@@ -55,13 +55,19 @@ def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def with_suffix(path: str | Path, suffix: str) -> Path:
+    """Add the suffix unless present: layer names hold dots ('kernels_layer2.0' must not lose '.0')."""
+    path = Path(path)
+    return path if path.suffix == suffix else path.with_name(path.name + suffix)
+
+
 def figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=110)
 
 
 def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> Path:
     """Write PNG (and PDF) via a temporary name and rename, so a reader never sees half a file."""
-    path = Path(path).with_suffix(".png")
+    path = with_suffix(path, ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     for p in [path] + ([path.with_suffix(".pdf")] if pdf else []):
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=p.suffix)
@@ -77,7 +83,7 @@ def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> Path:
 
 def save_arrays(path: str | Path, **arrays) -> Path:
     """np.savez via a temporary name and rename (np.savez appends .npz to names without it)."""
-    path = Path(path).with_suffix(".npz")
+    path = with_suffix(path, ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
     os.close(fd)

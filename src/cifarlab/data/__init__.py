@@ -131,7 +131,7 @@ def normalization(ds: Dataset, mode: str) -> tuple[tuple[float, ...], tuple[floa
     """dataset: the train split's mean/std; course: 0.5/0.5 (the course loader); none: 0/1."""
     c = ds.train_x.shape[-1]
     if mode == "dataset":
-        return ds.mean, ds.std
+        return ds.mean, tuple(s if s > 0 else 1.0 for s in ds.std)  # a constant channel: nothing to scale
     if mode == "course":
         return (0.5,) * c, (0.5,) * c
     if mode == "none":

@@ -38,7 +38,7 @@ def fingerprint(src: Source) -> str:
 def cache_file(src: Source, cache_dir: Path) -> Path:
     """<source name>-<hash of its location>.pt: readable, and two sources never share a file."""
     stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar)$", "", src.path.name, flags=re.I) or "data"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{src.name}-{stem}" if src.name else stem)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{src.name}-{stem}" if src.name not in ("", stem) else stem)
     where = hashlib.sha256(f"{src.kind}:{src.path}:{src.name}".encode()).hexdigest()[:8]
     return cache_dir / f"{slug}-{where}.pt"
 

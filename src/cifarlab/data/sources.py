@@ -15,6 +15,7 @@ import re
 import struct
 import sys
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,10 @@ def _read_archive(src: Source) -> Arrays:
                 if m.isfile():
                     blobs[m.name] = tf.extractfile(m).read()
     except BAD_ARCHIVE as e:
-        raise UserError(f"{src.path}: corrupt or truncated archive ({e})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "could not be opened successfully" in why:  # tarfile tried every compression, lists them all
+            why = "not a gzip, bzip2, xz or plain tar file"
+        raise UserError(f"{src.path}: corrupt or truncated archive ({why})") from None
     by_base = {Path(n).name: b for n, b in blobs.items()}
     if all(n in by_base for n in CIFAR_TRAIN + ["test_batch"]):
         return _cifar_from_blobs(by_base, src.path)
@@ -311,7 +315,7 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
             continue
         splits[parts[-3]].setdefault(parts[-2], []).append((parts[-1], path))
     if not splits["train"] and not splits["test"]:
-        raise UserError(f"{where}: no image folder with train/<class>/ and test/<class>/ images found")
+        raise UserError(f"{where}: image folder has no classes (expected train/<class>/<image> and test/<class>/<image>)")
     for split, by_class in splits.items():
         if not by_class:
             raise UserError(f"{where}: image folder has no classes under {split}/ (expected {split}/<class>/<image>)")
@@ -332,23 +336,29 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
 
 
 def _decode(blobs: list[bytes], names: list[str], where: Path) -> torch.Tensor:
-    """Decode encoded images to uint8 NHWC: JPEGs in one batched libjpeg call, others one by one."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-    first = _decode_one(tensors[0], names[0], ImageReadMode.UNCHANGED, where)
-    mode = ImageReadMode.GRAY if first.shape[0] == 1 else ImageReadMode.RGB
-    images: list[torch.Tensor | None] = [None] * len(blobs)
-    jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
-    if jpeg:
+    """Decode encoded images to uint8 NHWC: JPEGs in one batched libjpeg call, the rest one by one."""
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io decoding; PIL is the fallback
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            for i, img in zip(jpeg, decode_jpeg([tensors[i] for i in jpeg], mode=mode)):
-                images[i] = img
-        except RuntimeError:
-            jpeg = []  # one bad file spoils the batch; decode one by one to name it
-    for i in range(len(blobs)):
-        if images[i] is None:
-            images[i] = _decode_one(tensors[i], names[i], mode, where)
+            from torchvision.io import decode_jpeg
+        except ImportError:
+            decode_jpeg = None
+        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        gray = _decode_one(tensors[0], names[0], None, where).shape[0] == 1
+        images: list[torch.Tensor | None] = [None] * len(blobs)
+        jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
+        if jpeg and decode_jpeg is not None:
+            from torchvision.io import ImageReadMode
+
+            mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+            try:
+                for i, img in zip(jpeg, decode_jpeg([tensors[i] for i in jpeg], mode=mode)):
+                    images[i] = img
+            except RuntimeError:
+                pass  # one bad file spoils the batch; decoding one by one names it
+        for i in range(len(blobs)):
+            if images[i] is None:
+                images[i] = _decode_one(tensors[i], names[i], gray, where)
     shape = images[0].shape
     for img, name in zip(images, names):
         if img.shape != shape:
@@ -356,19 +366,24 @@ def _decode(blobs: list[bytes], names: list[str], where: Path) -> torch.Tensor:
     return torch.stack(images).permute(0, 2, 3, 1).contiguous()
 
 
-def _decode_one(data: torch.Tensor, name: str, mode, where: Path) -> torch.Tensor:
-    from torchvision.io import decode_image
-
+def _decode_one(data: torch.Tensor, name: str, gray: bool | None, where: Path) -> torch.Tensor:
+    """One image as uint8 (C, H, W): gray (1 channel), RGB (3), or as stored when gray is None."""
     try:
-        return decode_image(data, mode=mode)
-    except RuntimeError:
+        from torchvision.io import ImageReadMode, decode_image
+
+        mode = {None: ImageReadMode.UNCHANGED, True: ImageReadMode.GRAY, False: ImageReadMode.RGB}[gray]
+        img = decode_image(data, mode=mode)
+        if gray is not None or img.shape[0] in (1, 3):
+            return img
+    except (ImportError, RuntimeError):
         pass
-    try:  # formats torchvision.io does not read (bmp, tiff, ppm)
+    try:  # formats (or torchvision versions) that torchvision.io does not read
         from PIL import Image
 
         img = Image.open(io.BytesIO(data.numpy().tobytes()))
-        pil_mode = {"GRAY": "L", "RGB": "RGB"}.get(getattr(mode, "name", ""), None)
-        arr = np.asarray(img.convert(pil_mode) if pil_mode else img)
+        if gray is None:
+            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+        arr = np.asarray(img.convert("L" if gray else "RGB"))
     except Exception:
         raise UserError(f"{where}: cannot decode image {name}") from None
     arr = arr[..., None] if arr.ndim == 2 else arr

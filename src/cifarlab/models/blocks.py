@@ -46,7 +46,7 @@ def course_init_(model: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:
-                pass
+                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -73,7 +73,7 @@ def reinit_(model: nn.Module, scheme: str, std: float = 0.01) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fill(m.weight)
             if m.bias is not None:
-                pass
+                nn.init.zeros_(m.bias)
     return model
 
 
@@ -114,7 +114,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
         if self.residual:
-            out = out
+            out = out + self.shortcut(x)
         return self.act2(out)
 
 

@@ -13,10 +13,10 @@ training_curves, loss_band, probes, proxies (PNG + PDF).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ LOSS_TARGET = 0.5  # "steps to reach training loss 0.5" uses a trailing mean ove
 SMOOTH = 20
 
 
-@dataclass
+@dataclasses.dataclass
 class BNStudyConfig:
     name: str = "bn-study"
     data: str = "cifar10"  # dataset name or path (the CLI's data source overrides it)
@@ -48,13 +48,13 @@ class BNStudyConfig:
     batch_size: int = 128
     eval_batch_size: int = 1000
     # model names, or mappings {name: ..., label: ..., <create_model options>}
-    models: list = field(default_factory=lambda: ["VGG_A", "VGG_A_BatchNorm"])
-    lrs: list = field(default_factory=lambda: [1e-3, 2e-3, 1e-4, 5e-4])
+    models: list = dataclasses.field(default_factory=lambda: ["VGG_A", "VGG_A_BatchNorm"])
+    lrs: list = dataclasses.field(default_factory=lambda: [1e-3, 2e-3, 1e-4, 5e-4])
     optimizer: str = "adam"  # adam | sgd (with `momentum`)
     momentum: float = 0.9
     seed: int = 0
     probe_every: int = 50  # steps (0 = no probes)
-    eta_range: list = field(default_factory=lambda: [0.05, 0.4])  # x eta_scale
+    eta_range: list = dataclasses.field(default_factory=lambda: [0.05, 0.4])  # x eta_scale
     n_etas: int = 8
     eta_scale: float = 0.0  # the training step scale; 0 = each run's lr
     probe_method: str = "auto"  # auto (vmap, loop if vmap fails) | vmap | loop
@@ -87,7 +87,20 @@ def model_specs(cfg: BNStudyConfig) -> list[dict]:
     return specs
 
 
-def check_config(cfg: BNStudyConfig) -> None:
+def _number(v):
+    # YAML 1.1 reads 1e-3 (no dot) as a string: accept it as the number it spells
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def check_config(cfg: BNStudyConfig) -> BNStudyConfig:
+    """A checked copy of cfg (numbers written as strings, like 1e-3, become floats)."""
+    cfg = dataclasses.replace(cfg, lrs=[_number(v) for v in cfg.lrs], eta_range=[_number(v) for v in cfg.eta_range])
+
     def bad(key: str, what: str) -> None:
         raise UserError(f"bn-study: {key} must be {what}, got {getattr(cfg, key)!r}")
 
@@ -111,6 +124,7 @@ def check_config(cfg: BNStudyConfig) -> None:
     if cfg.normalize not in ("course", "dataset", "none"):
         bad("normalize", "course, dataset or none")
     model_specs(cfg)
+    return cfg
 
 
 def eta_grid(cfg: BNStudyConfig, lr: float) -> np.ndarray:
@@ -249,7 +263,7 @@ def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: t
 
 def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
     """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
-    check_config(cfg)
+    cfg = check_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)

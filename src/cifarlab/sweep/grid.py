@@ -51,6 +51,7 @@ class SweepConfig:
 @dataclass
 class Axis:
     name: str  # a dotted key, a zip group name, or "variant"
+    kind: str  # grid | zip | variant
     labels: list[str]  # one readable name per value
     settings: list[dict]  # per value: flat {dotted key: value}
     slugs: list[str] = field(default_factory=list)  # per value: its part of the run id
@@ -172,6 +173,8 @@ def _check(s: SweepConfig) -> None:
         if len(set(lengths.values())) != 1 or -1 in lengths.values() or 0 in lengths.values():
             raise UserError(f"sweep: zip.{group} needs non-empty lists of one length, got lengths {lengths}")
     for name, spec in s.variants.items():
+        if not isinstance(name, str):  # YAML reads a bare off/on/yes/no/1 as a bool or number
+            raise UserError(f"sweep: variant name {name!r} must be a string; quote it")
         if not isinstance(spec, dict):
             raise UserError(f"sweep: variants.{name} must be a mapping of overrides, got {spec!r}")
     varied = set(s.axes) | {k for spec in s.zip.values() for k in spec if k != "labels"}
@@ -186,15 +189,15 @@ def _check(s: SweepConfig) -> None:
 
 def sweep_axes(s: SweepConfig) -> list[Axis]:
     """Grid axes in file order, then zip groups, then the variants."""
-    axes = [Axis(key, [fmt(v) for v in values], [{key: v} for v in values]) for key, values in s.axes.items()]
+    axes = [Axis(key, "grid", [fmt(v) for v in values], [{key: v} for v in values]) for key, values in s.axes.items()]
     for group, spec in s.zip.items():
         keys = [k for k in spec if k != "labels"]
         n = len(spec[keys[0]])
         settings = [{k: spec[k][i] for k in keys} for i in range(n)]
         labels = spec.get("labels") or ["_".join(_part(k, st[k]) for k in keys) for st in settings]
-        axes.append(Axis(group, [str(x) for x in labels], settings))
+        axes.append(Axis(group, "zip", [str(x) for x in labels], settings))
     if s.variants:
-        axes.append(Axis("variant", list(s.variants), [flatten(v) for v in s.variants.values()]))
+        axes.append(Axis("variant", "variant", list(s.variants), [flatten(v) for v in s.variants.values()]))
     for ax in axes:
         if len(set(ax.labels)) != len(ax.labels):
             raise UserError(f"sweep: axis {ax.name} lists the same value twice: {ax.labels}")
@@ -228,15 +231,15 @@ def _slug(text: str) -> str:
 def _assign_slugs(axes: list[Axis]) -> None:
     """Short slugs where they keep configurations apart, key-prefixed slugs where they do not."""
     for ax in axes:
-        if ax.name in ("variant",) or not all(len(st) == 1 for st in ax.settings):
-            ax.slugs = [_slug(label) for label in ax.labels]  # variant names and zip labels
-        else:
+        if ax.kind == "grid":
             ax.slugs = [_slug(_part(ax.name, st[ax.name])) for st in ax.settings]
+        else:
+            ax.slugs = [_slug(label) for label in ax.labels]  # variant names and zip labels
     combos = list(itertools.product(*[ax.slugs for ax in axes]))
     if len(set(combos)) == len(combos) and all(len(set(ax.slugs)) == len(ax.slugs) for ax in axes):
         return
     for ax in axes:  # e.g. two string values that sanitize alike: spell the key out everywhere
-        if len(ax.settings[0]) == 1 and ax.name != "variant":
+        if ax.kind == "grid":
             ax.slugs = [_slug(f"{ax.name.split('.')[-1]}-{label}") for label in ax.labels]
         if len(set(ax.slugs)) != len(ax.slugs):
             raise UserError(f"sweep: the values of axis {ax.name} give the same run id: {ax.labels}")
@@ -257,7 +260,7 @@ def expand(s: SweepConfig) -> list[RunSpec]:
     for combo in itertools.product(*[range(len(ax.labels)) for ax in axes]):
         data, values = base, {}
         # variants first, then zip groups, then grid axes: the more specific setting wins
-        for ax, i in sorted(zip(axes, combo), key=lambda t: _precedence(t[0], s)):
+        for ax, i in sorted(zip(axes, combo), key=lambda t: _precedence(t[0])):
             values.update(ax.settings[i])
             data = deep_merge(data, nest(ax.settings[i]))
         data = deep_merge(data, nest(s.overrides))
@@ -273,7 +276,5 @@ def expand(s: SweepConfig) -> list[RunSpec]:
     return runs
 
 
-def _precedence(ax: Axis, s: SweepConfig) -> int:
-    if ax.name == "variant" and s.variants:
-        return 0
-    return 1 if ax.name in s.zip else 2
+def _precedence(ax: Axis) -> int:
+    return {"variant": 0, "zip": 1, "grid": 2}[ax.kind]

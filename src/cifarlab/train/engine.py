@@ -139,7 +139,26 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool = False, 
         distributed.cleanup(dist)
 
 
+def validate(cfg: Config) -> None:
+    """Check the names in a config before any data is read, so a typo fails at once."""
+    from ..models import model_aliases, model_names
+    from .optim import OPTIMIZERS
+    from .schedules import SCHEDULES
+    from .losses import LOSSES
+
+    known = {n.lower() for n in model_names()} | {a.lower() for a in model_aliases()}
+    if cfg.model.name.lower() not in known:
+        raise UserError(f"unknown model '{cfg.model.name}'; choose one of: {', '.join(model_names())}")
+    for value, allowed, key in [(cfg.optim.name.lower(), OPTIMIZERS, "optimizer"), (cfg.schedule.name.lower(), SCHEDULES, "schedule"),
+                                (cfg.train.loss, LOSSES, "loss"), (cfg.train.tta, ("none", "flip"), "train.tta"),
+                                (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
+                                (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize")]:
+        if value not in allowed:
+            raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
+
+
 def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
+    validate(cfg)
     device = dist.device if dist else pick_device(cfg.data.device)
     main = dist is None or dist.main
     run_dir = Path(run_dir) if run_dir else None

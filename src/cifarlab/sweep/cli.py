@@ -1,0 +1,47 @@
+"""`cifarlab sweep SWEEP.yaml`: run (or resume) a sweep and print its results table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_sweep_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("sweep", help="run a grid of configurations over seeds; table of mean ± std",
+                       description="Run every configuration x seed of a sweep file (skipping finished runs, "
+                                   "resuming interrupted ones) and write results.csv, results.md and figures/.")
+    p.add_argument("sweep", help="sweep YAML file or preset name (configs/sweeps/NAME.yaml)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: one run after another here; ray: Ray tasks over all GPUs/machines")
+    p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPUs per run with --engine ray (0.5 = two per GPU)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per run with --engine ray")
+    p.add_argument("--max-concurrent", type=int, default=None, help="at most this many runs at once (ray)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--out", default=None, help="sweep folder (default: runs/<sweep name>)")
+    p.add_argument("--data", default=None, help="data source for every run: cifar10, mnist, fashion-mnist or a path")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="train.epochs=5 changes every run; seeds=[0], axes.optim.lr=[0.1] change the sweep")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.set_defaults(fn=cmd_sweep)
+    return p
+
+
+def cmd_sweep(a) -> None:
+    from .grid import expand, load_sweep
+    from .runner import default_out, describe, run_sweep
+
+    overrides = list(a.set or [])
+    if a.data:
+        overrides.append(f"data.source={a.data}")
+    sweep = load_sweep(a.sweep, overrides)
+    out = Path(a.out) if a.out else default_out(sweep)
+    if a.dry_run:
+        specs = expand(sweep)
+        print(describe(specs))
+        print(f"{len(specs)} runs -> {out}")
+        return
+    run_sweep(sweep, out, engine=a.engine, gpus_per_trial=a.gpus_per_trial, cpus_per_trial=a.cpus_per_trial,
+              address=a.address, max_concurrent=a.max_concurrent)
+    print()
+    print((out / "results.md").read_text())
+    print(f"sweep folder: {out}  (results.csv, results.md, figures/)")

@@ -1,0 +1,188 @@
+"""Sweep results from the run folders alone: results.csv, results.md and figures.
+
+Each run folder holds run.json (its axis values and seed, written by the runner) and, once trained,
+the engine's summary.json and metrics.jsonl, or error.txt when it failed. `tabulate(out_dir)`
+rebuilds every table and figure from those files, so an interrupted or extended sweep, and the
+report, all read the same truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import from_dict, read_yaml
+from ..errors import UserError
+from ..run import atomic_write_text
+from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
+
+FINISHED = ("done", "diverged")
+
+
+def run_status(run_dir: Path) -> str:
+    if (run_dir / "summary.json").is_file():
+        return "done"
+    if (run_dir / "error.txt").is_file():
+        return "failed"
+    if (run_dir / "last.pt").is_file():
+        return "partial"  # interrupted: the next `cifarlab sweep` resumes it
+    return "pending"
+
+
+def read_sweep(out_dir: Path) -> SweepConfig | None:
+    p = out_dir / "sweep.yaml"
+    return from_dict(SweepConfig, read_yaml(p)) if p.is_file() else None
+
+
+def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list[dict], list[str], list[str]]:
+    """One row per run folder (in expansion order); also the axis names and the metrics."""
+    out_dir = Path(out_dir)
+    infos = []
+    for p in sorted(out_dir.glob("*/run.json")):
+        try:
+            infos.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a folder that is not one of ours
+    if not infos:
+        raise UserError(f"{out_dir} holds no sweep runs (no */run.json)")
+    sweep = read_sweep(out_dir)
+    metrics = list(metrics or (sweep.metrics if sweep else DEFAULT_METRICS))
+    axis_names = [ax.name for ax in sweep_axes(sweep)] if sweep else list(infos[0]["axes"])
+    rows = []
+    for info in sorted(infos, key=lambda i: i.get("index", 0)):
+        run_dir = out_dir / info["run_id"]
+        status = run_status(run_dir)
+        row: dict[str, Any] = {"run_id": info["run_id"], "config_id": info["config_id"]}
+        row.update({a: info["axes"].get(a, "") for a in axis_names})
+        row.update({"seed": info["seed"], "status": status})
+        summary = json.loads((run_dir / "summary.json").read_text()) if status == "done" else {}
+        if summary.get("diverged"):
+            row["status"] = "diverged"
+        for m in metrics:
+            v = summary.get(m)
+            row[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        row["error"] = _first_line(run_dir / "error.txt") if status == "failed" else ""
+        rows.append(row)
+    return rows, axis_names, metrics
+
+
+def _first_line(p: Path) -> str:
+    lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "failed"
+
+
+def summarize(rows: list[dict], axis_names: list[str], metrics: list[str]) -> list[dict]:
+    """One entry per configuration: its axis labels, n finished, n failed, (mean, std) per metric."""
+    groups: dict[str, dict] = {}
+    for r in rows:
+        g = groups.setdefault(r["config_id"], {"config_id": r["config_id"], **{a: r[a] for a in axis_names},
+                                                "n": 0, "failed": 0, "values": {m: [] for m in metrics}})
+        if r["status"] in FINISHED:
+            g["n"] += 1
+            for m in metrics:
+                if r[m] is not None and math.isfinite(r[m]):
+                    g["values"][m].append(r[m])
+        elif r["status"] == "failed":
+            g["failed"] += 1
+    out = []
+    for g in groups.values():
+        vals = g.pop("values")
+        for m in metrics:
+            v = np.array(vals[m], dtype=float)
+            # sample std over seeds (ddof=1); a single seed has no spread to show
+            g[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None) if len(v) else None
+        out.append(g)
+    return out
+
+
+def direction(metric: str) -> int:
+    """+1 if higher is better (accuracies), -1 if lower is (losses, times), 0 if neither is known."""
+    if "acc" in metric:
+        return 1
+    if any(w in metric for w in ("loss", "seconds", "time", "error")):
+        return -1
+    return 0
+
+
+def fmt_stat(metric: str, stat: tuple[float, float | None] | None) -> str:
+    if stat is None:
+        return "-"
+    mean, std = stat
+    scale, digits = (100.0, 2) if metric.endswith("acc") else (1.0, 1 if "seconds" in metric else 4)
+    if digits == 4:
+        s = f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+    else:
+        s = f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+    return s
+
+
+def best_config(groups: list[dict], metric: str) -> dict | None:
+    scored = [g for g in groups if g.get(metric) is not None]
+    if not scored or direction(metric) == 0:
+        return None
+    return max(scored, key=lambda g: direction(metric) * g[metric][0])
+
+
+def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[str], metrics: list[str]) -> str:
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "diverged", "failed", "partial", "pending")}
+    seeds = sorted({r["seed"] for r in rows})
+    state = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    lines = [f"# Sweep {name}", "",
+             f"{len(rows)} runs ({state}); {len(groups)} configurations x seeds {seeds}. "
+             "Each cell is the mean ± sample std over the finished seeds (n); accuracies in %, "
+             "times in seconds; the best of each column is in bold.", ""]
+    show_failed = any(g["failed"] for g in groups)
+    head = axis_names + ["n"] + (["failed"] if show_failed else []) + metrics
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * len(axis_names) + ["---:"] * (len(head) - len(axis_names))) + "|")
+    best = {m: best_config(groups, m) for m in metrics}
+    for g in groups:
+        cells = [str(g[a]) for a in axis_names] + [str(g["n"])] + ([str(g["failed"])] if show_failed else [])
+        for m in metrics:
+            cell = fmt_stat(m, g[m])
+            if best[m] is not None and g[m] is not None and g[m][0] == best[m][m][0]:
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    primary = next((m for m in metrics if direction(m)), None)
+    if primary and best[primary] is not None:
+        b = best[primary]
+        desc = ", ".join(f"{a}={b[a]}" for a in axis_names) or b["config_id"]
+        lines += ["", f"Best by {primary}: **{desc}** ({fmt_stat(primary, b[primary])}, n={b['n']})."]
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed runs (see error.txt in each folder):"]
+        lines += [f"- `{r['run_id']}`: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    cols = [c for c in rows[0] if c != "config_id"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def tabulate(out_dir: str | Path, metrics: list[str] | None = None, figures: bool = True) -> list[dict]:
+    """Rebuild results.csv, results.md and figures/ of a sweep folder; returns the per-run rows."""
+    out_dir = Path(out_dir)
+    rows, axis_names, metrics = collect(out_dir, metrics)
+    groups = summarize(rows, axis_names, metrics)
+    sweep = read_sweep(out_dir)
+    write_csv(out_dir / "results.csv", rows)
+    atomic_write_text(out_dir / "results.md", markdown(sweep.name if sweep else out_dir.name, rows, groups,
+                                                       axis_names, metrics))
+    if figures:
+        from .figures import sweep_figures
+
+        sweep_figures(out_dir, rows, groups, axis_names, metrics)
+    return rows

@@ -1,0 +1,288 @@
+"""Run a sweep: every run in OUT/<run_id>/, one after another here ("local") or as Ray tasks
+spread over the GPUs and machines of a Ray cluster ("ray").
+
+A sweep is safe to kill and start again: runs with a summary.json are skipped, a run with last.pt
+but no summary resumes from it, and a run that fails leaves error.txt and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import save_config, to_dict
+from ..errors import UserError
+from ..run import atomic_write_json, atomic_write_text, read_jsonl
+from .grid import RunSpec, SweepConfig, expand
+from .results import run_status, tabulate
+
+# Files of a run that travel back to the driver when a Ray worker cannot write to OUT itself
+# (no shared file system). Checkpoints stay on the worker: share OUT (NFS, ...) to keep them.
+SMALL_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "error.txt")
+# Keys that may differ between a finished run and the sweep without making it another experiment.
+IGNORED_KEYS = ("out", "train.progress", "data.device", "data.cache_dir")
+
+
+def default_out(sweep: SweepConfig) -> Path:
+    return Path("runs") / sweep.name
+
+
+def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str = "local",
+              gpus_per_trial: float = 1.0, cpus_per_trial: int = 1, address: str | None = None,
+              data: Any = None, max_concurrent: int | None = None) -> list[dict]:
+    """Run every missing run of the sweep; returns the per-run rows of results.csv.
+
+    data: None (each run's data.source), a source string for every run, or a loaded Dataset.
+    """
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown sweep engine '{engine}'; choose local or ray")
+    out = Path(out_dir) if out_dir else default_out(sweep)
+    specs = expand(sweep)
+    dataset = None
+    if isinstance(data, str):
+        specs = [_with_source(s, data) for s in specs]
+    elif data is not None:
+        dataset = data
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(sweep, out / "sweep.yaml")
+    todo = [s for s in specs if _prepare(s, out)]
+    print(f"sweep {sweep.name}: {len(specs)} runs in {out}; {len(specs) - len(todo)} already finished, "
+          f"{len(todo)} to run", flush=True)
+    if todo and engine == "local":
+        _run_local(todo, out, dataset)
+    elif todo:
+        _run_ray(todo, out, dataset, gpus_per_trial, cpus_per_trial, address, max_concurrent)
+    return tabulate(out)
+
+
+def _with_source(spec: RunSpec, source: str) -> RunSpec:
+    cfg = dataclasses.replace(spec.config, data=dataclasses.replace(spec.config.data, source=source))
+    return dataclasses.replace(spec, config=cfg)
+
+
+def _prepare(spec: RunSpec, out: Path) -> bool:
+    """Make the run folder ready; False if the run is already finished."""
+    run_dir = out / spec.run_id
+    status, resumable = run_status(run_dir), (run_dir / "last.pt").is_file()
+    if status == "done" or resumable:
+        _check_same_config(spec, run_dir)
+    if status == "done":
+        return False
+    spec.config.out = str(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "run.json", {"run_id": spec.run_id, "config_id": spec.config_id,
+                                             "axes": spec.axes, "values": spec.values, "seed": spec.seed,
+                                             "index": spec.index})
+    (run_dir / "error.txt").unlink(missing_ok=True)  # a failed run is tried again
+    if not resumable:  # start clean (a kill before the first last.pt may leave a metrics line)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    return True
+
+
+def _check_same_config(spec: RunSpec, run_dir: Path) -> None:
+    p = run_dir / "config.yaml"
+    if not p.is_file():
+        return
+    old = _flat(yaml.safe_load(p.read_text()) or {})
+    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(spec.config))))
+    diff = [k for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and k not in IGNORED_KEYS and k != "name"]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run_dir} holds a run with another configuration ({k}: {old.get(k)!r} there, "
+                        f"{new.get(k)!r} now); use another --out or delete that folder")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---------------------------------------------------------------- one run
+
+
+def execute(cfg, run_dir: Path, dataset=None) -> dict:
+    """Train one run in run_dir (resuming from last.pt if there is one). A failure is recorded in
+    error.txt and returned, never raised: one bad configuration must not stop a sweep.
+    KeyboardInterrupt does stop it, leaving last.pt for the next start."""
+    from ..train.engine import train
+
+    t0 = time.perf_counter()
+    try:
+        summary = train(cfg, run_dir=run_dir, resume=(run_dir / "last.pt").is_file(), dataset=dataset)
+        return {"status": "done", "summary": summary, "wall_seconds": time.perf_counter() - t0}
+    except KeyboardInterrupt:
+        raise
+    except UserError as e:
+        error, text = str(e), f"{e}\n"
+    except Exception as e:  # a crash inside one run (a bug, out of memory) is that run's result
+        error, text = f"{type(e).__name__}: {e}", traceback.format_exc()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "error.txt", text)
+    return {"status": "failed", "error": error.splitlines()[0] if error else "failed",
+            "wall_seconds": time.perf_counter() - t0}
+
+
+def _done_line(spec: RunSpec, result: dict) -> str:
+    if result["status"] != "done":
+        return f"  {spec.run_id}: FAILED ({result['error']})"
+    s = result["summary"]
+    accs = "  ".join(f"{k} {s[k]:.4f}" for k in ("best_test_acc", "best_val_acc", "final_test_acc")
+                     if isinstance(s.get(k), float))
+    return f"  {spec.run_id}: {accs}  ({s.get('train_seconds', 0):.0f}s training)"
+
+
+# ---------------------------------------------------------------- local engine
+
+
+def _run_local(todo: list[RunSpec], out: Path, dataset) -> None:
+    from ..data import load_dataset
+
+    cache: dict[tuple, Any] = {}  # each data source is read once for the whole sweep
+    for i, spec in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {spec.run_id}", flush=True)
+        run_dir, ds = out / spec.run_id, dataset
+        if ds is None:
+            key = (spec.config.data.source, spec.config.data.cache_dir or None)
+            if key not in cache:
+                try:
+                    cache[key] = load_dataset(*key)
+                except UserError as e:  # recorded for every run of this source; others go on
+                    cache[key] = e
+            ds = cache[key]
+        if isinstance(ds, UserError):
+            atomic_write_text(run_dir / "error.txt", f"{ds}\n")
+            result = {"status": "failed", "error": str(ds)}
+        else:
+            result = execute(spec.config, run_dir, ds)
+        print(_done_line(spec, result), flush=True)
+
+
+# ---------------------------------------------------------------- Ray engine
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the ray engine needs Ray: pip install cifarlab[ray]") from None
+    return ray
+
+
+def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
+    """A Ray task: train one run on whatever GPU Ray gave this worker (CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))
+    target = Path(run_dir)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        local = target
+    except OSError:  # OUT is not on this machine: train in a scratch folder, send the results back
+        local = Path(tempfile.mkdtemp(prefix="cifarlab-run-"))
+    result = execute(cfg, local, dataset)
+    result["files"] = {n: (local / n).read_text() for n in SMALL_FILES if (local / n).is_file()}
+    result["host"] = os.uname().nodename
+    return result
+
+
+def _run_ray(todo: list[RunSpec], out: Path, dataset, gpus: float, cpus: int, address: str | None,
+             max_concurrent: int | None) -> None:
+    import torch
+
+    ray = _import_ray()
+    started = not ray.is_initialized()  # a Ray the caller started is the caller's to stop
+    if started and address:
+        ray.init(address=address)
+    elif started:
+        if gpus > torch.cuda.device_count():  # say so before paying for Ray's start
+            raise UserError(f"each trial asks for {gpus:g} GPU but this machine has {torch.cuda.device_count()}; "
+                            "pass --gpus-per-trial 0 to train on CPUs")
+        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False)
+    try:
+        have = ray.cluster_resources()
+        if gpus > have.get("GPU", 0):
+            raise UserError(f"each trial asks for {gpus:g} GPU but the Ray cluster has {have.get('GPU', 0):g}; "
+                            "pass --gpus-per-trial 0 to train on CPUs")
+        if cpus > have.get("CPU", 0):
+            raise UserError(f"each trial asks for {cpus} CPUs but the Ray cluster has {have.get('CPU', 0):g}")
+        _drive(ray, todo, out, dataset, gpus, cpus, max_concurrent or len(todo))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray, todo: list[RunSpec], out: Path, dataset, gpus: float, cpus: int, limit: int) -> None:
+    """Keep up to `limit` trials in flight; print a line per finished epoch (read from each run's
+    metrics.jsonl, when OUT is shared with the workers) and per finished run."""
+    task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=0)(ray_trial)
+    ds_ref = ray.put(dataset) if dataset is not None else None  # sent to each machine once
+    queue, running, seen, done = list(todo), {}, {}, 0
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                spec = queue.pop(0)
+                run_dir = out / spec.run_id
+                ref = task.remote(spec.config, str(run_dir.resolve()), ds_ref, cpus)
+                running[ref] = spec
+                seen[spec.run_id] = len(read_jsonl(run_dir / "metrics.jsonl"))  # a resumed run's old epochs
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            for ref in ready:
+                spec = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:  # the worker died (out of memory, node lost)
+                    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                    atomic_write_text(out / spec.run_id / "error.txt", f"{type(e).__name__}: {e}\n")
+                    result = {"status": "failed", "error": msg}
+                _bring_back(out / spec.run_id, result.get("files", {}))
+                _progress(out / spec.run_id, spec, seen.pop(spec.run_id, 0))  # epochs not shown yet
+                done += 1
+                print(f"[{done}/{len(todo)}]" + _done_line(spec, result), flush=True)
+            for spec in running.values():
+                seen[spec.run_id] = _progress(out / spec.run_id, spec, seen.get(spec.run_id, 0))
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _progress(run_dir: Path, spec: RunSpec, shown: int) -> int:
+    try:
+        recs = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError:  # caught the engine mid-line: try again on the next poll
+        return shown
+    for r in recs[shown:]:
+        acc = r.get("test_acc", r.get("val_acc"))
+        tail = f"  eval acc {acc:.4f}" if isinstance(acc, float) else ""
+        print(f"  {spec.run_id}: epoch {r['epoch']}/{spec.config.train.epochs}  "
+              f"train loss {r.get('train_loss', float('nan')):.4f}{tail}", flush=True)
+    return max(shown, len(recs))
+
+
+def _bring_back(run_dir: Path, files: dict[str, str]) -> None:
+    """Write the files a remote worker sent unless the shared OUT already has them."""
+    for name, text in files.items():
+        if not (run_dir / name).is_file():
+            atomic_write_text(run_dir / name, text)
+
+
+def describe(specs: list[RunSpec]) -> str:
+    """The runs of a sweep, one line each (for --dry-run)."""
+    return "\n".join(f"{s.run_id}  " + json.dumps(s.values, default=str) for s in specs)
