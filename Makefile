@@ -9,7 +9,12 @@ DEMO_ARGS ?=
 
 $(BIN)/cifarlab: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Test extras (pytest, Ray for the sweep engine) only where tests run.
+$(VENV)/.test-deps: $(BIN)/cifarlab
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $@
 
 venv: $(BIN)/cifarlab
@@ -17,7 +22,7 @@ venv: $(BIN)/cifarlab
 demo: venv
 	$(BIN)/cifarlab train quick $(DEMO_ARGS)
 
-test: venv
+test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -4,4 +4,6 @@ Each register function takes argparse's subparsers object and sets `fn` on its p
 the work itself lives in the library module the command is named for.
 """
 
-REGISTER: list = []
+from .sweep.cli import add_sweep_parser
+
+REGISTER: list = [add_sweep_parser]

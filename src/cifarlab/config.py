@@ -69,7 +69,11 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     l1: float = 0.0  # L1 penalty added to the loss
-    args: dict = field(default_factory=dict)  # optimizer-specific extras (e.g. slbi kappa, mu)
+    # Per-group lr multipliers; a multiplier scales a group's step, not its weight decay (as airbench).
+    norm_lr_scale: float = 1.0  # parameters of normalization layers (BN weight/bias)
+    bias_lr_scale: float = 1.0  # other biases (conv/linear; the whitening layer's)
+    head_lr_scale: float = 1.0  # the weight of the last Linear layer
+    args: dict = field(default_factory=dict)  # optimizer-specific extras (e.g. slbi kappa, mu; muon momentum)
 
 
 @dataclass
@@ -93,11 +97,21 @@ class TrainConfig:
     epochs: int = 10
     loss: str = "ce"  # ce | nll | mse | smooth_l1 | kl
     label_smoothing: float = 0.0
+    loss_reduction: str = "mean"  # mean | sum (the batch's summed loss: lr is then per example, as airbench)
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
     channels_last: str = "auto"  # auto (on CUDA) | on | off
-    compile: bool = False
+    compile: bool = False  # torch.compile the model; compile_seconds in summary.json, not in train_seconds
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    cudnn_benchmark: bool = False  # let cuDNN pick its fastest kernels (autotuned in the warm-up step)
     ema: float = 0.0  # EMA decay of the weights (0 = off); evaluation uses the EMA model
-    tta: str = "none"  # none | flip
+    lookahead_every: int = 0  # airbench's lookahead: every k steps pull the weights to a slow EMA (0 = off)
+    lookahead_decay: float = 0.7737809375  # 0.95**5: the slow weights' decay, reached at the last step
+    lookahead_power: float = 3.0  # decay at step t = lookahead_decay * (t / total_steps) ** power
+    whiten: bool = False  # set the first conv (model.whiten, else the first Conv2d) by patch whitening, frozen
+    whiten_images: int = 5000  # training images whose patches estimate the covariance
+    whiten_eps: float = 5.0e-4  # added to the eigenvalues before 1/sqrt
+    whiten_bias_epochs: int = -1  # train that layer's bias for this many epochs, then freeze it (-1 = always)
+    tta: str = "none"  # none | flip | multiview (flip x one-pixel translations, airbench's weights)
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     eval_every: int = 1  # epochs
     save_checkpoints: bool = True

@@ -77,13 +77,14 @@ def test_centre_of_grid_is_the_models_own_loss():
     g = torch.Generator().manual_seed(0)
     dirs = [L.random_direction(m, generator=g), L.random_direction(m, generator=g)]
     axes = [np.array([-0.5, 0.0, 0.5]), np.array([-1.0, 0.0, 1.0])]
-    res = L.evaluate_grid(m, x, y, dirs, axes, batch_size=16, progress=False)
     with torch.no_grad():
         logits = m(x)
-    assert res["done"].all()
-    assert res["loss"][1, 1] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
-    assert res["acc"][1, 1] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
-    assert not np.allclose(res["loss"], res["loss"][1, 1])  # the other points moved
+    for method in ("vmap", "loop"):
+        res = L.evaluate_grid(m, x, y, dirs, axes, batch_size=16, method=method, progress=False)
+        assert res["done"].all()
+        assert res["loss"][1, 1] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+        assert res["acc"][1, 1] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+        assert not np.allclose(res["loss"], res["loss"][1, 1])  # the other points moved
 
 
 def test_vmap_evaluator_equals_loop_in_both_bn_modes():
@@ -110,7 +111,7 @@ def test_interrupted_grid_resumes_only_missing_points(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     dirs = [L.random_direction(m, generator=g), L.random_direction(m, generator=g)]
     axes = [np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)]
-    full = L.evaluate_grid(m, x, y, dirs, axes, chunk=5, progress=False)
+    full = L.evaluate_grid(m, x, y, dirs, axes, chunk=5, method="vmap", progress=False)
 
     real = L.evaluate_points_vmap
     seen = []
@@ -123,19 +124,19 @@ def test_interrupted_grid_resumes_only_missing_points(tmp_path, monkeypatch):
 
     monkeypatch.setattr(L, "evaluate_points_vmap", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, progress=False)
+        L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, method="vmap", progress=False)
     partial = L.load_grid(tmp_path / "grid.npz")
     assert partial["done"].sum() == 5 and np.isnan(partial["loss"][~partial["done"]]).all()
 
     counted = []
     monkeypatch.setattr(L, "evaluate_points_vmap", lambda mm, b, d, c, *a, **k: counted.append(len(c)) or real(mm, b, d, c, *a, **k))
-    res = L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, progress=False)
+    res = L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, method="vmap", progress=False)
     assert sum(counted) == 12 - 5 and res["evaluated"] == 7
     np.testing.assert_allclose(res["loss"], full["loss"], rtol=1e-6)
     assert res["done"].all()
     # a finished grid is not recomputed
     counted.clear()
-    L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, progress=False)
+    L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, method="vmap", progress=False)
     assert counted == []
     # a grid file of other settings is refused, not mixed in
     with pytest.raises(UserError, match="other settings"):
@@ -171,7 +172,7 @@ def test_vmap_failure_falls_back_to_the_loop():
     dirs = [L.random_direction(m, generator=torch.Generator().manual_seed(0))]
     axes = [np.linspace(-1, 1, 5)]
     with pytest.warns(UserWarning, match="falling back"):
-        res = L.evaluate_grid(m, x, y, dirs, axes, progress=False)
+        res = L.evaluate_grid(m, x, y, dirs, axes, method="vmap", progress=False)
     ref = L.evaluate_grid(m, x, y, dirs, axes, method="loop", progress=False)
     np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-6)
 
@@ -179,7 +180,8 @@ def test_vmap_failure_falls_back_to_the_loop():
 def test_interpolation_endpoints_are_the_two_checkpoints(tmp_path):
     a, x, y = tiny(0)
     b, _, _ = tiny(1)
-    res = L.run_interpolation(a, a.state_dict(), b.state_dict(), x, y, tmp_path, alphas=[0.0, 0.5, 1.0], progress=False)
+    res = L.run_interpolation(a, a.state_dict(), b.state_dict(), x, y, tmp_path, alphas=[0.0, 0.5, 1.0], method="vmap",
+                              progress=False)
     grid = L.load_grid(tmp_path / "interpolation.npz")
     with torch.no_grad():
         la, lb = float(F.cross_entropy(a(x), y)), float(F.cross_entropy(b(x), y))

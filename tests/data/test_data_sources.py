@@ -313,6 +313,12 @@ def bad_sources(tmp: Path) -> dict:
     (tmp / "img" / "train" / "a" / "0.png").write_bytes(b"\x89PNG not really")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp / "img" / "test" / "a" / "0.png")
     out["undecodable image"] = (tmp / "img", "cannot decode image train/a/0.png")
+    write_image_folder(tmp / "sizes")
+    Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp / "sizes" / "train" / "dog" / "2.png")
+    out["images of different sizes"] = (tmp / "sizes", "images differ in size")
+    write_idx(tmp / "labels")
+    (tmp / "labels" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.full(4, 12, np.uint8))))
+    out["idx label out of range"] = (tmp / "labels", "labels span 12..12 but there are 10 classes")
     return out
 
 

@@ -61,7 +61,8 @@ def seed_shadows(opt, named):
         if "z_buffer" in st:
             z = 2.0 * torch.randn(p.shape, generator=gen)
             if p.ndim == 4:  # filter norms 0.5, 1.5, 3: one filter below the group threshold
-                z = z / z.flatten(1).norm(dim=1)[:, None, None, None] * torch.tensor([0.5, 1.5, 3.0])[:, None, None, None]
+                norms = torch.tensor([0.5, 1.5, 3.0]) / z.flatten(1).norm(dim=1)
+                z = z * norms[:, None, None, None]
             st["z_buffer"] = z
             st["gamma_buffer"] = opt.param_groups[0]["kappa"] * shrink(st["z_buffer"], "conv" if p.ndim == 4 else "fc")
 

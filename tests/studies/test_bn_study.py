@@ -7,7 +7,8 @@ import torch
 from cifarlab.config import load_config
 from cifarlab.data import Dataset
 from cifarlab.errors import UserError
-from cifarlab.studies.bn_study import BNStudyConfig, eta_grid, run_bn_study, steps_to_loss
+from cifarlab.studies.bn_study import (BNStudyConfig, eta_grid, model_table, result_rows, run_bn_study,
+                                      steps_to_loss)
 
 # two tiny nets that differ only in BatchNorm (VGG_A itself takes ~2.5 s per step on one CPU thread)
 TINY = [
@@ -82,3 +83,22 @@ def test_bad_config_is_a_user_error(tmp_path, override):
     cfg = load_config(None, [override, "epochs=1"], cls=BNStudyConfig)
     with pytest.raises(UserError):
         run_bn_study(cfg, tmp_path, dataset=synthetic(64, 16))
+
+
+def test_stalled_runs_are_flagged_and_left_out_of_the_means():
+    S, P, E = 200, 4, 3
+    loss = np.stack([np.linspace(2.3, 0.2, S), np.full(S, np.log(10) + 0.01)])  # lr 0 learns, lr 1 stalls
+    a = {"models": np.array(["m"]), "lrs": np.array([1e-3, 2e-3]), "step_loss": loss[None],
+         "test_acc": np.array([[[0.5, 0.7], [0.1, 0.1]]]),
+         "probe_loss": np.zeros((1, 2, P, E)), "probe_grad_diff": np.zeros((1, 2, P, E)),
+         "probe_beta": np.stack([np.full(P, 2.0), np.full(P, 50.0)])[None]}
+    a["probe_loss"][0, :, :, 1] = [[0.1] * P, [9.0] * P]  # band widths 0.1 and 9
+    runs = {(0, l): {"seconds": 1.0, "probe_seconds": 0.1, "params": 10} for l in range(2)}
+    rows = result_rows(a, runs, num_classes=10)
+    assert [r["stalled"] for r in rows] == [False, True]
+    assert rows[0]["best_test_acc"] == pytest.approx(0.7) and rows[0]["final_test_acc"] == pytest.approx(0.7)
+    assert rows[0]["steps_to_loss_0.5"] is not None and rows[1]["steps_to_loss_0.5"] is None
+    per = model_table(a, rows)[0]
+    assert per["stalled"] == 1 and per["runs"] == 2
+    assert per["loss_variation_width"] == pytest.approx(0.1) and per["beta_smooth_mean"] == pytest.approx(2.0)
+    assert per["course_band_width"] == pytest.approx(np.mean(np.abs(loss[0] - loss[1])))

@@ -8,6 +8,7 @@ All maps are per image, batched, and (for the CAMs) upsampled bilinearly to the 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -84,7 +85,6 @@ def activations_and_gradients(model: nn.Module, x: torch.Tensor, target: torch.T
     def hook(_m, _inp, out):
         if not isinstance(out, torch.Tensor):
             raise UserError(f"layer {layer!r} does not output a single tensor")
-        out.retain_grad()
         saved["a"] = out
         return out.clone()  # later in-place ops (out += shortcut) then leave A and its gradient intact
 
@@ -93,14 +93,13 @@ def activations_and_gradients(model: nn.Module, x: torch.Tensor, target: torch.T
         with attribution_mode(model), torch.enable_grad():
             x = x.detach().requires_grad_(True)  # so A needs grad even when parameters are frozen
             scores = model(x).gather(1, target.view(-1, 1)).sum()
-            scores.backward()
+            if "a" not in saved:
+                raise UserError(f"layer {layer!r} is never called in forward")
+            _check_map(saved["a"], layer)
+            (grad,) = torch.autograd.grad(scores, saved["a"])  # not .backward(): parameters' .grad stay as they were
     finally:
         handle.remove()
-    if "a" not in saved:
-        raise UserError(f"layer {layer!r} is never called in forward")
-    a = saved["a"]
-    _check_map(a, layer)
-    return a.detach(), a.grad.detach()
+    return saved["a"].detach(), grad.detach()
 
 
 def gradcam_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True) -> torch.Tensor:
@@ -123,7 +122,9 @@ def layercam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str
 def guided_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
     """Guided backprop times upsampled Grad-CAM (captum's GuidedGradCam): N x C x H x W.
     Only nn.ReLU modules are guided; a model using F.relu gets plain gradients there."""
-    with attribution_mode(model):
+    with attribution_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # captum narrating itself
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
         out = GuidedGradCam(model, named_layer(model, layer)).attribute(x, target=target, interpolate_mode="bilinear")
     return out.detach()
 
@@ -156,7 +157,7 @@ def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], pre
                           layer: str, max_rows: int = 16) -> Path:
     """A row per image: the input titled 'pred / true', then each method's map over the image."""
     rows, cols = min(len(images), max_rows), 1 + len(maps)
-    fig = figure(cols * 1.3, rows * 1.35 + 0.4)
+    fig = figure(cols * 1.3, rows * 1.6 + 0.4)
     for r in range(rows):
         pred = class_name(classes, int(preds[r]))
         title = f"pred {pred}" if labels is None else f"pred {pred}\ntrue {class_name(classes, int(labels[r]))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -43,10 +44,14 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[st
 
 
 def _as_maps(fmap: torch.Tensor) -> torch.Tensor:
-    """One image's output as C x h x w maps (a vector output becomes a 1 x C strip)."""
-    if fmap.dim() == 3:
+    """One image's output as C x h x w maps; a vector (or C x 1 x 1) output becomes one map with a
+    cell per unit, filled row by row into a near-square (NaN pads the end)."""
+    if fmap.dim() == 3 and fmap.shape[1] * fmap.shape[2] > 1:
         return fmap
-    return fmap.reshape(1, 1, -1)
+    v = fmap.flatten()
+    cols = math.ceil(math.sqrt(len(v)))
+    rows = math.ceil(len(v) / cols)
+    return torch.cat([v, v.new_full((rows * cols - len(v),), float("nan"))]).view(1, rows, cols)
 
 
 def plot_stage(image: np.ndarray, fmap: torch.Tensor, path: str | Path, title: str, n_channels: int = 16) -> Path:
@@ -57,7 +62,7 @@ def plot_stage(image: np.ndarray, fmap: torch.Tensor, path: str | Path, title: s
     fig = figure(cols * 1.0, rows * 1.05 + 0.4)
     show_image(fig.add_subplot(rows, cols, 1), image, "input")
     for c in range(n):
-        show_image(fig.add_subplot(rows, cols, c + 2), maps[c].numpy(), f"ch {c}" if maps.shape[0] > 1 else "vector",
+        show_image(fig.add_subplot(rows, cols, c + 2), maps[c].numpy(), f"ch {c}" if maps.shape[0] > 1 else "units",
                    cmap="viridis")
     fig.suptitle(f"{title}  {tuple(fmap.shape)}", fontsize=9)
     return save_figure(fig, path)

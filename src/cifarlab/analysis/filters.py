@@ -90,7 +90,7 @@ def plot_kernel_heatmaps(maps: np.ndarray, path: str | Path, title: str = "", ma
                     ax.set_title(f"in {c}", fontsize=7)
                 if c == 0:
                     ax.set_ylabel(f"out {r}", fontsize=7)
-    fig.colorbar(im, ax=fig.axes, shrink=0.6)
+    fig.colorbar(im, ax=fig.axes, shrink=0.6, **({"location": "bottom", "aspect": 30} if maps.ndim == 4 else {}))
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 

@@ -258,12 +258,13 @@ def load_grid(path: str | Path) -> dict:
 
 def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: Sequence[Tensors],
                   axes: Sequence[np.ndarray], *, base: Tensors | None = None, path: str | Path | None = None,
-                  shard: tuple[int, int] = (0, 1), method: str = "vmap", chunk: int = 8, batch_size: int = 500,
+                  shard: tuple[int, int] = (0, 1), method: str = "auto", chunk: int = 8, batch_size: int = 500,
                   loss_fn: LossFn | None = None, bn: str = "eval", amp: bool = False, progress: bool = True) -> dict:
     """Loss and accuracy at base + sum_j axes_j[i_j] * directions[j] for every grid point of this shard.
 
     base defaults to the model's parameters; directions and axes have one entry per grid dimension
-    (1 or 2). With `path`, results are saved after every chunk of `chunk` points and a run finds and
+    (1 or 2). method: "vmap" (batched points), "loop" (one point at a time) or "auto" (vmap on
+    CUDA, loop on CPU). With `path`, results are saved after every chunk of `chunk` points and a run finds and
     resumes its own partial file (shard files are named path.shard<i>of<n>.npz). x, y: the data
     subset on the model's device (x normalized), evaluated in batches of batch_size.
     Returns {"axes", "loss", "acc", "done", "fingerprint", "shard", "bn", "evaluated"}; points of
@@ -271,8 +272,10 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
     """
     if len(directions) != len(axes) or len(axes) not in (1, 2):
         raise UserError("a landscape needs 1 or 2 directions, one axis each")
-    if method not in ("vmap", "loop"):
-        raise UserError(f"unknown landscape evaluator {method!r}; use vmap or loop")
+    if method not in ("auto", "vmap", "loop"):
+        raise UserError(f"unknown landscape evaluator {method!r}; use auto, vmap or loop")
+    if method == "auto":  # vmapped convs become grouped convs, which CPUs run slower than K plain ones
+        method = "vmap" if x.device.type == "cuda" else "loop"
     i_shard, n_shards = shard
     if not (n_shards >= 1 and 0 <= i_shard < n_shards):
         raise UserError(f"bad shard {shard}: need 0 <= i < n")
@@ -498,7 +501,7 @@ def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignor
 def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, dims: int = 2,
                   xrange: str | Sequence[float] = "-1:1:51", yrange: str | Sequence[float] | None = None,
                   norm: str = "filter", ignore: str = "biasbn", seed: int = 0, shard: tuple[int, int] = (0, 1),
-                  method: str = "vmap", chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
+                  method: str = "auto", chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
                   loss_fn: LossFn | None = None, progress: bool = True) -> dict:
     """The loss landscape around the model's weights along `dims` (1 or 2) random directions.
 
@@ -530,7 +533,7 @@ def _summary(res: dict, figures: list[Path], path: Path) -> dict:
 
 
 def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.Tensor, y: torch.Tensor,
-                      out_dir: str | Path, alphas: str | Sequence[float] = "-0.5:1.5:41", method: str = "vmap",
+                      out_dir: str | Path, alphas: str | Sequence[float] = "-0.5:1.5:41", method: str = "auto",
                       chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
                       loss_fn: LossFn | None = None, progress: bool = True) -> dict:
     """Loss and accuracy along (1 - t) * a + t * b between two checkpoints' state dicts (parameters
@@ -548,7 +551,7 @@ def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.T
 
 
 def run_trajectory(model: nn.Module, states: Sequence[dict], x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                   steps: int = 21, margin: float = 0.3, ignore: str = "biasbn", method: str = "vmap", chunk: int = 8,
+                   steps: int = 21, margin: float = 0.3, ignore: str = "biasbn", method: str = "auto", chunk: int = 8,
                    batch_size: int = 500, bn: str = "eval", amp: bool = False, loss_fn: LossFn | None = None,
                    progress: bool = True) -> dict:
     """Li et al.'s PCA plot: the loss around the last of `states` (saved checkpoints' state dicts, in

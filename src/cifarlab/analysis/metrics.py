@@ -79,7 +79,7 @@ def plot_misclassified(images: np.ndarray, y: np.ndarray, pred: np.ndarray, conf
     """Images with 'true -> predicted (confidence)' titles; the caller picks and orders them."""
     n = max(len(images), 1)
     rows, cols = grid_shape(n, 8)
-    fig = figure(cols * 1.2, rows * 1.4 + 0.4)
+    fig = figure(cols * 1.45, rows * 1.45 + 0.4)
     for i in range(len(images)):
         show_image(fig.add_subplot(rows, cols, i + 1), images[i],
                    f"{class_name(classes, int(y[i]))}\n-> {class_name(classes, int(pred[i]))} {conf[i]:.0%}")

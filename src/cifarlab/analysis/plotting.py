@@ -62,7 +62,7 @@ def with_suffix(path: str | Path, suffix: str) -> Path:
 
 
 def figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=110)
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
 def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> Path:

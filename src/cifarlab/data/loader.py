@@ -109,4 +109,4 @@ class DeviceLoader:
             if aug is not None and aug.mixing:
                 x, y = aug.mix(x, y, self.gen, self.cpu_gen)
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-            yield x.to(self.dtype).contiguous(memory_format=fmt), y
+            yield x.to(dtype=self.dtype, memory_format=fmt), y

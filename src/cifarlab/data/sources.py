@@ -176,7 +176,7 @@ def _idx_dir(path: Path, key: str = "") -> dict[str, Path] | None:
 
 def _idx_name(path: Path) -> str:
     # IDX files do not say which dataset they are; the folder name does in every common layout
-    return "fashion-mnist" if "fashion" in str(path).lower() else "mnist"
+    return "fashion-mnist" if any("fashion" in p.lower() for p in path.parts[-3:]) else "mnist"
 
 
 def _image_root(path: Path) -> Path | None:
@@ -197,7 +197,7 @@ def read(src: Source) -> Arrays:
     if src.kind == "cifar-dir":
         return _cifar_from_blobs({f.name: f.read_bytes() for f in src.files}, src.path)
     if src.kind == "idx-dir":
-        blobs = {role: f.read_bytes() for role, f in _idx_dir(src.path, src.name).items()}
+        blobs = {role: f.read_bytes() for role, f in zip(IDX_FILES, src.files)}
         return _idx_from_blobs(blobs, src.name, src.path)
     blobs = {}
     for split in ("train", "test"):
@@ -289,6 +289,8 @@ def _parse_idx(data: bytes, ndim: int, what: str) -> np.ndarray:
     if got != magic:
         shown = "none (file too short)" if got is None else f"0x{got:08X}"
         raise UserError(f"{what}: bad IDX magic number {shown}, expected 0x{magic:08X}")
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{what}: IDX header is truncated")
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = memoryview(data)[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)):
@@ -315,7 +317,9 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
             continue
         splits[parts[-3]].setdefault(parts[-2], []).append((parts[-1], path))
     if not splits["train"] and not splits["test"]:
-        raise UserError(f"{where}: image folder has no classes (expected train/<class>/<image> and test/<class>/<image>)")
+        raise UserError(
+            f"{where}: image folder has no classes (expected train/<class>/<image> and test/<class>/<image>)"
+        )
     for split, by_class in splits.items():
         if not by_class:
             raise UserError(f"{where}: image folder has no classes under {split}/ (expected {split}/<class>/<image>)")
@@ -331,7 +335,8 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
         out.append(_decode([blobs[p] for p, _ in order], [p for p, _ in order], where))
         out.append(np.array([k for _, k in order], dtype=np.int64))
     if out[0].shape[1:] != out[2].shape[1:]:
-        raise UserError(f"{where}: train images are {tuple(out[0].shape[1:])} but test images {tuple(out[2].shape[1:])}")
+        shapes = tuple(out[0].shape[1:]), tuple(out[2].shape[1:])
+        raise UserError(f"{where}: train images are {shapes[0]} (H, W, C) but test images {shapes[1]}")
     return _arrays(*out, classes, name, where)
 
 
@@ -362,7 +367,9 @@ def _decode(blobs: list[bytes], names: list[str], where: Path) -> torch.Tensor:
     shape = images[0].shape
     for img, name in zip(images, names):
         if img.shape != shape:
-            raise UserError(f"{where}: images differ in size: {names[0]} is {tuple(shape)}, {name} is {tuple(img.shape)}")
+            raise UserError(
+                f"{where}: images differ in size: {names[0]} is {tuple(shape)}, {name} is {tuple(img.shape)} (C, H, W)"
+            )
     return torch.stack(images).permute(0, 2, 3, 1).contiguous()
 
 
@@ -395,7 +402,8 @@ def _arrays(train_x, train_y, test_x, test_y, classes: list[str], name: str, whe
     vx, vy = _tensor(test_x, np.uint8), _tensor(test_y, np.int64)
     for split, y in (("train", ty), ("test", vy)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
-            raise UserError(f"{where}: {split} labels span {int(y.min())}..{int(y.max())} but there are {len(classes)} classes")
+            span = f"{int(y.min())}..{int(y.max())}"
+            raise UserError(f"{where}: {split} labels span {span} but there are {len(classes)} classes")
     return Arrays(tx, ty, vx, vy, list(classes), name)
 
 

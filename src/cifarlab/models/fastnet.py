@@ -2,6 +2,7 @@
 
 whiten (2x2 conv, 2*C*4 = 24 channels for RGB, weight frozen) -> act -> 3 blocks of
 [conv3x3 -> maxpool2 -> BN -> act -> conv3x3 -> BN -> act] -> global max-pool -> Linear (no bias) x scale.
+`depth=3` adds a third conv-BN-act per block and a residual around the last two, as airbench96 does.
 
 Conventions taken from airbench94:
 - `model.whiten` is frozen (requires_grad False) and keeps PyTorch's default init until a training
@@ -41,8 +42,9 @@ def batchnorm(channels: int, eps: float, momentum: float, train_weight: bool) ->
 
 class ConvGroup(nn.Module):
     def __init__(self, cin: int, cout: int, activation: str, bn_eps: float, bn_momentum: float,
-                 train_bn_weight: bool):
+                 train_bn_weight: bool, depth: int = 2):
         super().__init__()
+        self.depth = depth
         self.conv1 = conv3x3_dirac(cin, cout)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = batchnorm(cout, bn_eps, bn_momentum, train_bn_weight)
@@ -50,17 +52,24 @@ class ConvGroup(nn.Module):
         self.conv2 = conv3x3_dirac(cout, cout)
         self.norm2 = batchnorm(cout, bn_eps, bn_momentum, train_bn_weight)
         self.act2 = make_activation(activation)
+        if depth == 3:
+            self.conv3 = conv3x3_dirac(cout, cout)
+            self.norm3 = batchnorm(cout, bn_eps, bn_momentum, train_bn_weight)
+            self.act3 = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.norm1(self.pool(self.conv1(x))))
-        return self.act2(self.norm2(self.conv2(x)))
+        if self.depth == 2:
+            return self.act2(self.norm2(self.conv2(x)))
+        y = self.act2(self.norm2(self.conv2(x)))
+        return x + self.act3(self.norm3(self.conv3(y)))  # airbench96: the residual joins after the activation
 
 
 class FastNet(nn.Module):
     stage_names = ["block1", "block2", "block3"]
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], activation: str,
-                 scale: float, bn_eps: float, bn_momentum: float, train_bn_weight: bool):
+                 scale: float, bn_eps: float, bn_momentum: float, train_bn_weight: bool, depth: int = 2):
         super().__init__()
         whiten_width = 2 * in_channels * 2 * 2  # each patch eigenvector and its negative
         self.whiten = nn.Conv2d(in_channels, whiten_width, 2, padding=0, bias=True)
@@ -68,7 +77,7 @@ class FastNet(nn.Module):
         self.act = make_activation(activation)
         cin = whiten_width
         for i, cout in enumerate(widths, 1):
-            self.add_module(f"block{i}", ConvGroup(cin, cout, activation, bn_eps, bn_momentum, train_bn_weight))
+            self.add_module(f"block{i}", ConvGroup(cin, cout, activation, bn_eps, bn_momentum, train_bn_weight, depth))
             cin = cout
         self.head = nn.Linear(cin, num_classes, bias=False)
         self.scale = scale
@@ -80,7 +89,7 @@ class FastNet(nn.Module):
 
 
 def fastnet_factory(widths: Sequence[int], num_classes: int, in_channels: int, activation: str, scale: float,
-                    bn_eps: float, bn_momentum: float, train_bn_weight: bool) -> nn.Module:
+                    bn_eps: float, bn_momentum: float, train_bn_weight: bool, depth: int = 2) -> nn.Module:
     widths = list(widths)
     if len(widths) != 3 or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
         raise UserError(f"fastnet widths must be 3 positive integers, got {widths}")
@@ -88,22 +97,24 @@ def fastnet_factory(widths: Sequence[int], num_classes: int, in_channels: int, a
         raise UserError(f"bn_momentum must be in (0, 1] (PyTorch convention), got {bn_momentum}")
     if not bn_eps > 0:
         raise UserError(f"bn_eps must be > 0, got {bn_eps}")
-    return FastNet(in_channels, num_classes, widths, activation, scale, bn_eps, bn_momentum, train_bn_weight)
+    if depth not in (2, 3):
+        raise UserError(f"fastnet depth must be 2 or 3 (convs per block), got {depth!r}")
+    return FastNet(in_channels, num_classes, widths, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth)
 
 
 @register("fastnet", "airbench")
 def fastnet(num_classes: int = 10, in_channels: int = 3, activation: str = "gelu",
             widths: Sequence[int] = (64, 256, 256), scale: float = 1 / 9, bn_eps: float = 1e-12,
-            bn_momentum: float = 0.4, train_bn_weight: bool = False) -> nn.Module:
-    """airbench94's network: 1.97M parameters (widths 64-256-256)."""
+            bn_momentum: float = 0.4, train_bn_weight: bool = False, depth: int = 2) -> nn.Module:
+    """airbench94's network: 1.97M parameters (widths 64-256-256); depth 3 at 128-512-512 is airbench96's."""
     return fastnet_factory(widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum,
-                           train_bn_weight)
+                           train_bn_weight, depth)
 
 
 @register("fastnet_small")
 def fastnet_small(num_classes: int = 10, in_channels: int = 3, activation: str = "gelu",
                   widths: Sequence[int] = (32, 64, 128), scale: float = 1 / 9, bn_eps: float = 1e-12,
-                  bn_momentum: float = 0.4, train_bn_weight: bool = False) -> nn.Module:
+                  bn_momentum: float = 0.4, train_bn_weight: bool = False, depth: int = 2) -> nn.Module:
     """fastnet at widths 32-64-128, for CPU demos."""
     return fastnet_factory(widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum,
-                           train_bn_weight)
+                           train_bn_weight, depth)

@@ -75,7 +75,8 @@ class _LBI(torch.optim.Optimizer):
                                 f"weights that can be tracked: {', '.join(n for n, p in named if p.ndim >= 2)}")
             flat = [n for n in layers if by_name[n].ndim < 2]
             if flat:
-                raise UserError(f"SLBI tracks conv kernels and FC weights only; 1-D parameters given: {', '.join(flat)}")
+                raise UserError(f"SLBI tracks conv kernels and FC weights only; 1-D parameters given: "
+                                f"{', '.join(flat)}")
         for n in layers:
             p = by_name[n]
             st = self.state[p]
@@ -333,7 +334,10 @@ def _named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def build_slbi(model: nn.Module, cfg: OptimConfig) -> SLBI:
-    """SLBI from the config: lr, momentum, weight_decay and optim.args (kappa, mu, layers, ...)."""
+    """SLBI from the config: lr, momentum, weight_decay and optim.args (kappa, mu, layers, ...).
+
+    wd_skip_1d needs no setting: SLBI never decays 1-D parameters or names containing "bn".
+    """
     return SLBI(_named(model), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                 **_args(cfg, SLBI_ARGS))
 

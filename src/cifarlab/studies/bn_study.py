@@ -141,6 +141,11 @@ def _optimizer(model: torch.nn.Module, cfg: BNStudyConfig, lr: float, device: to
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _clone(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: v.detach().clone() for n, v in d.items()}
 
@@ -180,6 +185,7 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
             probing = t in probe_at
             if probing:
                 # on the step's batch, before its update; the probe copies BN buffers and restores RNG
+                _sync(device)  # so the probe's clock does not include queued training kernels
                 t0 = time.perf_counter()
                 probes.append(probe_step(model, F.cross_entropy, x, y, list(etas), method=cfg.probe_method))
                 w_t = _clone(trainable_params(model)) if cfg.proxies else None
@@ -467,7 +473,8 @@ def plot_training(out_dir: Path, a: dict, stalled: dict) -> str:
             axes[0, m].plot(loss, color=c, alpha=0.2, lw=0.5)
             axes[0, m].plot(_smooth(loss, max(1, S // 50)), color=c, lw=1.2, label=name)
             axes[1, m].plot(epochs, a["test_acc"][m, l], color=c, marker="o", ms=3, label=f"test, lr {lr:g}")
-            axes[1, m].plot(epochs, a["train_acc"][m, l], color=c, ls="--", lw=1, label=f"train, lr {lr:g}")
+            axes[1, m].plot(epochs, a["train_acc"][m, l], color=c, ls="--", lw=1, marker="x", ms=3,
+                            label=f"train, lr {lr:g}")
         axes[0, m].set(title=str(label), xlabel="step", ylabel="training loss (per step, smoothed line)")
         axes[1, m].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
         axes[0, m].legend(fontsize=7)
@@ -510,8 +517,9 @@ def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
         for m, label in enumerate(a["models"]):
             c = COLORS[m % len(COLORS)]
             pl, pg, pb = a["probe_loss"][m, l], a["probe_grad_diff"][m, l], a["probe_beta"][m, l]
-            axes[0, l].fill_between(steps, pl.min(1), pl.max(1), color=c, alpha=0.45, lw=0, label=str(label))
-            axes[1, l].fill_between(steps, pg.min(1), pg.max(1), color=c, alpha=0.45, lw=0, label=str(label))
+            # edges drawn too: at small eta a band can be thinner than a pixel
+            axes[0, l].fill_between(steps, pl.min(1), pl.max(1), color=c, alpha=0.45, lw=0.6, ec=c, label=str(label))
+            axes[1, l].fill_between(steps, pg.min(1), pg.max(1), color=c, alpha=0.45, lw=0.6, ec=c, label=str(label))
             axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label))
         any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
         e = a["etas"][l]

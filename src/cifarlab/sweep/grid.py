@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     for key, value in parse_overrides(overrides).items():
         if key in sweep_fields:
             data = deep_merge(data, _normalized({key: value}))
+        elif key in ("seed", "out"):  # each run's seed and folder come from the sweep
+            hint = "seeds=[0,1]" if key == "seed" else "the --out option"
+            raise UserError(f"--set {key}=... does not apply to a sweep; use {hint}")
         else:  # a run key such as train.epochs: reaches every run, after the axes
             extra[key] = value
     data["overrides"] = deep_merge(data.get("overrides", {}), extra)
@@ -103,6 +107,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
             data["base"] = str(beside)
     sweep = from_dict(SweepConfig, data)
     _check(sweep)
+    forced = set(flatten(sweep.overrides))
+    for name, spec in sweep.variants.items():
+        for key in sorted(forced & set(spec)):
+            print(f"cifarlab: note: --set {key} overrides variant {name}'s {key}={spec[key]!r}", file=sys.stderr)
     return sweep
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..config import save_config, to_dict
+from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, read_jsonl
 from .grid import RunSpec, SweepConfig, expand
@@ -47,21 +48,27 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str
         raise UserError(f"unknown sweep engine '{engine}'; choose local or ray")
     out = Path(out_dir) if out_dir else default_out(sweep)
     specs = expand(sweep)
-    dataset = None
     if isinstance(data, str):
         specs = [_with_source(s, data) for s in specs]
-    elif data is not None:
-        dataset = data
     out.mkdir(parents=True, exist_ok=True)
     save_config(sweep, out / "sweep.yaml")
     todo = [s for s in specs if _prepare(s, out)]
     print(f"sweep {sweep.name}: {len(specs)} runs in {out}; {len(specs) - len(todo)} already finished, "
           f"{len(todo)} to run", flush=True)
-    if todo and engine == "local":
-        _run_local(todo, out, dataset)
-    elif todo:
-        _run_ray(todo, out, dataset, gpus_per_trial, cpus_per_trial, address, max_concurrent)
+    if todo:
+        # each data source is read once, here; missing data would fail every run alike, so its
+        # UserError stops the sweep before any run starts
+        given = data is not None and not isinstance(data, str)
+        datasets = {k: data if given else load_dataset(*k) for k in dict.fromkeys(map(_data_key, todo))}
+        if engine == "local":
+            _run_local(todo, out, datasets)
+        else:
+            _run_ray(todo, out, datasets, gpus_per_trial, cpus_per_trial, address, max_concurrent)
     return tabulate(out)
+
+
+def _data_key(spec: RunSpec) -> tuple[str, str | None]:
+    return spec.config.data.source, spec.config.data.cache_dir or None
 
 
 def _with_source(spec: RunSpec, source: str) -> RunSpec:
@@ -150,26 +157,10 @@ def _done_line(spec: RunSpec, result: dict) -> str:
 # ---------------------------------------------------------------- local engine
 
 
-def _run_local(todo: list[RunSpec], out: Path, dataset) -> None:
-    from ..data import load_dataset
-
-    cache: dict[tuple, Any] = {}  # each data source is read once for the whole sweep
+def _run_local(todo: list[RunSpec], out: Path, datasets: dict) -> None:
     for i, spec in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {spec.run_id}", flush=True)
-        run_dir, ds = out / spec.run_id, dataset
-        if ds is None:
-            key = (spec.config.data.source, spec.config.data.cache_dir or None)
-            if key not in cache:
-                try:
-                    cache[key] = load_dataset(*key)
-                except UserError as e:  # recorded for every run of this source; others go on
-                    cache[key] = e
-            ds = cache[key]
-        if isinstance(ds, UserError):
-            atomic_write_text(run_dir / "error.txt", f"{ds}\n")
-            result = {"status": "failed", "error": str(ds)}
-        else:
-            result = execute(spec.config, run_dir, ds)
+        result = execute(spec.config, out / spec.run_id, datasets[_data_key(spec)])
         print(_done_line(spec, result), flush=True)
 
 
@@ -202,7 +193,7 @@ def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
     return result
 
 
-def _run_ray(todo: list[RunSpec], out: Path, dataset, gpus: float, cpus: int, address: str | None,
+def _run_ray(todo: list[RunSpec], out: Path, datasets: dict, gpus: float, cpus: int, address: str | None,
              max_concurrent: int | None) -> None:
     import torch
 
@@ -222,24 +213,25 @@ def _run_ray(todo: list[RunSpec], out: Path, dataset, gpus: float, cpus: int, ad
                             "pass --gpus-per-trial 0 to train on CPUs")
         if cpus > have.get("CPU", 0):
             raise UserError(f"each trial asks for {cpus} CPUs but the Ray cluster has {have.get('CPU', 0):g}")
-        _drive(ray, todo, out, dataset, gpus, cpus, max_concurrent or len(todo))
+        _drive(ray, todo, out, datasets, gpus, cpus, max_concurrent or len(todo))
     finally:
         if started:
             ray.shutdown()
 
 
-def _drive(ray, todo: list[RunSpec], out: Path, dataset, gpus: float, cpus: int, limit: int) -> None:
+def _drive(ray, todo: list[RunSpec], out: Path, datasets: dict, gpus: float, cpus: int, limit: int) -> None:
     """Keep up to `limit` trials in flight; print a line per finished epoch (read from each run's
     metrics.jsonl, when OUT is shared with the workers) and per finished run."""
     task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=0)(ray_trial)
-    ds_ref = ray.put(dataset) if dataset is not None else None  # sent to each machine once
+    # in the object store: each machine receives a dataset once, and workers need no data files
+    refs = {key: ray.put(ds) for key, ds in datasets.items()}
     queue, running, seen, done = list(todo), {}, {}, 0
     try:
         while queue or running:
             while queue and len(running) < limit:
                 spec = queue.pop(0)
                 run_dir = out / spec.run_id
-                ref = task.remote(spec.config, str(run_dir.resolve()), ds_ref, cpus)
+                ref = task.remote(spec.config, str(run_dir.resolve()), refs[_data_key(spec)], cpus)
                 running[ref] = spec
                 seen[spec.run_id] = len(read_jsonl(run_dir / "metrics.jsonl"))  # a resumed run's old epochs
             ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import random
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -25,12 +24,13 @@ from ..data import Augment, DeviceLoader, load_dataset, mixed_loss, normalizatio
 from ..errors import UserError
 from ..models import count_params, create_model
 from ..run import append_jsonl, atomic_write_json, atomic_write_text, environment, read_jsonl
-from . import distributed
+from . import distributed, fast
 from .checkpoint import load_state, read_checkpoint, save_checkpoint
 from .ema import make_ema
 from .losses import l1_penalty, make_loss
 from .optim import build_optimizer
 from .schedules import build_scheduler
+from .tta import TTA_MODES, tta_logits
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -105,16 +105,14 @@ def new_run_dir(cfg: Config) -> Path:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DeviceLoader, tta: str = "none", amp_ctx=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32) and labels over a loader, in order. tta='flip' averages x and its mirror."""
+    """Logits (float32) and labels over a loader, in order; tta: none | flip | multiview (see tta.py)."""
+    if tta not in TTA_MODES:
+        raise UserError(f"train.tta must be {'|'.join(TTA_MODES)}, got '{tta}'")
     model.eval()
     outs, ys = [], []
     for x, y in loader:
         with amp_ctx or contextlib.nullcontext():
-            logits = model(x).float()
-            if tta == "flip":
-                logits = 0.5 * (logits + model(x.flip(-1)).float())
-            elif tta != "none":
-                raise UserError(f"train.tta must be none|flip, got '{tta}'")
+            logits = tta_logits(model, x, tta)
         outs.append(logits)
         ys.append(y)
     return torch.cat(outs), torch.cat(ys)
@@ -150,11 +148,16 @@ def validate(cfg: Config) -> None:
     if cfg.model.name.lower() not in known:
         raise UserError(f"unknown model '{cfg.model.name}'; choose one of: {', '.join(model_names())}")
     for value, allowed, key in [(cfg.optim.name.lower(), OPTIMIZERS, "optimizer"), (cfg.schedule.name.lower(), SCHEDULES, "schedule"),
-                                (cfg.train.loss, LOSSES, "loss"), (cfg.train.tta, ("none", "flip"), "train.tta"),
+                                (cfg.train.loss, LOSSES, "loss"), (cfg.train.tta, TTA_MODES, "train.tta"),
+                                (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
+                                (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
                                 (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
                                 (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize")]:
         if value not in allowed:
             raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
@@ -184,6 +187,13 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = count_params(model)
+    if device.type == "cuda" and cfg.train.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    whiten_layer, whiten_seconds = None, 0.0
+    if cfg.train.whiten:  # before the optimizer is built: the whitened weight is frozen
+        stop = fast.stopwatch(device)
+        whiten_layer = fast.setup_whitening(model, cfg.train, ds.train_x, mean, std, device)
+        whiten_seconds = stop()  # part of the training time, as airbench counts it
 
     loader = DeviceLoader(ds.train_x, ds.train_y, cfg.data.batch_size, shuffle=cfg.data.shuffle,
                           drop_last=cfg.data.drop_last, seed=cfg.seed, device=device, mean=mean, std=std,
@@ -203,8 +213,11 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     loss_fn = make_loss(cfg.train.loss, cfg.train.label_smoothing, num_classes)
     eval_loss_fn = make_loss(cfg.train.loss, 0.0, num_classes)
     scaler = torch.amp.GradScaler(device.type) if cfg.train.amp == "fp16" else None
+    hooks = fast.StepHooks(model, cfg.train, cfg.train.epochs * len(loader), whiten_layer)
     step_model = distributed.wrap(model, dist) if dist else model
-    step_model = torch.compile(step_model) if cfg.train.compile else step_model
+    if cfg.train.compile:
+        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
+        step_model = torch.compile(step_model, mode=mode)
 
     start_epoch, best_acc, history, train_seconds = 0, -1.0, [], 0.0
     if ckpt is not None:
@@ -213,6 +226,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema_state"):
             ema.load_state_dict(ckpt["ema_state"])
+        hooks.load_state_dict(ckpt.get("lookahead"))
         torch.set_rng_state(ckpt["rng"]["cpu"])
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
@@ -222,6 +236,14 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
         history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["epoch"] <= start_epoch]
         if main:
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    else:
+        train_seconds = whiten_seconds
+    compile_seconds = 0.0
+    if cfg.train.compile or (cfg.train.cudnn_benchmark and device.type == "cuda"):
+        # compile / autotune on real batches now, so that neither lands in train_seconds
+        loader.set_epoch(start_epoch)
+        compile_seconds = fast.warm_up(step_model, model, opt, next(iter(loader)), loss_fn, amp_ctx, device,
+                                       compile=cfg.train.compile)
     run_dir = distributed.broadcast(run_dir or new_run_dir(cfg), dist)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +256,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
         save_checkpoint(
             run_dir / name, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
             ema=ema.module.state_dict() if ema is not None else None,
-            ema_state=ema.state_dict() if ema is not None else None,
+            ema_state=ema.state_dict() if ema is not None else None, lookahead=hooks.state_dict(),
             epoch=epoch, best_acc=best_acc, train_seconds=train_seconds, config=to_dict(cfg),
             classes=list(ds.classes), model_name=model.cifarlab_name,
             model_options=model_options(model, num_classes, in_ch), mean=list(mean), std=list(std),
@@ -245,7 +267,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     eval_model = ema.module if ema is not None else model
     for epoch in range(start_epoch, cfg.train.epochs):
         stats, seconds = _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_ctx,
-                                      scaler, epoch, device, dist)
+                                      scaler, epoch, device, dist, hooks)
         train_seconds += seconds
         if hasattr(opt, "end_epoch"):
             opt.end_epoch(epoch)
@@ -253,8 +275,10 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
                   "images_per_s": stats["images"] / max(seconds, 1e-9)}
         last = epoch + 1 == cfg.train.epochs
         if (epoch + 1) % cfg.train.eval_every == 0 or last:
+            stop = fast.stopwatch(device)
             ev = evaluate(eval_model, eval_loader, eval_loss_fn, cfg.train.tta, amp_ctx)
-            record.update({f"{eval_split}_loss": ev["loss"], f"{eval_split}_acc": ev["acc"]})
+            record.update({f"{eval_split}_loss": ev["loss"], f"{eval_split}_acc": ev["acc"],
+                           "eval_seconds": stop()})
             if ev["acc"] > best_acc:
                 best_acc = ev["acc"]
                 checkpoint(epoch, "best.pt")
@@ -279,6 +303,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
 
     summary = _summary(cfg, ds, run_dir, eval_model, eval_loader, eval_loss_fn, eval_split, best_acc, history,
                        n_params, train_seconds, device, amp_ctx, eval_kw)
+    summary["compile_seconds"] = compile_seconds
     if dist:
         summary["processes"] = dist.world
     if main:
@@ -287,7 +312,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
 
 
 def _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_ctx, scaler, epoch, device,
-                 dist=None):
+                 dist=None, hooks=None):
     """One pass over the training data. Sums stay on the device; the bar syncs every 25 steps."""
     model.train()
     loader.set_epoch(epoch)
@@ -296,13 +321,15 @@ def _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_c
     correct = torch.zeros((), device=device)
     n = 0
     bar = _progress(len(loader), f"epoch {epoch + 1}/{cfg.train.epochs}", cfg.train.progress and not dist)
-    _sync(device)
-    t0 = time.perf_counter()
+    summed = cfg.train.loss_reduction == "sum"
+    stop = fast.stopwatch(device)
     for i, (x, y) in enumerate(batches):
         with amp_ctx:
             logits = step_model(x)
             loss = mixed_loss(loss_fn, logits, y)
-        total = loss + cfg.optim.l1 * l1_penalty(model) if cfg.optim.l1 > 0 else loss
+        # sum: the gradient of the (global) batch's summed loss; DDP averages over ranks, hence the world size
+        total = loss * (x.shape[0] * (dist.world if dist else 1)) if summed else loss
+        total = total + cfg.optim.l1 * l1_penalty(model) if cfg.optim.l1 > 0 else total
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(total).backward()
@@ -311,12 +338,16 @@ def _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_c
             total.backward()
         if cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        if hooks is not None:
+            hooks.before_step(epoch)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
         sched.step()
+        if hooks is not None:
+            hooks.after_step(epoch * len(loader) + i + 1)
         if ema is not None:
             ema.update_parameters(model)
         bs = x.shape[0]
@@ -328,8 +359,7 @@ def _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_c
             bar.update(1)
             if i % 25 == 0 or i + 1 == len(loader):
                 bar.set_postfix(loss=f"{loss_sum.item() / n:.3f}", acc=f"{correct.item() / n:.3f}")
-    _sync(device)
-    seconds = time.perf_counter() - t0
+    seconds = stop()
     if bar is not None:
         bar.close()
     if dist:  # every rank saw its own slice: sum over ranks
@@ -347,9 +377,12 @@ def _summary(cfg, ds, run_dir, eval_model, eval_loader, loss_fn, eval_split, bes
         "seed": cfg.seed, "epochs": len(history) and history[-1]["epoch"], "params": n_params,
         f"best_{eval_split}_acc": best_acc, f"final_{eval_split}_acc": final.get(f"{eval_split}_acc"),
         "final_train_loss": final.get("train_loss"), "train_seconds": train_seconds,
+        "eval_seconds": final.get("eval_seconds"),
         "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
         "diverged": any(h.get("diverged") for h in history), "env": environment(device),
     }
+    if cfg.train.tta != "none" and final.get(f"{eval_split}_acc") is not None:  # what the TTA adds
+        summary[f"final_{eval_split}_acc_no_tta"] = evaluate(eval_model, eval_loader, loss_fn, "none", amp_ctx)["acc"]
     if eval_split == "val":  # model selection used val: report test once, at the end
         test_loader = DeviceLoader(ds.test_x, ds.test_y, cfg.data.eval_batch_size, **eval_kw)
         summary["final_test_acc"] = evaluate(eval_model, test_loader, loss_fn, cfg.train.tta, amp_ctx)["acc"]
@@ -377,8 +410,3 @@ def _tensorboard(run_dir: Path):
     except ImportError:  # tensorboard not installed: metrics.jsonl still has everything
         return None
     return SummaryWriter(log_dir=str(run_dir / "tb"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -1,0 +1,145 @@
+"""Render a scanned folder tree as one self-contained HTML file (and optionally Markdown + PNGs)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+import markdown as md_lib
+from markupsafe import Markup
+
+from .. import __version__
+from ..errors import UserError
+from ..run import atomic_write_text
+from .scan import MARKER, Section, Table, fmt_acc, fmt_seconds, scan, shift_headings
+
+
+def report_folder(dir: str | Path, out: str | Path | None = None, markdown: bool = False) -> Path:
+    """Write the report of a run, sweep or study folder (or a folder of them) and return the HTML path.
+
+    out: the HTML file (default DIR/report.html). markdown=True also writes OUT.md and the figures it
+    shows as PNGs in OUT_figures/ beside it."""
+    root = Path(dir)
+    if not root.exists():
+        raise UserError(f"report: folder {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"report: {root} is not a folder (give a run, sweep or study folder)")
+    tree = scan(root)
+    if not tree.has_content():
+        raise UserError(f"report: nothing to report in {root} (no run, sweep or study folders, no figures)")
+    out = Path(out) if out else root / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_suffix(".html")
+    ctx = context(tree, root)
+    atomic_write_text(out, render_html(ctx))
+    if markdown:
+        fig_dir = out.parent / f"{out.stem}_figures"
+        write_figures(tree, fig_dir)
+        atomic_write_text(out.with_suffix(".md"), render_markdown(ctx, fig_dir.name))
+    return out
+
+
+# ---------------------------------------------------------------- shared context
+
+
+def context(tree: Section, root: Path) -> dict:
+    sections = [s for s in tree.walk() if not s.compact]
+    return {
+        "title": tree.title, "root": str(root.resolve()), "version": __version__,
+        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"), "tree": tree, "sections": sections,
+        "depth": {s.anchor: s.rel.count("/") + (s.rel != ".") for s in sections},
+        "overview": overview(tree),
+    }
+
+
+def overview(tree: Section) -> Table | None:
+    """One row per run (outside sweeps), sweep and study: what each is and its headline number."""
+    rows = []
+    for s in tree.walk():
+        o = s.overview
+        if s.compact or not o:
+            continue
+        if o["kind"] == "sweep":
+            runs = [c.overview for c in s.children if c.kind == "run"]
+            best = [r["best"] for r in runs if r.get("best") is not None]
+            models = sorted({str(r["model"]) for r in runs})
+            secs = [r["seconds"] for r in runs if isinstance(r.get("seconds"), (int, float))]
+            rows.append([s.anchor, s.rel, "sweep", ", ".join(models) or "-",
+                         ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-", "-",
+                         fmt_acc(max(best)) if best else "-", fmt_seconds(sum(secs)) if secs else "-",
+                         f"{len(runs)} runs"])
+        elif o["kind"] == "run":
+            rows.append([s.anchor, s.rel, "run", str(o["model"]), str(o["dataset"]), str(o["epochs"]),
+                         fmt_acc(o["best"]), fmt_seconds(o["seconds"]), f"{o['status']} ({o['device']})"])
+        else:
+            rows.append([s.anchor, s.rel, s.label, str(o["model"]), str(o["dataset"]), "-", fmt_acc(o["best"]),
+                         fmt_seconds(o["seconds"]), f"{o['runs']} runs" if o.get("runs") else "-"])
+    if not rows:
+        return None
+    return Table(title="overview", columns=["anchor", "folder", "kind", "model", "data", "epochs", "best accuracy",
+                                            "time", "status"], rows=rows)
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("cifarlab.report", "templates"),
+                             autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["data_uri"] = lambda f: "data:image/png;base64," + base64.b64encode(f.data()).decode("ascii")
+    env.filters["markdown_html"] = markdown_html
+    env.filters["shift_headings"] = shift_headings
+    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    env.filters["status_class"] = lambda s: re.sub(r"[^a-z]+.*", "", s.lower()) or "none"
+    return env
+
+
+def markdown_html(text: str) -> Markup:
+    """A results.md as HTML: headings demoted under the section's own, tables sortable."""
+    html = md_lib.markdown(shift_headings(text), extensions=["tables", "sane_lists"], output_format="html")
+    html = html.replace("<table>", '<div class="table-wrap"><table class="sortable">').replace("</table>", "</table></div>")
+    return Markup(html)
+
+
+def render_html(ctx: dict) -> str:
+    return _env(True).get_template("report.html").render(**ctx)
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def render_markdown(ctx: dict, fig_dir_name: str) -> str:
+    return _env(False).get_template("report.md").render(fig_dir=fig_dir_name, **ctx)
+
+
+def write_figures(tree: Section, fig_dir: Path) -> None:
+    """Copy every figure the report shows into fig_dir (a folder only the report owns: marked, and
+    emptied of the previous report's PNGs first)."""
+    if fig_dir.exists() and not (fig_dir / MARKER).exists():
+        raise UserError(f"report: {fig_dir} exists and was not made by cifarlab report; choose another --out")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    (fig_dir / MARKER).write_text("figures of a cifarlab report; rewritten on every report\n")
+    for old in fig_dir.glob("*.png"):
+        old.unlink()
+    for sec in tree.walk():
+        for g in sec.groups:
+            for f in g.figures:
+                _write_bytes(fig_dir / f.name, f.data())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
