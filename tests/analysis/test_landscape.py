@@ -161,6 +161,20 @@ def test_shards_merge_into_the_full_grid(tmp_path):
     np.testing.assert_allclose(L.load_grid(tmp_path / "merged.npz")["acc"], full["acc"])
 
 
+def test_sharded_run_landscape_merges_and_plots(tmp_path):
+    m, x, y = tiny()
+    for i in range(2):
+        part = L.run_landscape(m, x, y, tmp_path, xrange="-1:1:3", shard=(i, 2), progress=False)
+        assert not part["complete"] and part["points_done"] == (5 if i == 0 else 4) and part["figures"] == []
+    res = L.run_merge_shards(tmp_path, 2)
+    assert res["complete"] and (tmp_path / "landscape_contour.png").stat().st_size > 1000
+    whole = L.run_landscape(m, x, y, tmp_path / "whole", xrange="-1:1:3", progress=False)
+    np.testing.assert_allclose(L.load_grid(tmp_path / "landscape.npz")["loss"],
+                               L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"], rtol=1e-6)
+    with pytest.raises(UserError, match="missing shard"):
+        L.run_merge_shards(tmp_path, 3)
+
+
 def test_vmap_failure_falls_back_to_the_loop():
     class ItemNet(Tiny):  # .item() in forward has no vmap rule
         def forward(self, x):

@@ -85,7 +85,7 @@ def _bn_study(root):
         from cifarlab.studies.bn_study import BNStudyConfig, run_bn_study
     except ImportError:
         return None
-    cfg = load_config(None, ["n_items=256 n_test=64 epochs=1 batch_size=64 probe_every=2 lrs=[1e-3,1e-4] "
+    cfg = load_config(None, ["n_items=128 n_test=64 epochs=1 batch_size=64 probe_every=2 lrs=[1e-3,1e-4] "
                              "n_etas=2 proxies=false progress=false device=cpu"], cls=BNStudyConfig)
     cfg.models = [{"name": "plainnet", "stages": [8, 16], "bn": False, "label": "plain"},
                   {"name": "plainnet", "stages": [8, 16], "bn": True, "label": "plain_bn"}]

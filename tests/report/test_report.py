@@ -190,3 +190,12 @@ def test_captions_table_json_override_and_fallback(tmp_path):
     (d / "captions.json").write_text(json.dumps({"loss_band.png": "Our own words."}))
     assert caption_for(d / "loss_band.png") == "Our own words."
     assert caption_for(d / "probes.png").startswith("Santurkar")
+
+
+def test_a_folder_of_figures_only(report_tree, tmp_path):
+    """An analysis output folder on its own (no run around it) is a report of its figures."""
+    src = report_tree["best"] / "analysis" / "metrics"
+    shutil.copytree(src, tmp_path / "metrics")
+    page = Page(report_folder(tmp_path / "metrics").read_text())
+    assert len(page.imgs) == len(list(src.glob("*.png"))) == 3
+    assert any(c.startswith("Test accuracy for each class") for c in page.captions)

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from cifarlab.config import Config, from_dict, load_config
+from cifarlab.config import Config, OptimConfig, from_dict, load_config
 from cifarlab.data import Dataset
 from cifarlab.models import create_model
-from cifarlab.train.fast import warm_up
 from cifarlab.train.engine import train
+from cifarlab.train.fast import warm_up
 from cifarlab.train.optim import build_optimizer
-from cifarlab.config import OptimConfig
 
 
 def cifar_like(n_train=64, n_test=16, size=32, classes=10, seed=0):
@@ -52,8 +51,8 @@ def test_warm_up_leaves_no_trace():
     opt = build_optimizer(model, OptimConfig(name="muon", lr=0.1, momentum=0.9, args={"muon_momentum": 0.6}))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt_before = opt.state_dict()
-    rng = torch.get_rng_state()
     batch = (torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))
+    rng = torch.get_rng_state()
     seconds = warm_up(model, model, opt, batch, torch.nn.functional.cross_entropy, torch.autocast("cpu", enabled=False),
                       torch.device("cpu"), compile=False, steps=2)
     assert seconds >= 0

@@ -44,7 +44,7 @@ def attribution_mode(model: nn.Module):
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    with torch.no_grad():
+    with torch.no_grad(), attribution_mode(model):
         return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
@@ -147,14 +147,14 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return (1 - alpha) * image + alpha * heat
 
 
-def _display_map(method: str, attr: torch.Tensor) -> np.ndarray:
+def _display_map(attr: torch.Tensor) -> np.ndarray:
     """Any method's output as an H x W non-negative map: pixel attributions by |.| summed over channels."""
     return (attr.abs().sum(0) if attr.dim() == 3 else attr).float().cpu().numpy()
 
 
 def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], preds: Sequence[int],
                           labels: Sequence[int] | None, classes: Sequence[str] | None, path: str | Path,
-                          layer: str, max_rows: int = 16) -> Path:
+                          title: str, max_rows: int = 16) -> Path:
     """A row per image: the input titled 'pred / true', then each method's map over the image."""
     rows, cols = min(len(images), max_rows), 1 + len(maps)
     fig = figure(cols * 1.3, rows * 1.6 + 0.4)
@@ -167,10 +167,10 @@ def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], pre
             ax.title.set_color("red")
         for c, (method, m) in enumerate(maps.items()):
             ax = fig.add_subplot(rows, cols, r * cols + c + 2)
-            cam = _display_map(method, m[r])
+            cam = _display_map(m[r])
             show_image(ax, overlay(images[r], cam) if m.dim() == 3 else cam / max(cam.max(), 1e-12),
                        method if r == 0 else None, **({} if m.dim() == 3 else {"cmap": "hot"}))
-    fig.suptitle(f"attribution at layer {layer}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
 
@@ -189,7 +189,8 @@ def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, y: t
     if unknown:
         raise UserError(f"unknown attribution methods {unknown}; choose from {', '.join(METHODS)}")
     out_dir = Path(out_dir)
-    model.eval()
+    if isinstance(target, torch.Tensor) and target.dim() == 0:
+        target = int(target)
     layer = layer or default_cam_layer(model, x[:1])
     named_layer(model, layer)  # fail early with the list of valid names
     baseline = 0.0
@@ -215,7 +216,9 @@ def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, y: t
     full = {m: torch.cat(v) for m, v in maps.items()}
     labels = None if y is None else y.cpu()
     images = denormalize(x, mean, std)
-    fig = plot_attribution_grid(images, full, preds_t, labels, classes, out_dir / "attribution", layer, max_rows)
+    whose = "the predicted class" if target is None else "the chosen class"
+    fig = plot_attribution_grid(images, full, preds_t, labels, classes, out_dir / "attribution",
+                                f"attribution for {whose}, CAMs at layer {layer}", max_rows)
     arrays = save_arrays(out_dir / "attribution", predictions=preds_t.numpy(), targets=targets_t.numpy(),
                          **({} if labels is None else {"labels": labels.numpy()}),
                          **{m.replace("+", "p"): v.numpy() for m, v in full.items()})

@@ -22,8 +22,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import LogNorm
 from torch import nn
 from torch.func import functional_call, vmap
+from tqdm import tqdm
 
 from cifarlab.errors import UserError
 from cifarlab.run import atomic_torch_save
@@ -215,20 +217,21 @@ def _checksum(tensors: Tensors) -> str:
     """A stable fingerprint of named tensors (sums in float64 on the CPU, rounded)."""
     h = hashlib.sha256()
     for n in sorted(tensors):
-        t = tensors[n].detach().double().cpu()
+        t = tensors[n].detach().cpu().double()
         h.update(f"{n}:{tuple(t.shape)}:{float(t.sum()):.9g}:{float(t.abs().sum()):.9g};".encode())
     return h.hexdigest()[:16]
 
 
-def fingerprint(base: Tensors, directions: Sequence[Tensors], axes: Sequence[np.ndarray], n_data: int, bn: str) -> str:
-    """What a saved grid was computed for; a resumed or merged grid must match it exactly."""
+def fingerprint(base: Tensors, directions: Sequence[Tensors], axes: Sequence[np.ndarray], x: torch.Tensor,
+                y: torch.Tensor, bn: str, amp: bool) -> str:
+    """What a saved grid was computed for (weights, directions, axes, data, BN mode, precision);
+    a resumed or merged grid must match it exactly."""
     h = hashlib.sha256()
-    h.update(_checksum(base).encode())
-    for d in directions:
-        h.update(_checksum(d).encode())
+    for tensors in [base, *directions, {"x": x, "y": y}]:
+        h.update(_checksum(tensors).encode())
     for a in axes:
         h.update(np.asarray(a, dtype=np.float64).tobytes())
-    h.update(f"{n_data}:{bn}".encode())
+    h.update(f"{bn}:{amp}".encode())
     return h.hexdigest()[:16]
 
 
@@ -281,7 +284,7 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
         raise UserError(f"bad shard {shard}: need 0 <= i < n")
     axes = [np.asarray(a, dtype=np.float64) for a in axes]
     base = weights_of(model) if base is None else base
-    fp = fingerprint(base, directions, axes, len(y), bn)
+    fp = fingerprint(base, directions, axes, x, y, bn, amp and x.device.type == "cuda")
     shape = tuple(len(a) for a in axes)
     res = {"axes": axes, "loss": np.full(shape, np.nan), "acc": np.full(shape, np.nan), "done": np.zeros(shape, bool),
            "fingerprint": fp, "shard": (i_shard, n_shards), "bn": bn, "evaluated": 0}
@@ -295,8 +298,7 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
     flat = np.arange(int(np.prod(shape)))
     todo = [p for p in flat[flat % n_shards == i_shard] if not res["done"].flat[p]]
     coords = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
-    import tqdm  # late: only grids need it
-    bar = tqdm.tqdm(total=len(todo), desc="landscape", unit="pt", disable=not progress)
+    bar = tqdm(total=len(todo), desc="landscape", unit="pt", disable=not progress)
     evaluator = evaluate_points_vmap if method == "vmap" else evaluate_points_loop
     for start in range(0, len(todo), chunk):
         points = todo[start:start + chunk]
@@ -388,6 +390,7 @@ def _finite(a: np.ndarray) -> np.ndarray:
 def _levels(loss: np.ndarray, n: int = 25) -> np.ndarray:
     """Log-spaced levels from the minimum up to a robust maximum: the basin gets most of the lines."""
     v = loss[np.isfinite(loss)]
+    v = v if len(v) else np.ones(1)  # a grid that diverged everywhere still gets (empty) axes
     lo, hi = max(float(v.min()), 1e-6), float(np.percentile(v, 98))
     hi = hi if hi > lo * 1.0001 else lo * 1.5
     return np.geomspace(lo, hi, n)
@@ -414,8 +417,6 @@ def plot_1d(xs: np.ndarray, loss: np.ndarray, acc: np.ndarray, path: str | Path,
 def plot_2d(xs: np.ndarray, ys: np.ndarray, loss: np.ndarray, out_dir: str | Path, prefix: str = "landscape",
             trajectory: np.ndarray | None = None, labels: tuple[str, str] = ("d1", "d2"), title: str = "") -> list[Path]:
     """Contour lines, filled contour, 3D surface and heatmap of a 2D loss grid (loss[i, j] at xs[i], ys[j])."""
-    from matplotlib.colors import LogNorm
-
     out_dir = Path(out_dir)
     X, Y = np.meshgrid(xs, ys, indexing="ij")
     Z = _finite(loss)
@@ -519,6 +520,19 @@ def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: s
                         batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp, progress=progress)
     figures = plot_grid(res, out_dir, "landscape", f"{norm}-normalized") if res["done"].all() else []
     return _summary(res, figures, shard_path(out_dir / "landscape", shard))
+
+
+def run_merge_shards(out_dir: str | Path, n_shards: int, name: str = "landscape") -> dict:
+    """Join out_dir/<name>.shard<i>of<n>.npz (from run_landscape with shard=(i, n) on several
+    workers) into <name>.npz and draw the figures once every point is there."""
+    out_dir = Path(out_dir)
+    paths = [shard_path(out_dir / name, (i, n_shards)) for i in range(n_shards)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"missing shard files: {', '.join(missing)}")
+    res = merge_shards(paths, out_dir / name)
+    figures = plot_grid(res, out_dir, name) if res["done"].all() else []
+    return _summary(res, figures, with_suffix(out_dir / name, ".npz"))
 
 
 def _summary(res: dict, figures: list[Path], path: Path) -> dict:

@@ -10,8 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import jinja2
-import markdown as md_lib
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .. import __version__
 from ..errors import UserError
@@ -37,11 +36,20 @@ def report_folder(dir: str | Path, out: str | Path | None = None, markdown: bool
         out = out.with_suffix(".html")
     ctx = context(tree, root)
     atomic_write_text(out, render_html(ctx))
+    _readable(out)
     if markdown:
         fig_dir = out.parent / f"{out.stem}_figures"
         write_figures(tree, fig_dir)
         atomic_write_text(out.with_suffix(".md"), render_markdown(ctx, fig_dir.name))
+        _readable(out.with_suffix(".md"))
     return out
+
+
+def _readable(path: Path) -> None:
+    """A report is meant to be shared: the usual file mode, not the temporary file's private 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 # ---------------------------------------------------------------- shared context
@@ -69,8 +77,9 @@ def overview(tree: Section) -> Table | None:
             best = [r["best"] for r in runs if r.get("best") is not None]
             models = sorted({str(r["model"]) for r in runs})
             secs = [r["seconds"] for r in runs if isinstance(r.get("seconds"), (int, float))]
+            epochs = sorted({str(r["epochs"]) for r in runs}, key=lambda e: (len(e), e))
             rows.append([s.anchor, s.rel, "sweep", ", ".join(models) or "-",
-                         ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-", "-",
+                         ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-", ", ".join(epochs) or "-",
                          fmt_acc(max(best)) if best else "-", fmt_seconds(sum(secs)) if secs else "-",
                          f"{len(runs)} runs"])
         elif o["kind"] == "run":
@@ -102,6 +111,10 @@ def _env(autoescape: bool) -> jinja2.Environment:
 
 def markdown_html(text: str) -> Markup:
     """A results.md as HTML: headings demoted under the section's own, tables sortable."""
+    try:
+        import markdown as md_lib  # Python-Markdown (comes with tensorboard)
+    except ImportError:  # still readable: the Markdown source as it is
+        return Markup(f"<pre>{escape(text)}</pre>")
     html = md_lib.markdown(shift_headings(text), extensions=["tables", "sane_lists"], output_format="html")
     html = html.replace("<table>", '<div class="table-wrap"><table class="sortable">').replace("</table>", "</table></div>")
     return Markup(html)
@@ -138,6 +151,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        _readable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -176,11 +176,14 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def kind_of(d: Path) -> str:
     if (d / "sweep.yaml").is_file() or any(d.glob("*/run.json")):
         return "sweep"
-    if (d / "config.yaml").is_file() and any((d / f).is_file() for f in ("metrics.jsonl", "summary.json", "last.pt")):
+    summary = read_json(d / "summary.json") if (d / "summary.json").is_file() else None
+    if isinstance(summary, dict) and "study" in summary:
+        return "study"
+    if (d / "metrics.jsonl").is_file() or (isinstance(summary, dict) and "train_seconds" in summary):
         return "run"
-    if (d / "metrics.jsonl").is_file():
+    if (d / "config.yaml").is_file() and any((d / f).is_file() for f in ("last.pt", "best.pt")):
         return "run"
-    if any((d / f).is_file() for f in ("results.md", "results.csv", "summary.json")):
+    if summary is not None or any((d / f).is_file() for f in ("results.md", "results.csv")):
         return "study"
     return "folder"
 
@@ -317,7 +320,7 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
         final = history[-1][f"{split}_acc"]
     test = summary.get("final_test_acc") if split == "val" else None
     parts = [p for p in (model and f"{model}", dataset and f"on {Path(str(dataset)).name}",
-                         done and f"{done} epochs", best is not None and f"best {split} accuracy {fmt_acc(best)}")
+                         done and f"{done} epoch{'s' if done != 1 else ''}", best is not None and f"best {split} accuracy {fmt_acc(best)}")
              if p]
     sec.subtitle = ", ".join(parts)
     sec.stats = [(f"best {split} acc", fmt_acc(best)), (f"final {split} acc", fmt_acc(final))]

@@ -16,7 +16,8 @@ one group per output row, shrunk like a conv filter).
 
 State per tracked weight (names as in the official checkpoints): z_buffer, gamma_buffer,
 epoch_record (first epoch Gamma became non-zero: per filter for conv, per weight for FC; 2000 if
-never), and after end_epoch() prune_order and w_star. Parameter names live in the param groups
+never), and after end_epoch() prune_order, w_star and gamma_path (ours, not official: one row per
+end_epoch() of the norm of Gamma per conv filter / FC output row, the solution path). Parameter names live in the param groups
 ("param_names", torch's own field), so state_dict()/load_state_dict() round-trip them.
 """
 
@@ -182,6 +183,7 @@ class _LBI(torch.optim.Optimizer):
 
         epoch_record = first epoch Gamma was non-zero (never increases); prune_order = filter norm
         (conv) or |W| (FC) minus that epoch; w_star = W where Gamma is non-zero, else 0.
+        gamma_path gains a row: ||Gamma_g|| per conv filter or FC output row (the solution path).
         """
         for g in self.param_groups:
             for p in g["params"]:
@@ -196,6 +198,9 @@ class _LBI(torch.optim.Optimizer):
                 record = torch.where(selected, st["epoch_record"].clamp_max(float(epoch)), st["epoch_record"])
                 st["epoch_record"] = record
                 st["prune_order"] = (_row_norms(p) if per_filter else p.abs()) - record
+                # Kept in the state so it travels with every checkpoint (and survives --resume).
+                path = _row_norms(st["gamma_buffer"])[None]
+                st["gamma_path"] = torch.cat([st["gamma_path"], path]) if "gamma_path" in st else path
 
 
 class SLBI(_LBI):

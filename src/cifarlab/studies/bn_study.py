@@ -164,16 +164,10 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
     loader = DeviceLoader(data["train_x"], data["train_y"], cfg.batch_size, shuffle=True, drop_last=False, **kw)
     test_loader = DeviceLoader(data["test_x"], data["test_y"], cfg.eval_batch_size, shuffle=False,
                                drop_last=False, **kw)
-    spe = len(loader)
-    total = cfg.epochs * spe
-    every = cfg.probe_every
-    probe_at = set(range(0, total, every)) if every else set()
-    etas = eta_grid(cfg, lr)
-    step_loss = torch.full((total,), float("nan"), device=device)
-    probes, proxies, ics = [], [], []
+    spe, every = len(loader), cfg.probe_every
+    step_loss = torch.full((cfg.epochs * spe,), float("nan"), device=device)
+    rec = {"etas": eta_grid(cfg, lr), "probes": [], "proxies": [], "ics": [], "prev": None, "seconds": 0.0}
     train_acc, test_acc, test_loss = [], [], []
-    prev = None  # (g_{t-1}, w_{t-1}) kept only for the step before a probe
-    probe_seconds = 0.0
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
@@ -182,36 +176,20 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
         t_epoch = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             t = epoch * spe + i
-            probing = t in probe_at
-            if probing:
-                # on the step's batch, before its update; the probe copies BN buffers and restores RNG
-                _sync(device)  # so the probe's clock does not include queued training kernels
-                t0 = time.perf_counter()
-                probes.append(probe_step(model, F.cross_entropy, x, y, list(etas), method=cfg.probe_method))
-                w_t = _clone(trainable_params(model)) if cfg.proxies else None
-                probe_seconds += time.perf_counter() - t0
+            probing = every > 0 and t % every == 0
+            w_t = _probe_before_step(model, x, y, cfg, rec) if probing else None
             with amp_ctx:
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.proxies and probing:
-                t0 = time.perf_counter()
-                if prev is not None:
-                    p = grad_change_proxy(prev[0], model_grads(model), prev[1], w_t)
-                    proxies.append([float(p["grad_change"]), float(p["grad_change_ratio"])])
-                else:
-                    proxies.append([math.nan, math.nan])
-                prev = None
-                probe_seconds += time.perf_counter() - t0
-            if cfg.proxies and every and (t + 1) % every == 0:
-                prev = (model_grads(model), _clone(trainable_params(model)))
+                _proxy_after_backward(model, w_t, rec)
+            if cfg.proxies and every and (t + 1) % every == 0:  # keep g_t, w_t for the next step's proxy
+                rec["prev"] = (model_grads(model), _clone(trainable_params(model)))
             opt.step()
             if cfg.proxies and probing:
-                t0 = time.perf_counter()
-                ics.append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model),
-                                       method=cfg.probe_method))
-                probe_seconds += time.perf_counter() - t0
+                _ics_after_step(model, x, y, w_t, cfg, rec)
             step_loss[t] = loss.detach().float()  # stays on the device: no sync per step
             correct += (logits.detach().argmax(1) == y).sum()
         losses = step_loss[epoch * spe:(epoch + 1) * spe].cpu()  # one sync per epoch
@@ -220,20 +198,49 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
         test_acc.append(ev["acc"])
         test_loss.append(ev["loss"])
         if cfg.progress:
-            print(f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {losses.mean():.4f} "
+            print(f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {float(losses.mean()):.4f} "
                   f"acc {train_acc[-1]:.4f}  test acc {test_acc[-1]:.4f}  "
                   f"{time.perf_counter() - t_epoch:.1f}s", flush=True)
-    out = {
-        "step_loss": step_loss.cpu().numpy(),
-        "train_acc": np.array(train_acc),
-        "test_acc": np.array(test_acc),
-        "test_loss": np.array(test_loss),
-        "etas": etas,
-        "seconds": time.perf_counter() - t_start,
-        "probe_seconds": probe_seconds,
-        "params": count_params(model),
-        "probe_method": probes[0]["method"] if probes else None,
-    }
+    out = {"step_loss": step_loss.cpu().numpy(), "train_acc": np.array(train_acc), "test_acc": np.array(test_acc),
+           "test_loss": np.array(test_loss), "etas": rec["etas"], "seconds": time.perf_counter() - t_start,
+           "probe_seconds": rec["seconds"], "params": count_params(model)}
+    return {**out, **_pack_probes(rec)}
+
+
+def _probe_before_step(model, x, y, cfg: BNStudyConfig, rec: dict):
+    """The Santurkar probes on the step's batch before its update; returns w_t for the proxies/ICS."""
+    _sync(x.device)  # so the probe's clock does not include queued training kernels
+    t0 = time.perf_counter()
+    rec["probes"].append(probe_step(model, F.cross_entropy, x, y, list(rec["etas"]), method=cfg.probe_method))
+    w_t = _clone(trainable_params(model)) if cfg.proxies else None
+    rec["seconds"] += time.perf_counter() - t0
+    return w_t
+
+
+def _proxy_after_backward(model, w_t, rec: dict) -> None:
+    """||g_t - g_{t-1}|| and its ratio to ||w_t - w_{t-1}|| from the training gradients (proxies)."""
+    t0 = time.perf_counter()
+    if rec["prev"] is None:  # step 0: no previous step
+        rec["proxies"].append([math.nan, math.nan])
+    else:
+        g_prev, w_prev = rec["prev"]
+        p = grad_change_proxy(g_prev, model_grads(model), w_prev, w_t)
+        rec["proxies"].append([float(p["grad_change"]), float(p["grad_change_ratio"])])
+    rec["prev"] = None
+    rec["seconds"] += time.perf_counter() - t0
+
+
+def _ics_after_step(model, x, y, w_t, cfg: BNStudyConfig, rec: dict) -> None:
+    """ICS between w_t and the weights the optimizer step just produced, on the same batch."""
+    t0 = time.perf_counter()
+    rec["ics"].append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model),
+                                  method=cfg.probe_method))
+    rec["seconds"] += time.perf_counter() - t0
+
+
+def _pack_probes(rec: dict) -> dict:
+    probes, ics = rec["probes"], rec["ics"]
+    out: dict = {"probe_method": probes[0]["method"] if probes else None}
     if probes:
         out.update({
             "probe_loss": np.stack([p["loss"] for p in probes]),
@@ -243,10 +250,8 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
             "probe_grad_norm": np.array([p["grad_norm"] for p in probes]),
         })
     if ics:
-        out["proxy"] = np.array(proxies)
-        out["ics_layers"] = ics[0]["layers"]
-        out["ics_norm"] = np.stack([r["norm"] for r in ics])
-        out["ics_cos"] = np.stack([r["cos"] for r in ics])
+        out.update({"proxy": np.array(rec["proxies"]), "ics_layers": ics[0]["layers"],
+                    "ics_norm": np.stack([r["norm"] for r in ics]), "ics_cos": np.stack([r["cos"] for r in ics])})
     return out
 
 

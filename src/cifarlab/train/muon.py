@@ -2,7 +2,7 @@
 
 Muon takes the (Nesterov) momentum of a filter bank's gradient, reshaped to a matrix
 (out_channels x in*kh*kw), and replaces it by its nearest semi-orthogonal matrix U V^T, computed
-with a few Newton-Schulz iterations in bf16: every direction of the update gets the same size,
+with a few Newton-Schulz iterations (bf16 on a GPU): every direction of the update gets the same size,
 so rarely-excited directions learn as fast as dominant ones. As in airbench94_muon, each filter
 bank is first rescaled to Frobenius norm sqrt(out_channels) (`normalize`), which fixes the
 weights' scale (BN follows every conv) and stands in for weight decay.
@@ -25,7 +25,7 @@ def newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
     Its coefficients maximise the slope at zero, so small singular values grow fast; the result's
     singular values land in roughly [0.7, 1.2] rather than exactly 1, which trains as well."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
+    x = g.bfloat16() if g.is_cuda else g.float()  # bf16 where matmuls are fast in it (CPUs mostly lack that)
     x = x / (x.norm() + eps)  # top singular value <= 1
     tall = g.size(0) > g.size(1)
     if tall:
