@@ -15,7 +15,8 @@ Setup on the development machine (once; `pip download` gets only airbench's sdis
     .venv/bin/pip wheel --no-deps airbench==0.1.8 -w .whl
 On the GPU machine (the device tool's run, carry [".data", ".whl"]):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:src python3 bench/time_to_accuracy.py --preset fast94 --seeds 10 --data .data/cifar10-jpeg.tar.gz --out $OUT/fast94.json
-    (fast96: --preset fast96 --seeds 3; the reference follows the preset: fast94 -> train94, fast96 -> train96)
+    (fast96: --preset fast96 --seeds 3; the reference follows the preset: fast94 -> train94, fast96 -> train96;
+    if max-autotune compiles too long for the call's limit: --set train.compile_mode=default)
 Smoke check on a CPU:
     PYTHONPATH=src python bench/time_to_accuracy.py --device cpu --n-items 512 --epochs 1 --seeds 1 --skip-reference
 """
@@ -36,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from cifarlab.config import load_config
 from cifarlab.data import load_dataset, subset
@@ -71,7 +73,8 @@ def run_ours(args, ds, seeds: list[int], out_dir: Path) -> dict:
     for k, seed in enumerate([None] * args.warmup_runs + seeds):
         cfg = load_config(args.preset, base + [f"seed={seed if seed is not None else 10_000 + k}"])
         s = train(cfg, run_dir=out_dir / f"run{k}", dataset=ds)
-        run = {"seed": cfg.seed, "acc_tta": s["final_test_acc"], "acc_no_tta": s.get("final_test_acc_no_tta", s["final_test_acc"]),
+        run = {"seed": cfg.seed, "acc_tta": s["final_test_acc"],
+               "acc_no_tta": s.get("final_test_acc_no_tta", s["final_test_acc"]),
                "train_seconds": s["train_seconds"], "total_seconds": s["train_seconds"] + (s["eval_seconds"] or 0.0),
                "compile_seconds": s["compile_seconds"], "warmup": seed is None}
         log(f"ours {args.preset} {'warm-up' if seed is None else f'seed {seed}'}: {json.dumps(run)}")
@@ -179,6 +182,10 @@ def main() -> None:
     if not args.skip_reference and not args.device.startswith("cuda"):
         sys.exit("the airbench reference runs on CUDA only; pass --skip-reference on a CPU")
 
+    # Every run builds a new model: compiled code is reused or recompiled in each run's warm-up, but
+    # dynamo's default limit of 8 recompilations would drop later runs to eager mode.
+    key = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, key, max(64, getattr(torch._dynamo.config, key)))
     ds = load_dataset(args.data, args.cache_dir or None)
     if args.n_items:  # the reference gets the same images
         n_test = min(args.n_items, len(ds.test_y))

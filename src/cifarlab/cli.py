@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     e.add_argument("checkpoint", help="a .pt file or a run folder")
     e.add_argument("--data", help="data source (default: the one the run was trained on)")
-    e.add_argument("--tta", default="none", choices=["none", "flip"])
+    e.add_argument("--tta", default="none", choices=["none", "flip", "multiview"])
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)

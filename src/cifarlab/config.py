@@ -115,6 +115,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     eval_every: int = 1  # epochs
     save_checkpoints: bool = True
+    save_every: int = 0  # also keep ckpt_epochNNN.pt every this many epochs, and the start as 000 (0 = off)
     progress: bool = True
     log_tensorboard: bool = True
 

@@ -14,6 +14,10 @@ import torch
 from . import __version__
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic(path: str | Path, write) -> None:
     """Write via a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
@@ -22,6 +26,7 @@ def _atomic(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -30,6 +35,10 @@ def _atomic(path: str | Path, write) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -176,6 +176,7 @@ def test_markdown_never_overwrites_a_foreign_figures_folder(report_tree, tmp_pat
     with pytest.raises(UserError, match="not made by cifarlab report"):
         report_folder(report_tree["best"], tmp_path / "r.html", markdown=True)
     assert (tmp_path / "r_figures" / "mine.png").read_bytes() == b"precious"
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "r.md").exists()
 
 
 def test_captions_table_json_override_and_fallback(tmp_path):
@@ -199,3 +200,17 @@ def test_a_folder_of_figures_only(report_tree, tmp_path):
     page = Page(report_folder(tmp_path / "metrics").read_text())
     assert len(page.imgs) == len(list(src.glob("*.png"))) == 3
     assert any(c.startswith("Test accuracy for each class") for c in page.captions)
+
+
+def test_a_sweep_without_results_md_is_tabulated_in_memory(report_tree, tmp_path):
+    if not report_tree["sweep"]:
+        pytest.skip("the sweep module is not there")
+    sweep = shutil.copytree(report_tree["sweep"], tmp_path / "sweep")
+    (sweep / "results.md").unlink()
+    before = sorted(p.name for p in sweep.iterdir())
+    (tmp_path / "out").mkdir()
+    html = report_folder(sweep, tmp_path / "out").read_text()  # an existing folder: OUT/report.html
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert "best by best_test_acc: optim.lr=0.1" in html or "best by best_test_acc: optim.lr=0.02" in html
+    assert re.search(r"<th[^>]*>optim.lr</th>\s*<th[^>]*>n</th>", html)  # the mean ± std table
+    assert sorted(p.name for p in sweep.iterdir()) == before  # the sweep folder is not written to

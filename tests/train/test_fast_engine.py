@@ -5,6 +5,7 @@ import torch
 
 from cifarlab.config import Config, OptimConfig, from_dict, load_config
 from cifarlab.data import Dataset
+from cifarlab.errors import UserError
 from cifarlab.models import create_model
 from cifarlab.train.engine import train
 from cifarlab.train.fast import warm_up
@@ -75,3 +76,15 @@ def test_fast_presets_run_on_cpu(tmp_path, preset, widths):
     ckpt = torch.load(tmp_path / preset / "last.pt", weights_only=False)
     assert ckpt["config"]["train"]["tta"] == "multiview" and ckpt["config"]["train"]["whiten"]
     assert (ckpt["lookahead"] is not None) == (cfg.train.lookahead_every > 0)
+
+
+def test_fastnet_depth_3_is_airbench96s_block():
+    m = create_model("fastnet_small", widths=[8, 8, 8], depth=3).eval()
+    b = m.block1
+    assert hasattr(b, "conv3") and not hasattr(create_model("fastnet_small", widths=[8, 8, 8]).block1, "conv3")
+    x = torch.randn(2, 24, 8, 8)
+    with torch.no_grad():
+        h = b.act1(b.norm1(b.pool(b.conv1(x))))
+        assert torch.allclose(b(x), h + b.act3(b.norm3(b.conv3(b.act2(b.norm2(b.conv2(h)))))))
+    with pytest.raises(UserError, match="depth must be 2 or 3"):
+        create_model("fastnet", depth=4)

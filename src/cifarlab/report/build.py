@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from markupsafe import Markup, escape
 
 from .. import __version__
 from ..errors import UserError
-from ..run import atomic_write_text
+from ..run import atomic_write_bytes, atomic_write_text
 from .scan import MARKER, Section, Table, fmt_acc, fmt_seconds, scan, shift_headings
 
 
@@ -32,24 +30,19 @@ def report_folder(dir: str | Path, out: str | Path | None = None, markdown: bool
     if not tree.has_content():
         raise UserError(f"report: nothing to report in {root} (no run, sweep or study folders, no figures)")
     out = Path(out) if out else root / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         out = out.with_suffix(".html")
+    fig_dir = out.parent / f"{out.stem}_figures"
+    if markdown and fig_dir.exists() and not (fig_dir / MARKER).exists():  # before anything is written
+        raise UserError(f"report: {fig_dir} exists and was not made by cifarlab report; choose another --out")
     ctx = context(tree, root)
     atomic_write_text(out, render_html(ctx))
-    _readable(out)
     if markdown:
-        fig_dir = out.parent / f"{out.stem}_figures"
         write_figures(tree, fig_dir)
         atomic_write_text(out.with_suffix(".md"), render_markdown(ctx, fig_dir.name))
-        _readable(out.with_suffix(".md"))
     return out
-
-
-def _readable(path: Path) -> None:
-    """A report is meant to be shared: the usual file mode, not the temporary file's private 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 # ---------------------------------------------------------------- shared context
@@ -133,9 +126,7 @@ def render_markdown(ctx: dict, fig_dir_name: str) -> str:
 
 def write_figures(tree: Section, fig_dir: Path) -> None:
     """Copy every figure the report shows into fig_dir (a folder only the report owns: marked, and
-    emptied of the previous report's PNGs first)."""
-    if fig_dir.exists() and not (fig_dir / MARKER).exists():
-        raise UserError(f"report: {fig_dir} exists and was not made by cifarlab report; choose another --out")
+    emptied of the previous report's PNGs first; report_folder refuses a folder without the mark)."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     (fig_dir / MARKER).write_text("figures of a cifarlab report; rewritten on every report\n")
     for old in fig_dir.glob("*.png"):
@@ -143,17 +134,6 @@ def write_figures(tree: Section, fig_dir: Path) -> None:
     for sec in tree.walk():
         for g in sec.groups:
             for f in g.figures:
-                _write_bytes(fig_dir / f.name, f.data())
+                atomic_write_bytes(fig_dir / f.name, f.data())
 
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

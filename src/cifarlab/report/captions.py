@@ -25,6 +25,8 @@ CAPTIONS: list[tuple[str, str]] = [
     # analysis/attribution.py
     (r"attribution", "Where the network looks: Grad-CAM-family and gradient attribution maps over test images, "
                      "titled with the predicted and true class (red: a mistake)."),
+    (r".+\.gradcam", "An input image (as the model sees it) beside its Grad-CAM map for the predicted class "
+                     "(cifarlab predict --gradcam)."),
     (r"grad_?cam.*", "Grad-CAM class-activation maps overlaid on the input images."),
     # analysis/metrics.py
     (r"confusion", "Confusion matrix on the test set: colours are the share of each true class, cells the counts."),
@@ -58,8 +60,8 @@ CAPTIONS: list[tuple[str, str]] = [
                             "surface."),
     (r"trajectory_slice_d(?P<k>\d)", "Loss and accuracy along PCA direction {k} of the training trajectory."),
     # studies/bn_study.py
-    (r"training_curves", "Training loss per step and train/test accuracy per epoch of every model at every "
-                         "learning rate, from the same seed and data order."),
+    (r"training_curves", "Training curves: the training loss per step and the train/test accuracy per epoch of "
+                         "each model and learning rate."),
     (r"loss_band", "Loss band: for each model, the per-step min and max of the training loss over the "
                    "learning rates; a narrower band means training is less sensitive to the learning rate."),
     (r"probes", "Santurkar et al. probes along the gradient step: loss variation, gradient predictiveness "

@@ -122,8 +122,11 @@ def read_text(path: Path) -> str:
 
 def png_size(path: Path) -> tuple[int, int]:
     """Width and height from the PNG header (0, 0 if it is not a PNG)."""
-    with open(path, "rb") as f:
-        head = f.read(24)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return 0, 0
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
         return 0, 0
     return struct.unpack(">II", head[16:24])
@@ -196,12 +199,14 @@ def subfolders(d: Path) -> list[Path]:
 
 def scan(root: Path) -> Section:
     """The whole tree under root as one Section (its children nested)."""
-    sec = _scan(root, root)
+    sec = _scan(root, root, seen=set())
     _assign_anchors(sec)
     return sec
 
 
-def _scan(d: Path, root: Path, curves: bool = True) -> Section:
+def _scan(d: Path, root: Path, curves: bool = True, seen: set | None = None) -> Section:
+    seen = set() if seen is None else seen
+    seen.add(d.resolve())  # a symlinked folder is reported once, and a link cycle ends here
     kind = kind_of(d)
     rel = d.relative_to(root).as_posix()
     sec = Section(kind=kind, path=d, rel=rel, title=d.resolve().name if rel == "." else d.name,
@@ -217,7 +222,9 @@ def _scan(d: Path, root: Path, curves: bool = True) -> Section:
     # a big sweep shows its runs' curves only through its own curves.png (the best configurations)
     child_curves = kind != "sweep" or len(list(d.glob("*/run.json"))) <= MAX_SWEEP_CURVES
     for c in subfolders(d):
-        child = _scan(c, root, child_curves)
+        if c.resolve() in seen:
+            continue
+        child = _scan(c, root, child_curves, seen)
         if child.kind == "folder" and not child.children and not child.markdown:
             # an analysis output folder (or a figures/ folder): its figures belong to this section
             for g in child.groups:

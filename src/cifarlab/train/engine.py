@@ -189,11 +189,6 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     n_params = count_params(model)
     if device.type == "cuda" and cfg.train.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    whiten_layer, whiten_seconds = None, 0.0
-    if cfg.train.whiten:  # before the optimizer is built: the whitened weight is frozen
-        stop = fast.stopwatch(device)
-        whiten_layer = fast.setup_whitening(model, cfg.train, ds.train_x, mean, std, device)
-        whiten_seconds = stop()  # part of the training time, as airbench counts it
 
     loader = DeviceLoader(ds.train_x, ds.train_y, cfg.data.batch_size, shuffle=cfg.data.shuffle,
                           drop_last=cfg.data.drop_last, seed=cfg.seed, device=device, mean=mean, std=std,
@@ -201,6 +196,11 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     if len(loader) == 0:
         raise UserError(f"no training batches: {len(ds.train_y)} images with batch_size "
                         f"{cfg.data.batch_size} and drop_last={cfg.data.drop_last}")
+    whiten_layer, whiten_seconds = None, 0.0
+    if cfg.train.whiten:  # before the optimizer is built: the whitened weight is frozen
+        stop = fast.stopwatch(device)
+        whiten_layer = fast.setup_whitening(model, cfg.train, loader.images, mean, std, device)
+        whiten_seconds = stop()  # part of the training time, as airbench counts it
     eval_split = "val" if ds.val_x is not None else "test"
     eval_x, eval_y = (ds.val_x, ds.val_y) if ds.val_x is not None else (ds.test_x, ds.test_y)
     eval_kw = dict(shuffle=False, drop_last=False, seed=cfg.seed, device=device, mean=mean, std=std,
@@ -260,10 +260,13 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
             epoch=epoch, best_acc=best_acc, train_seconds=train_seconds, config=to_dict(cfg),
             classes=list(ds.classes), model_name=model.cifarlab_name,
             model_options=model_options(model, num_classes, in_ch), mean=list(mean), std=list(std),
+            image_shape=list(ds.image_shape),  # (H, W, C) the model takes: predict resizes to it
             rng={"cpu": torch.get_rng_state(),
                  "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
         )
 
+    if cfg.train.save_every > 0 and ckpt is None:  # the start of the trajectory (inspect trajectory)
+        checkpoint(-1, "ckpt_epoch000.pt")
     eval_model = ema.module if ema is not None else model
     for epoch in range(start_epoch, cfg.train.epochs):
         stats, seconds = _train_epoch(step_model, model, loader, opt, sched, ema, loss_fn, cfg, amp_ctx,
@@ -295,6 +298,8 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
         if cfg.train.progress and main:
             print(_epoch_line(record, cfg.train.epochs, eval_split), flush=True)
         checkpoint(epoch, "last.pt")
+        if cfg.train.save_every > 0 and (epoch + 1) % cfg.train.save_every == 0:
+            checkpoint(epoch, f"ckpt_epoch{epoch + 1:03d}.pt")
         if record.get("diverged"):
             print(f"training diverged at epoch {epoch + 1} (loss is not finite); stopping", flush=True)
             break

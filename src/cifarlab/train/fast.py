@@ -91,7 +91,9 @@ def warm_up(step_model: nn.Module, model: nn.Module, opt: torch.optim.Optimizer,
     weights = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(opt.state_dict())
     x, y = batch
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         model.train()
         for _ in range(steps):

@@ -39,7 +39,8 @@ def scaled_groups(kinds: dict[str, list], cfg: OptimConfig) -> list[dict]:
         if scale <= 0:
             raise UserError(f"optim.{kind}_lr_scale must be > 0, got {scale}")
         skip = cfg.wd_skip_1d and kind in ("norm", "bias")
-        groups.append({"params": params, "lr": cfg.lr * scale, "weight_decay": 0.0 if skip else cfg.weight_decay / scale})
+        wd = 0.0 if skip else cfg.weight_decay / scale
+        groups.append({"params": params, "lr": cfg.lr * scale, "weight_decay": wd})
     return groups
 
 

@@ -1,0 +1,53 @@
+"""`cifarlab bn-study [CONFIG]`: a thin wrapper around studies.bn_study.run_bn_study."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_bn_study_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("bn-study", help="the batch-normalization study: VGG_A vs VGG_A_BatchNorm over learning "
+                                        "rates, loss band and Santurkar et al. probes",
+                       description="Train every model of the study once per learning rate (same seed and data "
+                                   "order), probe the loss landscape along the gradient, and write arrays.npz, "
+                                   "results.md, results.csv, summary.json and the figures into the study folder.")
+    p.add_argument("config", nargs="?", help="study YAML or preset name (default: configs/studies/bn.yaml)")
+    p.add_argument("--out", help="study folder (default: runs/<name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field, e.g. epochs=5 lrs=[1e-3,1e-4] probe_every=100")
+    p.add_argument("--data", help="data source (default: the config's data, cifar10)")
+    p.set_defaults(fn=cmd_bn_study)
+    return p
+
+
+def study_preset(name: str) -> Path:
+    """A study YAML path, or a preset name looked up in configs/studies/."""
+    from ..config import preset_dirs
+
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    for root in preset_dirs():
+        if (root / "studies" / f"{name}.yaml").is_file():
+            return root / "studies" / f"{name}.yaml"
+    raise UserError(f"study config '{name}' not found (a YAML path or a preset in configs/studies/)")
+
+
+def cmd_bn_study(a) -> None:
+    from ..config import load_config
+    from .bn_study import BNStudyConfig, run_bn_study
+
+    overrides = list(a.set or [])
+    if a.data:
+        overrides.append(f"data={a.data}")
+    cfg = load_config(str(study_preset(a.config or "bn")), overrides, cls=BNStudyConfig)
+    out = Path(a.out) if a.out else Path("runs") / cfg.name
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    summary = run_bn_study(cfg, out)
+    print()
+    print((out / "results.md").read_text())
+    print(f"study folder: {out}  ({len(summary['figures'])} figures)")

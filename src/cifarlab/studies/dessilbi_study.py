@@ -1,0 +1,680 @@
+"""The DessiLBI study (SPEC 4): structural sparsity found by SLBI, and what pruning by it costs.
+
+Part 1, LeNet on MNIST: the official SLBI recipe, SGD-momentum and SLBI-Adam, each a run folder
+trained through the engine (one per optimizer and seed); the SLBI runs are pruned at several
+percents (conv3, then conv3 + fc1) from their final state. Part 2, VGG_A_BatchNorm on CIFAR-10
+with SLBI-Adam: accuracy, a pruning-ratio sweep of one layer, and each layer pruned in turn.
+
+A run that ends at chance (test accuracy < chance_acc: under the official recipe some seeds kill
+every ReLU in the first steps) is flagged in the tables, left out of the means and not pruned.
+Finished run folders are reused and interrupted ones resume, so the study can be killed and
+started again with the same --out.
+
+Outputs in the study folder: one folder per run, results.md, results.csv (one row per run),
+pruning.csv (one row per pruned layer and percent), summary.json and the figures lenet_curves,
+solution_path, conv3_weights, lenet_pruning, vgg_pruning (PNG).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.plotting import figure, save_figure
+from ..config import Config, from_dict, load_config, preset_dirs, to_dict
+from ..data import load_dataset
+from ..errors import UserError
+from ..run import atomic_write_json, atomic_write_text, environment, read_jsonl
+from ..sparsity.evaluate import PruneTarget, load_target, prune_and_measure, tracked_layers
+from ..sparsity.official import accuracy
+from ..sparsity.prune import named_states, prune, recover, selection
+from ..train.engine import pick_device, train
+
+OPTIMIZERS = ("slbi", "momentum", "slbi_adam")
+SLBI_LIKE = ("slbi", "slbi_adam")
+
+
+@dataclasses.dataclass
+class DessiLBIStudyConfig:
+    name: str = "dessilbi"
+    cache_dir: str = ""
+    device: str = "auto"
+    progress: bool = True
+    chance_acc: float = 0.2  # a run whose final test accuracy is below this stalled at chance
+    prune_bias: bool = False  # also zero the biases of pruned conv filters
+    n_test: int = 0  # evaluate (training and pruning) on the first n_test test images (0 = all)
+    # Part 1: LeNet on MNIST
+    lenet: bool = True
+    lenet_data: str = "mnist"
+    optimizers: list = dataclasses.field(default_factory=lambda: list(OPTIMIZERS))
+    seeds: list = dataclasses.field(default_factory=lambda: [1])
+    epochs: int = 60
+    n_items: int = 0  # train on the first n_items images (0 = all)
+    batch_size: int = 128
+    lr: float = 0.1  # SLBI and SGD-momentum (official recipe)
+    momentum: float = 0.9
+    kappa: float = 1.0
+    mu: float = 20.0
+    lr_step: int = 20  # epochs between lr x 0.1
+    adam_lr: float = 0.1  # SLBI-Adam: the Adam step is adam_lr * adam_kappa, Z moves by adam_lr / adam_mu
+    adam_kappa: float = 0.01
+    adam_mu: float = 100.0
+    prune_sets: list = dataclasses.field(default_factory=lambda: [["conv3.weight"], ["conv3.weight", "fc1.weight"]])
+    percents: list = dataclasses.field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
+    prune_percent: float = 80.0  # the headline prune (first prune set) and the weights figure
+    path_layer: str = "conv3.weight"  # the solution path and weights figures
+    # Part 2: VGG on CIFAR-10 with SLBI-Adam
+    vgg: bool = True
+    vgg_data: str = "cifar10"
+    vgg_model: str = "VGG_A_BatchNorm"
+    vgg_model_args: dict = dataclasses.field(default_factory=dict)
+    vgg_seed: int = 0
+    vgg_epochs: int = 30
+    vgg_n_items: int = 0
+    vgg_batch_size: int = 128
+    vgg_lr: float = 0.1
+    vgg_kappa: float = 0.01
+    vgg_mu: float = 100.0
+    vgg_augment: bool = True  # random crop (padding 4) and horizontal flip
+    vgg_sweep_layer: str = ""  # "" = the middle conv kernel of the tracked layers
+    vgg_percents: list = dataclasses.field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
+    vgg_layer_percent: float = 50.0  # every tracked layer pruned in turn at this percent
+
+
+# ---------------------------------------------------------------- config
+
+
+def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> DessiLBIStudyConfig:
+    """The preset configs/studies/dessilbi.yaml (or a named file) <- --set overrides, checked."""
+    if path is None or not (Path(path).exists() or Path(path).suffix in (".yaml", ".yml")):
+        stem = path or "dessilbi"
+        found = [d / "studies" / f"{stem}.yaml" for d in preset_dirs() if (d / "studies" / f"{stem}.yaml").is_file()]
+        if not found:
+            raise UserError(f"study config '{stem}' not found (a YAML path or a preset in configs/studies/)")
+        path = str(found[0])
+    return check_config(load_config(path, overrides, cls=DessiLBIStudyConfig))
+
+
+def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
+    def bad(key: str, what: str) -> None:
+        raise UserError(f"dessilbi: {key} must be {what}, got {getattr(cfg, key)!r}")
+
+    def percents_ok(v) -> bool:
+        return all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in v)
+
+    unknown = [o for o in cfg.optimizers if o not in OPTIMIZERS]
+    if unknown or not cfg.optimizers or len(set(cfg.optimizers)) != len(cfg.optimizers):
+        bad("optimizers", f"a non-empty list of distinct names from {', '.join(OPTIMIZERS)}")
+    if not cfg.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds) \
+            or len(set(cfg.seeds)) != len(cfg.seeds):
+        bad("seeds", "a non-empty list of distinct integers")
+    for key in ("epochs", "batch_size", "lr_step", "vgg_epochs", "vgg_batch_size"):
+        if getattr(cfg, key) < 1:
+            bad(key, "a positive integer")
+    for key in ("n_items", "n_test", "vgg_n_items"):
+        if getattr(cfg, key) < 0:
+            bad(key, "0 or a positive integer")
+    for key in ("lr", "adam_lr", "vgg_lr", "kappa", "mu", "adam_kappa", "adam_mu", "vgg_kappa", "vgg_mu"):
+        if not getattr(cfg, key) > 0:
+            bad(key, "a positive number")
+    for key in ("percents", "vgg_percents"):
+        if not getattr(cfg, key) or not percents_ok(getattr(cfg, key)):
+            bad(key, "a non-empty list of numbers in [0, 100]")
+    for key in ("prune_percent", "vgg_layer_percent"):
+        if not percents_ok([getattr(cfg, key)]):
+            bad(key, "a number in [0, 100]")
+    if not cfg.prune_sets or not all(isinstance(s, list) and s and all(isinstance(n, str) for n in s)
+                                     for s in cfg.prune_sets):
+        bad("prune_sets", "a non-empty list of non-empty lists of layer names, e.g. [[conv3.weight]]")
+    if not 0 <= cfg.chance_acc < 1:
+        bad("chance_acc", "in [0, 1)")
+    if not (cfg.lenet or cfg.vgg):
+        raise UserError("dessilbi: nothing to do (lenet and vgg are both false)")
+    return cfg
+
+
+def run_name(part: str, optimizer: str, seed: int) -> str:
+    return f"{part}-{optimizer}-seed{seed}"
+
+
+def lenet_run_config(cfg: DessiLBIStudyConfig, optimizer: str, seed: int) -> Config:
+    """The engine config of one LeNet run: the official recipe, with the optimizer swapped."""
+    optim = {
+        "slbi": {"name": "slbi", "lr": cfg.lr, "momentum": cfg.momentum, "args": {"kappa": cfg.kappa, "mu": cfg.mu}},
+        "momentum": {"name": "momentum", "lr": cfg.lr, "momentum": cfg.momentum},
+        "slbi_adam": {"name": "slbi_adam", "lr": cfg.adam_lr, "args": {"kappa": cfg.adam_kappa, "mu": cfg.adam_mu}},
+    }[optimizer]
+    return from_dict(Config, {
+        "name": run_name("lenet", optimizer, seed), "seed": seed,
+        "data": {"source": cfg.lenet_data, "cache_dir": cfg.cache_dir, "normalize": "none",
+                 "batch_size": cfg.batch_size, "n_items": cfg.n_items, "device": cfg.device},
+        "model": {"name": "LeNet"}, "optim": optim,
+        "schedule": {"name": "step", "step_size": cfg.lr_step, "gamma": 0.1},
+        "train": {"epochs": cfg.epochs, "loss": "nll", "progress": cfg.progress},
+    })
+
+
+def vgg_run_config(cfg: DessiLBIStudyConfig) -> Config:
+    augment = {"crop_padding": 4, "hflip": True} if cfg.vgg_augment else {}
+    return from_dict(Config, {
+        "name": run_name("vgg", "slbi_adam", cfg.vgg_seed), "seed": cfg.vgg_seed,
+        "data": {"source": cfg.vgg_data, "cache_dir": cfg.cache_dir, "normalize": "dataset",
+                 "batch_size": cfg.vgg_batch_size, "n_items": cfg.vgg_n_items, "device": cfg.device},
+        "augment": augment, "model": {"name": cfg.vgg_model, "args": dict(cfg.vgg_model_args)},
+        "optim": {"name": "slbi_adam", "lr": cfg.vgg_lr, "args": {"kappa": cfg.vgg_kappa, "mu": cfg.vgg_mu}},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": cfg.vgg_epochs, "loss": "ce", "progress": cfg.progress},
+    })
+
+
+# ---------------------------------------------------------------- runs
+
+# What must agree for a run folder on disk to count as the run the study asks for.
+SAME_RUN_KEYS = (("seed",), ("model",), ("optim",), ("schedule",), ("augment",), ("data", "source"),
+                 ("data", "n_items"), ("data", "batch_size"), ("data", "normalize"), ("train", "epochs"),
+                 ("train", "loss"))
+
+
+def _get(d: dict, keys: tuple) -> object:
+    for k in keys:
+        d = d.get(k, {}) if isinstance(d, dict) else {}
+    return d
+
+
+def _check_same(run_dir: Path, run_cfg: Config) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    from ..config import read_yaml
+
+    saved, want = read_yaml(saved_path), to_dict(run_cfg)
+    diff = [".".join(k) for k in SAME_RUN_KEYS if _get(saved, k) != _get(want, k)]
+    if diff:
+        raise UserError(f"{run_dir} holds a run with other settings ({', '.join(diff)}); "
+                        "use another --out or delete that folder")
+
+
+def train_or_reuse(run_cfg: Config, run_dir: Path, dataset) -> None:
+    """Train into run_dir; skip a finished run (summary.json), resume an interrupted one (last.pt)."""
+    _check_same(run_dir, run_cfg)
+    if (run_dir / "summary.json").is_file():
+        return
+    resume = (run_dir / "last.pt").is_file()
+    if not resume:  # a kill before the first checkpoint may leave a metrics line: start clean
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    train(run_cfg, run_dir=run_dir, resume=resume, dataset=dataset)
+
+
+def run_record(run_dir: Path, part: str, optimizer: str, seed: int, chance_acc: float) -> dict:
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    accs = [h["test_acc"] for h in history if "test_acc" in h]
+    if not accs:
+        raise UserError(f"{run_dir}: no test accuracy in metrics.jsonl")
+    final = accs[-1]
+    return {
+        "part": part, "run": run_dir.name, "optimizer": optimizer, "seed": seed, "epochs": len(history),
+        "final_test_acc": 100 * final, "best_test_acc": 100 * max(accs),
+        "final_train_loss": history[-1]["train_loss"], "stalled": bool(final < chance_acc or not math.isfinite(
+            history[-1]["train_loss"])),
+        "history": {k: [h.get(k) for h in history] for k in ("epoch", "train_loss", "train_acc", "test_acc")},
+    }
+
+
+def _with_test(ds, n_test: int):
+    if not n_test or n_test >= len(ds.test_y):
+        return ds
+    return dataclasses.replace(ds, test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test])
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def prune_rows(target: PruneTarget, run: dict, layer_sets: list[list[str]], percents: list, prune_bias: bool,
+               before: float) -> list[dict]:
+    """Long format: one row per (layer set, percent, layer) with that layer's removed fraction."""
+    rows = []
+    for layers in layer_sets:
+        for pct in percents:
+            res = prune_and_measure(target, layers, float(pct), prune_bias, before=before)
+            for layer, r in res["report"]["layers"].items():
+                rows.append({
+                    "part": run["part"], "run": run["run"], "optimizer": run["optimizer"], "seed": run["seed"],
+                    "layer_set": "+".join(layers), "percent": float(pct), "layer": layer, "unit": r["kind"],
+                    "removed": r["removed"], "total": r["total"], "fraction": r["fraction"],
+                    "accuracy_before": before, "accuracy_pruned": res["accuracy_pruned"],
+                    "accuracy_recovered": res["accuracy_recovered"],
+                })
+    return rows
+
+
+def weights_before_after(target: PruneTarget, layer: str, percent: float, prune_bias: bool) -> dict:
+    """The layer's weights as they are and as prune(percent) leaves them (the model is recovered)."""
+    w = dict(target.model.named_parameters())[layer]
+    before = w.detach().cpu().clone()
+    report = prune(target.opt, target.model, percent, [layer], prune_bias)
+    after = w.detach().cpu().clone()
+    recover(target.opt, target.model)
+    return {"before": before.numpy(), "after": after.numpy(), "report": report["layers"][layer]}
+
+
+def solution_path(target: PruneTarget, layer: str) -> np.ndarray | None:
+    """||Gamma|| per filter (conv) or output row (FC) after each epoch, from SLBI.end_epoch()."""
+    path = named_states(target.opt).get(layer, {}).get("gamma_path")
+    return None if path is None else path.cpu().numpy()
+
+
+def kept_at(target: PruneTarget, layer: str, percent: float) -> np.ndarray:
+    """Which filters (conv) / output rows (FC) keep a weight when the layer is pruned at percent."""
+    w = dict(target.model.named_parameters())[layer]
+    prune(target.opt, target.model, percent, [layer])
+    kept = (w.detach().flatten(1).abs().sum(1) > 0).cpu().numpy()
+    recover(target.opt, target.model)
+    return kept
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_dataset=None, vgg_dataset=None) -> dict:
+    """Train (or reuse) every run, prune, and write tables, figures and summary.json into out_dir.
+
+    lenet_dataset / vgg_dataset: Datasets to use instead of loading lenet_data / vgg_data."""
+    cfg = check_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    t0 = time.perf_counter()
+    runs, prune_table, figures, extra = [], [], [], {}
+    if cfg.lenet:
+        ds = _with_test(lenet_dataset or load_dataset(cfg.lenet_data, cfg.cache_dir or None), cfg.n_test)
+        _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra)
+    if cfg.vgg:
+        ds = _with_test(vgg_dataset or load_dataset(cfg.vgg_data, cfg.cache_dir or None), cfg.n_test)
+        _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra)
+    seconds = time.perf_counter() - t0
+
+    figures += plot_all(out_dir, cfg, runs, prune_table, extra)
+    headline = headlines(cfg, runs, prune_table)
+    write_tables(out_dir, cfg, runs, prune_table, headline)
+    summary = {
+        "study": "dessilbi", "config": to_dict(cfg), "seconds": seconds, "headline": headline,
+        "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
+        "optimizer_means": optimizer_means(runs), "pruning": prune_table, "figures": figures,
+        "selection": extra.get("selection", {}), "env": environment(device),
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _say(cfg: DessiLBIStudyConfig, msg: str) -> None:
+    if cfg.progress:
+        print(f"[dessilbi] {msg}", flush=True)
+
+
+def _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
+    plan = [(o, s) for o in cfg.optimizers for s in cfg.seeds]
+    for i, (opt_name, seed) in enumerate(plan):
+        run_cfg = lenet_run_config(cfg, opt_name, seed)
+        _say(cfg, f"LeNet run {i + 1}/{len(plan)}: {run_cfg.name}")
+        train_or_reuse(run_cfg, out_dir / run_cfg.name, ds)
+        run = run_record(out_dir / run_cfg.name, "lenet", opt_name, seed, cfg.chance_acc)
+        runs.append(run)
+        if run["stalled"]:
+            _say(cfg, f"{run['run']} stalled at chance (test accuracy {run['final_test_acc']:.2f}%): not pruned")
+            continue
+        if opt_name not in SLBI_LIKE:
+            continue
+        target = load_target(out_dir / run_cfg.name / "last.pt", device=device, dataset=ds)
+        _check_layers(target, sorted({n for s in cfg.prune_sets for n in s} | {cfg.path_layer}))
+        before = accuracy(target.model, target.x, target.y)
+        run["accuracy_unpruned"] = before
+        run["selected"] = {k: v["fraction"] for k, v in selection(target.opt).items()}
+        extra.setdefault("selection", {})[run["run"]] = selection(target.opt)
+        _say(cfg, f"pruning {run['run']} (test accuracy {before:.2f}%)")
+        prune_table += prune_rows(target, run, cfg.prune_sets, cfg.percents, cfg.prune_bias, before)
+        if cfg.prune_percent not in cfg.percents:  # the headline needs it
+            prune_table += prune_rows(target, run, cfg.prune_sets[:1], [cfg.prune_percent], cfg.prune_bias, before)
+        first_of_kind = not any(k[0] == opt_name for k in extra.get("paths", {}))
+        if first_of_kind:  # one seed per optimizer in the path and weights figures
+            extra.setdefault("paths", {})[(opt_name, run["run"])] = {
+                "path": solution_path(target, cfg.path_layer), "kept": kept_at(target, cfg.path_layer, cfg.prune_percent)}
+            if opt_name == "slbi" or "weights" not in extra:
+                extra["weights"] = {"run": run["run"], **weights_before_after(target, cfg.path_layer,
+                                                                              cfg.prune_percent, cfg.prune_bias)}
+
+
+def _check_layers(target: PruneTarget, layers: list[str]) -> None:
+    tracked = tracked_layers(target.opt)
+    unknown = [n for n in layers if n not in tracked]
+    if unknown:
+        raise UserError(f"dessilbi: unknown layer {', '.join(unknown)} (prune_sets/path_layer); "
+                        f"tracked layers: {', '.join(tracked)}")
+
+
+def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
+    run_cfg = vgg_run_config(cfg)
+    _say(cfg, f"VGG run: {run_cfg.name} ({cfg.vgg_model})")
+    train_or_reuse(run_cfg, out_dir / run_cfg.name, ds)
+    run = run_record(out_dir / run_cfg.name, "vgg", "slbi_adam", cfg.vgg_seed, cfg.chance_acc)
+    run["model"] = cfg.vgg_model
+    runs.append(run)
+    if run["stalled"]:
+        _say(cfg, f"{run['run']} stalled at chance (test accuracy {run['final_test_acc']:.2f}%): not pruned")
+        return
+    target = load_target(out_dir / run_cfg.name / "last.pt", device=device, dataset=ds)
+    tracked = tracked_layers(target.opt)
+    params = dict(target.model.named_parameters())
+    convs = [n for n in tracked if params[n].ndim >= 3]
+    layer = cfg.vgg_sweep_layer or (convs[len(convs) // 2] if convs else tracked[len(tracked) // 2])
+    _check_layers(target, [layer])
+    before = accuracy(target.model, target.x, target.y)
+    run["accuracy_unpruned"] = before
+    run["selected"] = {k: v["fraction"] for k, v in selection(target.opt).items()}
+    extra.setdefault("selection", {})[run["run"]] = selection(target.opt)
+    _say(cfg, f"pruning {run['run']} (test accuracy {before:.2f}%): sweep of {layer}, then each layer in turn")
+    sweep = prune_rows(target, run, [[layer]], cfg.vgg_percents, cfg.prune_bias, before)
+    each = prune_rows(target, run, [[n] for n in tracked], [cfg.vgg_layer_percent], cfg.prune_bias, before)
+    for r in sweep:
+        r["experiment"] = "sweep"
+    for r in each:
+        r["experiment"] = "each_layer"
+    prune_table += sweep + each
+    extra["vgg"] = {"layer": layer, "run": run["run"], "path": solution_path(target, layer),
+                    "kept": kept_at(target, layer, cfg.vgg_layer_percent)}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def optimizer_means(runs: list[dict]) -> list[dict]:
+    """Mean and std of the final test accuracy per (part, optimizer) over the runs that did not stall."""
+    out = []
+    for part, opt in dict.fromkeys((r["part"], r["optimizer"]) for r in runs):
+        mine = [r for r in runs if r["part"] == part and r["optimizer"] == opt]
+        ok = [r["final_test_acc"] for r in mine if not r["stalled"]]
+        out.append({"part": part, "optimizer": opt, "runs": len(mine), "stalled": len(mine) - len(ok),
+                    "mean_test_acc": float(np.mean(ok)) if ok else None,
+                    "std_test_acc": float(np.std(ok)) if len(ok) > 1 else None})
+    return out
+
+
+def headlines(cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict]) -> list[dict]:
+    """Per pruned LeNet run: accuracy before and after the first prune set at prune_percent."""
+    out = []
+    key = "+".join(cfg.prune_sets[0])
+    for run in runs:
+        if run["part"] != "lenet":
+            continue
+        hit = [r for r in rows if r["run"] == run["run"] and r["layer_set"] == key and r["percent"] == cfg.prune_percent]
+        h = {"run": run["run"], "optimizer": run["optimizer"], "seed": run["seed"], "stalled": run["stalled"],
+             "final_test_acc": run["final_test_acc"], "layers": key, "percent": cfg.prune_percent}
+        if hit:
+            h.update({"accuracy_pruned": hit[0]["accuracy_pruned"],
+                      "cost_points": hit[0]["accuracy_before"] - hit[0]["accuracy_pruned"],
+                      "removed": {r["layer"]: f"{r['removed']}/{r['total']}" for r in hit}})
+        out.append(h)
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "STALLED" if v else ""
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _md_table(rows: list[dict], cols: list[str], names: list[str] | None = None) -> list[str]:
+    lines = ["| " + " | ".join(names or cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+
+
+def _csv(rows: list[dict], cols: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+RUN_COLS = ["part", "run", "optimizer", "seed", "epochs", "final_test_acc", "best_test_acc", "final_train_loss",
+            "stalled", "accuracy_unpruned"]
+PRUNE_COLS = ["part", "run", "optimizer", "seed", "experiment", "layer_set", "percent", "layer", "unit", "removed",
+              "total", "fraction", "accuracy_before", "accuracy_pruned", "accuracy_recovered"]
+
+
+def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict],
+                 headline: list[dict]) -> None:
+    atomic_write_text(out_dir / "results.csv", _csv(runs, RUN_COLS))
+    atomic_write_text(out_dir / "pruning.csv", _csv(rows, PRUNE_COLS))
+    lines = [f"# DessiLBI study ({cfg.name})", "", "Accuracies are test accuracies in percent.", ""]
+    lines += ["## Runs", ""] + _md_table(runs, RUN_COLS[:-1] + ["accuracy_unpruned"])
+    lines += ["", "## Per optimizer (runs that did not stall)", ""]
+    lines += _md_table(optimizer_means(runs), ["part", "optimizer", "runs", "stalled", "mean_test_acc", "std_test_acc"])
+    if headline:
+        lines += ["", f"## LeNet: pruning {headline[0]['layers']} at {cfg.prune_percent:g}", ""]
+        hl = [{**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
+              for h in headline]
+        lines += _md_table(hl, ["run", "optimizer", "seed", "final_test_acc", "accuracy_pruned", "cost_points",
+                                "removed", "stalled"])
+    lenet_rows = [r for r in rows if r["part"] == "lenet"]
+    if lenet_rows:
+        lines += ["", "## LeNet: accuracy after pruning, and what was actually removed", ""]
+        lines += _wide_prune_table(lenet_rows)
+    vgg_rows = [r for r in rows if r["part"] == "vgg"]
+    if vgg_rows:
+        sweep = [r for r in vgg_rows if r.get("experiment") == "sweep"]
+        each = [r for r in vgg_rows if r.get("experiment") == "each_layer"]
+        cols = ["unit", "removed", "total", "removed_pct", "accuracy_pruned", "drop"]
+        names = ["unit", "removed", "total", "removed (%)", "accuracy", "drop (points)"]
+        lines += ["", f"## {cfg.vgg_model} (SLBI-Adam): pruning-ratio sweep of {sweep[0]['layer']}", ""]
+        lines += _md_table([_pct(r) for r in sweep], ["percent"] + cols, ["percent"] + names)
+        lines += ["", f"## {cfg.vgg_model} (SLBI-Adam): each layer pruned alone at {cfg.vgg_layer_percent:g}", ""]
+        lines += _md_table([_pct(r) for r in each], ["layer"] + cols, ["layer"] + names)
+    lines += [
+        "",
+        f"- STALLED: final test accuracy below {100 * cfg.chance_acc:g}% (chance); under the official recipe some "
+        "seeds kill every ReLU in the first steps. Stalled runs are left out of the means and not pruned.",
+        "- Pruning (official toolbox): score = filter norm (conv) or |w| (FC) minus the epoch Gamma first selected "
+        "it (2000 if never); the layer loses what scores below the numpy percentile at `percent`. Scores tie (every "
+        "never-selected FC weight scores about -2000), so `fraction` (what was actually removed) can exceed the "
+        "nominal percent.",
+        f"- Pruned from each run's final state (last.pt); biases {'zeroed too' if cfg.prune_bias else 'kept'}; "
+        "recover() restores the weights (accuracy_recovered must equal accuracy_before).",
+    ]
+    if vgg_rows:
+        lines.append("- With BatchNorm after a pruned conv, the filter's channel becomes the constant BN output of "
+                     "a zero input (from the running statistics), not zero.")
+    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _pct(r: dict) -> dict:
+    return {**r, "removed_pct": 100 * r["fraction"], "drop": r["accuracy_before"] - r["accuracy_pruned"]}
+
+
+def _wide_prune_table(rows: list[dict]) -> list[str]:
+    """One line per (run, layer set, percent) with the removed fraction of each layer."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        g = groups.setdefault((r["run"], r["layer_set"], r["percent"]), {
+            "run": r["run"], "layer_set": r["layer_set"], "percent": r["percent"],
+            "accuracy_pruned": r["accuracy_pruned"], "drop": r["accuracy_before"] - r["accuracy_pruned"], "removed": []})
+        g["removed"].append(f"{r['layer']} {r['removed']:,}/{r['total']:,} ({100 * r['fraction']:.1f}%)")
+    wide = [{**g, "removed": "; ".join(g["removed"])} for g in groups.values()]
+    return _md_table(wide, ["run", "layer_set", "percent", "removed", "accuracy_pruned", "drop"],
+                     ["run", "layers", "percent", "removed (actual)", "accuracy", "drop (points)"])
+
+
+# ---------------------------------------------------------------- figures
+
+COLORS = {"slbi": "tab:red", "momentum": "tab:blue", "slbi_adam": "tab:green"}
+LABELS = {"slbi": "SLBI", "momentum": "SGD-momentum", "slbi_adam": "SLBI-Adam"}
+STYLES = ["-", "--", ":", "-."]
+FIGURES = ("lenet_curves", "solution_path", "conv3_weights", "lenet_pruning", "vgg_pruning")
+
+
+def plot_all(out_dir: Path, cfg, runs, rows, extra) -> list[str]:
+    made = []
+    lenet = [r for r in runs if r["part"] == "lenet"]
+    if lenet:
+        made.append(plot_curves(out_dir, lenet))
+    if extra.get("paths") or extra.get("vgg", {}).get("path") is not None:
+        made.append(plot_paths(out_dir, cfg, extra))
+    if "weights" in extra:
+        made.append(plot_weights(out_dir, cfg, extra["weights"]))
+    if any(r["part"] == "lenet" for r in rows):
+        made.append(plot_lenet_pruning(out_dir, [r for r in rows if r["part"] == "lenet"], lenet))
+    vgg = [r for r in runs if r["part"] == "vgg"]
+    if vgg:
+        made.append(plot_vgg(out_dir, cfg, vgg[0], [r for r in rows if r["part"] == "vgg"]))
+    for name in FIGURES:  # a figure of an earlier pass that this one could not draw would mislead
+        if name not in made:
+            (out_dir / f"{name}.png").unlink(missing_ok=True)
+    return made
+
+
+def _run_label(r: dict) -> str:
+    return f"{LABELS[r['optimizer']]} seed {r['seed']}" + (" (STALLED)" if r["stalled"] else "")
+
+
+def plot_curves(out_dir: Path, runs: list[dict]) -> str:
+    fig = figure(11, 4.2)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    seeds = sorted({r["seed"] for r in runs})
+    for r in runs:
+        h = r["history"]
+        style = dict(color=COLORS[r["optimizer"]], ls=STYLES[seeds.index(r["seed"]) % len(STYLES)], marker=".",
+                     alpha=0.45 if r["stalled"] else 1.0)
+        ax_acc.plot(h["epoch"], [100 * a if a is not None else np.nan for a in h["test_acc"]], label=_run_label(r), **style)
+        ax_loss.plot(h["epoch"], h["train_loss"], label=_run_label(r), **style)
+    top = [100 * max(a for a in r["history"]["test_acc"] if a is not None) for r in runs if not r["stalled"]]
+    if top:  # zoom on the trained runs; a stalled one is in the legend and the loss panel
+        ax_acc.set_ylim(min(top) - 3, 100)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="LeNet on MNIST: test accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (NLL)", yscale="log", title="training loss")
+    ax_acc.legend(fontsize=8)
+    ax_loss.legend(fontsize=8)
+    save_figure(fig, out_dir / "lenet_curves.png")
+    return "lenet_curves"
+
+
+def _path_panel(ax, path: np.ndarray, kept: np.ndarray, color: str, title: str, kept_what: str) -> None:
+    epochs = np.arange(1, path.shape[0] + 1)
+    for i in np.nonzero(~kept)[0]:
+        ax.plot(epochs, path[:, i], color="0.6", lw=0.6, alpha=0.6)
+    for i in np.nonzero(kept)[0]:
+        ax.plot(epochs, path[:, i], color=color, lw=1.1, alpha=0.9)
+    if path.shape[0] == 1:  # one epoch: lines have no length, show the points
+        ax.scatter(np.ones(path.shape[1]), path[0], c=np.where(kept, color, "0.6"), s=8)
+    ax.plot([], [], color=color, label=f"{int(kept.sum())} {kept_what}")
+    ax.plot([], [], color="0.6", label=f"{int((~kept).sum())} pruned")
+    ax.set(xlabel="epoch", ylabel="||Gamma|| per filter", title=title)
+    ax.legend(fontsize=8)
+
+
+def plot_paths(out_dir: Path, cfg, extra: dict) -> str:
+    panels = [(LABELS[o] + f" ({run}), {cfg.path_layer}", v, COLORS[o], cfg.prune_percent)
+              for (o, run), v in extra.get("paths", {}).items() if v["path"] is not None]
+    vgg = extra.get("vgg")
+    if vgg and vgg.get("path") is not None:
+        panels.append((f"{cfg.vgg_model} SLBI-Adam, {vgg['layer']}", vgg, "tab:purple", cfg.vgg_layer_percent))
+    fig = figure(5.2 * max(1, len(panels)), 4.2)
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
+    for ax, (title, v, color, pct) in zip(axes, panels):
+        _path_panel(ax, v["path"], v["kept"], color, title, f"kept at {pct:g}% pruning")
+    fig.suptitle("Solution path: norm of Gamma per filter after each epoch (coloured: the filters that pruning "
+                 "keeps; grey: the ones it removes)", fontsize=10)
+    save_figure(fig, out_dir / "solution_path.png")
+    return "solution_path"
+
+
+def plot_weights(out_dir: Path, cfg, w: dict) -> str:
+    before, after = w["before"].reshape(len(w["before"]), -1), w["after"].reshape(len(w["after"]), -1)
+    lim = float(np.percentile(np.abs(before), 99.5)) or 1.0  # a few large weights would wash the rest out
+    fig = figure(11, 5.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    r = w["report"]
+    for ax, m, title in ((axes[0], before, "before pruning"),
+                         (axes[1], after, f"after pruning at {cfg.prune_percent:g}%: {r['removed']} of {r['total']} "
+                                          f"{r['kind']} removed")):
+        im = ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set(title=title, xlabel="weight within the filter (input channel x kernel, flattened)")
+    axes[0].set_ylabel("filter (output channel)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle(f"{cfg.path_layer} of {w['run']}: pruned filters become zero rows", fontsize=10)
+    save_figure(fig, out_dir / "conv3_weights.png")
+    return "conv3_weights"
+
+
+def plot_lenet_pruning(out_dir: Path, rows: list[dict], runs: list[dict]) -> str:
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    fig = figure(5.2 * len(layers), 4.4)
+    axes = np.atleast_1d(fig.subplots(1, len(layers)))
+    sets = list(dict.fromkeys(r["layer_set"] for r in rows))
+    markers = ["o", "s", "^", "D"]
+    for ax, layer in zip(axes, layers):
+        for run in dict.fromkeys(r["run"] for r in rows):
+            for k, ls in enumerate(sets):
+                pts = sorted((r["fraction"], r["accuracy_pruned"]) for r in rows
+                             if r["run"] == run and r["layer_set"] == ls and r["layer"] == layer)
+                if not pts:
+                    continue
+                opt = next(r["optimizer"] for r in rows if r["run"] == run)
+                x, y = zip(*pts)
+                ax.plot(100 * np.array(x), y, color=COLORS[opt], marker=markers[k % len(markers)],
+                        ls=STYLES[k % len(STYLES)], ms=4, label=f"{run}: prune {ls}")
+        for run in runs:
+            if run.get("accuracy_unpruned") is not None:
+                ax.axhline(run["accuracy_unpruned"], color=COLORS[run["optimizer"]], lw=0.7, ls=":")
+        ax.set(xlabel=f"fraction of {layer} actually removed (%)", ylabel="test accuracy after pruning (%)",
+               title=f"{layer}")
+        ax.legend(fontsize=7)
+    fig.suptitle("LeNet: accuracy against the fraction removed (dotted: unpruned accuracy)", fontsize=10)
+    save_figure(fig, out_dir / "lenet_pruning.png")
+    return "lenet_pruning"
+
+
+def plot_vgg(out_dir: Path, cfg, run: dict, rows: list[dict]) -> str:
+    fig = figure(16, 4.6)
+    ax_curve, ax_sweep, ax_each = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
+    h = run["history"]
+    ax_curve.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker=".", color="tab:purple", label="test")
+    ax_curve.plot(h["epoch"], [100 * a for a in h["train_acc"]], marker=".", color="tab:purple", ls="--",
+                  label="train (running)")
+    ax_curve.set(xlabel="epoch", ylabel="accuracy (%)",
+                 title=f"{cfg.vgg_model}, SLBI-Adam" + (" (STALLED)" if run["stalled"] else ""))
+    ax_curve.legend(fontsize=8)
+    sweep = sorted((r for r in rows if r.get("experiment") == "sweep"), key=lambda r: r["percent"])
+    each = [r for r in rows if r.get("experiment") == "each_layer"]
+    before = run.get("accuracy_unpruned")
+    if sweep:
+        ax_sweep.plot([100 * r["fraction"] for r in sweep], [r["accuracy_pruned"] for r in sweep], marker="o",
+                      color="tab:purple")
+        for r in sweep:
+            ax_sweep.annotate(f"{r['percent']:g}", (100 * r["fraction"], r["accuracy_pruned"]), fontsize=6,
+                              textcoords="offset points", xytext=(3, 3))
+        ax_sweep.axhline(before, color="0.4", ls=":", lw=0.8, label=f"unpruned {before:.2f}%")
+        ax_sweep.set(xlabel=f"fraction of {sweep[0]['layer']} removed (%) (labels: percent)",
+                     ylabel="test accuracy (%)", title=f"pruning-ratio sweep of {sweep[0]['layer']}")
+        ax_sweep.legend(fontsize=8)
+    if each:
+        x = np.arange(len(each))
+        ax_each.bar(x, [r["accuracy_pruned"] for r in each], color=["tab:purple" if r["unit"] == "filters"
+                                                                    else "tab:olive" for r in each])
+        for i, r in enumerate(each):
+            ax_each.annotate(f"{100 * r['fraction']:.0f}%", (i, r["accuracy_pruned"]), ha="center", fontsize=6,
+                             textcoords="offset points", xytext=(0, 2))
+        ax_each.axhline(before, color="0.4", ls=":", lw=0.8)
+        ax_each.set_xticks(x, [r["layer"].removesuffix(".weight") for r in each], rotation=45, ha="right", fontsize=7)
+        ax_each.set(ylabel="test accuracy (%)", title=f"each layer pruned alone at {cfg.vgg_layer_percent:g}% "
+                                                      "(labels: fraction removed; olive: FC weights)")
+    save_figure(fig, out_dir / "vgg_pruning.png")
+    return "vgg_pruning"

@@ -1,0 +1,662 @@
+"""`cifarlab pj2`: the whole Project 2 study in one command, ending in one report.
+
+    cifarlab pj2 [--scale smoke|standard|full] [--data SRC] [--out DIR] [--set key=value ...]
+
+Task 1 (CIFAR-10): the best model (a strong ResNet-18 recipe), its analyses (filters, feature maps,
+Grad-CAM, errors, loss landscape), the reports' anchor recipes and the ablation sweeps of SPEC.md
+section 5. Task 2: the batch-normalization study. Task 3: the DessiLBI study (LeNet on MNIST with
+pruning, VGG-BN on CIFAR-10 with SLBI-Adam). Every part is the library's own code (the engine, the
+sweep runner, `cifarlab inspect`, the studies); this module only sets them up at a scale's settings
+(configs/studies/pj2_<scale>.yaml), shows the progress and writes the summary and the report.
+
+A part that is already complete is skipped and the engine and the sweep runner resume what was
+interrupted, so a killed pj2 goes on where it stopped when started again with the same --out.
+
+    OUT/task1_cifar10/best_model/          run folder, and analysis/<name>/ of each analysis
+    OUT/task1_cifar10/anchors/<name>/      run folders: the reports' recipes
+    OUT/task1_cifar10/ablations/<sweep>/   sweep folders
+    OUT/task2_batchnorm/  OUT/task3_dessilbi/
+    OUT/pj2.yaml results.md results.csv summary.json time_per_part.png report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..config import Config, deep_merge, from_dict, load_config, preset_dirs, read_yaml, resolve_preset, save_config, to_dict
+from ..errors import UserError
+from ..run import atomic_write_json, atomic_write_text, environment
+
+SCALES = ("smoke", "standard", "full")
+PARTS = ("best", "analyses", "anchors", "sweeps", "bn", "dessilbi")
+ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "hessian")
+# keys of a run's config that may differ from a finished run without making it another experiment
+IGNORED_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
+
+
+@dataclass
+class AnalysesConfig:
+    names: list = field(default_factory=lambda: ["filters", "features", "gradcam", "metrics", "landscape"])
+    n_images: int = 8  # test images in the feature-map and Grad-CAM figures
+    gradcam_methods: str = "all"  # or a comma list: gradcam, gradcam++, layercam, guided_gradcam, integrated_gradients
+    landscape_grid: str = "-1:1:21"  # min:max:num per axis of the 2D landscape
+    landscape_n: int = 2000  # the first n training images (no augmentation) for the landscape and Hessian
+    batch_size: int = 500
+
+
+@dataclass
+class PJ2Config:
+    name: str = "pj2"
+    scale: str = "standard"
+    data: str = "cifar10"  # CIFAR-10 source for Tasks 1-3 (--data); a name or a path
+    mnist: str = "mnist"  # MNIST source for the LeNet part of Task 3
+    cache_dir: str = ""
+    device: str = "auto"
+    n_test: int = 0  # Task 1 runs evaluate on the first n_test test images (0 = all)
+    parts: list = field(default_factory=lambda: list(PARTS))
+    common: dict = field(default_factory=dict)  # overrides of every Task 1 training run
+    best: dict = field(default_factory=lambda: {"base": "resnet18_standard", "set": {}})  # {base, set}
+    anchors: dict = field(default_factory=dict)  # name -> {base: preset, set: overrides, reported: % on CIFAR-10}
+    sweeps: dict = field(default_factory=dict)  # sweep preset -> overrides (sweep keys: seeds, axes.KEY; run keys)
+    sweep_engine: str = "local"  # local | ray (every GPU of this machine or of a Ray cluster)
+    analyses: AnalysesConfig = field(default_factory=AnalysesConfig)
+    bn: dict = field(default_factory=dict)  # overrides of configs/studies/bn.yaml
+    dessilbi: dict = field(default_factory=dict)  # overrides of configs/studies/dessilbi.yaml
+    eta: dict = field(default_factory=dict)  # estimated seconds per part (best, analyses, anchors, sweeps, bn, ...)
+
+
+# ---------------------------------------------------------------- config
+
+
+def load_pj2_config(scale: str = "standard", path: str | None = None, overrides: list[str] | None = None) -> PJ2Config:
+    """configs/studies/pj2_<scale>.yaml (or the file at `path`) <- --set overrides, checked."""
+    if path is None:
+        if scale not in SCALES:
+            raise UserError(f"unknown scale '{scale}'; choose from: {', '.join(SCALES)}")
+        found = [d / "studies" / f"pj2_{scale}.yaml" for d in preset_dirs() if (d / "studies" / f"pj2_{scale}.yaml").is_file()]
+        if not found:
+            raise UserError(f"the preset configs/studies/pj2_{scale}.yaml is missing")
+        path = str(found[0])
+    return check_config(load_config(path, overrides, cls=PJ2Config))
+
+
+def check_config(cfg: PJ2Config) -> PJ2Config:
+    def bad(key: str, what: str) -> None:
+        raise UserError(f"pj2: {key} must be {what}, got {getattr(cfg, key)!r}")
+
+    if cfg.scale not in SCALES:
+        bad("scale", " | ".join(SCALES))
+    if not cfg.parts or any(p not in PARTS for p in cfg.parts):
+        bad("parts", f"a non-empty list of: {', '.join(PARTS)}")
+    if cfg.n_test < 0:
+        bad("n_test", "0 or a positive integer")
+    if cfg.sweep_engine not in ("local", "ray"):
+        bad("sweep_engine", "local or ray")
+    for name, spec in [("best", cfg.best)] + [(f"anchors.{k}", v) for k, v in cfg.anchors.items()]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("base", ""), str) \
+                or set(spec) - {"base", "set", "reported"} or not isinstance(spec.get("set") or {}, dict):
+            raise UserError(f"pj2: {name} must be a mapping {{base: PRESET, set: {{...}}}}, got {spec!r}")
+    for name, spec in cfg.sweeps.items():
+        if not isinstance(spec, dict):
+            raise UserError(f"pj2: sweeps.{name} must be a mapping of overrides (seeds, train.epochs, ...), got {spec!r}")
+    unknown = [n for n in cfg.analyses.names if n not in ANALYSES]
+    if unknown:
+        raise UserError(f"pj2: unknown analysis {unknown[0]!r} in analyses.names; choose from: {', '.join(ANALYSES)}")
+    return cfg
+
+
+def nest(flat: dict) -> dict:
+    """{'train.epochs': 5, 'data': {'n_items': 8}} -> {'train': {'epochs': 5}, 'data': {'n_items': 8}}."""
+    from ..sweep.grid import nest as nest_keys
+
+    return nest_keys(flat or {})
+
+
+def run_config(spec: dict, cfg: PJ2Config, name: str) -> Config:
+    """The engine config of one Task 1 run: preset <- common <- the run's own set <- data and name."""
+    data = read_yaml(resolve_preset(spec["base"])) if spec.get("base") else {}
+    where = {"name": name, "data": {"source": cfg.data, "cache_dir": cfg.cache_dir, "device": cfg.device}}
+    for over in (cfg.common, spec.get("set") or {}, where):
+        data = deep_merge(data, nest(over))
+    return from_dict(Config, data)
+
+
+def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
+    """--set items of one sweep: the common run overrides, the sweep's own, and the data source."""
+    from ..sweep.grid import flatten
+
+    items = {**flatten(nest(cfg.common)), **flatten(nest(spec)),
+             "data.source": cfg.data, "data.cache_dir": cfg.cache_dir, "data.device": cfg.device}
+    return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in items.items()]
+
+
+def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
+    """A study's preset YAML (configs/studies/<preset>.yaml) <- pj2's overrides <- forced data settings."""
+    found = [d / "studies" / f"{preset}.yaml" for d in preset_dirs() if (d / "studies" / f"{preset}.yaml").is_file()]
+    if not found:
+        raise UserError(f"the preset configs/studies/{preset}.yaml is missing")
+    data = deep_merge(deep_merge(read_yaml(found[0]), nest(overrides)), forced)
+    return from_dict(cls, data)
+
+
+def bn_config(cfg: PJ2Config):
+    from .bn_study import BNStudyConfig, check_config as check_bn
+
+    return check_bn(study_config(BNStudyConfig, "bn", cfg.bn, {"data": cfg.data, "cache_dir": cfg.cache_dir,
+                                                                "device": cfg.device}))
+
+
+def dessilbi_config(cfg: PJ2Config):
+    from .dessilbi_study import DessiLBIStudyConfig, check_config as check_dessilbi
+
+    forced = {"lenet_data": cfg.mnist, "vgg_data": cfg.data, "cache_dir": cfg.cache_dir, "device": cfg.device}
+    return check_dessilbi(study_config(DessiLBIStudyConfig, "dessilbi", cfg.dessilbi, forced))
+
+
+# ---------------------------------------------------------------- folders and completeness
+
+
+def folders(out: Path) -> dict[str, Path]:
+    task1 = out / "task1_cifar10"
+    return {"best": task1 / "best_model", "analyses": task1 / "best_model" / "analysis", "anchors": task1 / "anchors",
+            "sweeps": task1 / "ablations", "bn": out / "task2_batchnorm", "dessilbi": out / "task3_dessilbi"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(run_dir: Path, run_cfg: Config) -> None:
+    """A run folder from an earlier pj2 must hold this very run (else resuming would mix two)."""
+    p = run_dir / "config.yaml"
+    if not p.is_file():
+        return
+    old = _flat(yaml.safe_load(p.read_text()) or {})
+    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(run_cfg))))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in IGNORED_KEYS]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run_dir} holds a run with other settings ({k}: {old.get(k)!r} there, {new.get(k)!r} now); "
+                        "use another --out or delete that folder")
+
+
+def same_study(out_dir: Path, study_cfg: Any) -> bool:
+    """A study folder is complete for this config when its summary.json records that config."""
+    p = out_dir / "summary.json"
+    if not p.is_file():
+        return False
+    try:
+        saved = json.loads(p.read_text()).get("config")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return saved == json.loads(json.dumps(to_dict(study_cfg)))
+
+
+def sweep_runs_done(sweep, out_dir: Path) -> tuple[int, int]:
+    """(finished runs, runs) of a sweep folder."""
+    from ..sweep import expand
+
+    specs = expand(sweep)
+    return sum((out_dir / s.run_id / "summary.json").is_file() for s in specs), len(specs)
+
+
+# ---------------------------------------------------------------- the parts
+
+
+@dataclass
+class Part:
+    key: str  # best | analyses | anchor:NAME | sweep:NAME | bn | dessilbi
+    title: str
+    eta: float  # estimated seconds (the scale's reference machine)
+    complete: bool  # already complete before this start: skipped
+    run: Callable[[], None]
+    status: str = "pending"  # done | skipped | failed
+    seconds: float = 0.0
+    error: str = ""
+    trace: str = ""
+
+
+class Datasets:
+    """Each data source is read once, when a part first needs it; Task 1 runs see n_test test images."""
+
+    def __init__(self, cfg: PJ2Config):
+        self.cfg, self.cache = cfg, {}
+
+    def get(self, source: str, n_test: int = 0):
+        from ..data import load_dataset
+
+        if source not in self.cache:
+            self.cache[source] = load_dataset(source, self.cfg.cache_dir or None)
+        ds = self.cache[source]
+        if n_test and n_test < len(ds.test_y):
+            ds = dataclasses.replace(ds, test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test])
+        return ds
+
+
+def train_run(run_cfg: Config, run_dir: Path, dataset) -> None:
+    """Train into run_dir; resume an interrupted run (last.pt). The caller skips finished runs."""
+    from ..train.engine import train
+
+    check_same_run(run_dir, run_cfg)
+    resume = (run_dir / "last.pt").is_file()
+    if not resume:  # a kill before the first checkpoint may leave a metrics line: start clean
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    train(run_cfg, run_dir=run_dir, resume=resume, dataset=dataset)
+
+
+def run_analysis(run_dir: Path, name: str, out: Path, a: AnalysesConfig, device: str) -> None:
+    """One `cifarlab inspect RUN NAME` with this scale's options; writes out/result.json last."""
+    from ..analysis.cli import add_inspect_parser
+
+    args = [str(run_dir), name, "--out", str(out), "--device", device, f"--batch-size={a.batch_size}"]
+    if name in ("features", "gradcam"):
+        args.append(f"--n-images={a.n_images}")
+    if name == "gradcam":
+        args.append(f"--methods={a.gradcam_methods}")
+    if name == "landscape":
+        args += [f"--grid={a.landscape_grid}", f"--n={a.landscape_n}"]
+    if name == "hessian":
+        args.append(f"--n={a.landscape_n}")
+    parser = argparse.ArgumentParser(prog="cifarlab")
+    add_inspect_parser(parser.add_subparsers())
+    ns = parser.parse_args(["inspect", *args])
+    ns.fn(ns)
+
+
+def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
+    """The parts this config asks for, in order, each knowing whether it is already complete."""
+    f, eta, parts = folders(out), cfg.eta, []
+
+    def share(group: str, k: float, n: float) -> float:
+        return float(eta.get(group, 0.0)) * k / max(n, 1.0)
+
+    if "best" in cfg.parts:
+        run_cfg = run_config(cfg.best, cfg, "best_model")
+        parts.append(Part("best", f"Task 1: best model ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
+                          float(eta.get("best", 0)), (f["best"] / "summary.json").is_file(),
+                          lambda c=run_cfg: train_run(c, f["best"], data.get(cfg.data, cfg.n_test))))
+    if "analyses" in cfg.parts:
+        names = list(cfg.analyses.names)
+
+        def analyses() -> None:
+            if not (f["best"] / "best.pt").is_file():
+                raise UserError(f"the analyses need the best model's checkpoint {f['best'] / 'best.pt'}; "
+                                "train it first (parts: [best, ...])")
+            for n in names:
+                if not (f["analyses"] / n / "result.json").is_file():
+                    run_analysis(f["best"], n, f["analyses"] / n, cfg.analyses, cfg.device)
+
+        parts.append(Part("analyses", f"Task 1: analyses of the best model ({', '.join(names)})",
+                          float(eta.get("analyses", 0)), all((f["analyses"] / n / "result.json").is_file() for n in names),
+                          analyses))
+    if "anchors" in cfg.parts:
+        for name, spec in cfg.anchors.items():
+            run_cfg = run_config(spec, cfg, name)
+            run_dir = f["anchors"] / name
+            parts.append(Part(f"anchor:{name}", f"Task 1: anchor run {name} ({run_cfg.model.name}, "
+                                                f"{run_cfg.train.epochs} epochs)",
+                              float(eta.get(f"anchor:{name}", share("anchors", 1, len(cfg.anchors)))),
+                              (run_dir / "summary.json").is_file(),
+                              lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test))))
+    if "sweeps" in cfg.parts:
+        from ..sweep import load_sweep
+
+        sweeps = {name: load_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
+        counts = {name: sweep_runs_done(s, f["sweeps"] / s.name) for name, s in sweeps.items()}
+        total = sum(n for _, n in counts.values())
+        for name, sweep in sweeps.items():
+            done, n = counts[name]
+            parts.append(Part(f"sweep:{name}", f"Task 1: ablation sweep {name} ({n} runs)",
+                              float(eta.get(f"sweep:{name}", share("sweeps", n, total))), done == n,
+                              lambda s=sweep: _run_sweep(s, f["sweeps"] / s.name, cfg, data)))
+    if "bn" in cfg.parts:
+        from .bn_study import run_bn_study
+
+        bn_cfg = bn_config(cfg)
+        parts.append(Part("bn", f"Task 2: batch-normalization study ({len(bn_cfg.models)} models x "
+                                f"{len(bn_cfg.lrs)} learning rates, {bn_cfg.epochs} epochs)",
+                          float(eta.get("bn", 0)), same_study(f["bn"], bn_cfg),
+                          lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data))))
+    if "dessilbi" in cfg.parts:
+        from .dessilbi_study import run_dessilbi_study
+
+        d_cfg = dessilbi_config(cfg)
+        parts.append(Part("dessilbi", f"Task 3: DessiLBI study (LeNet/MNIST {d_cfg.epochs} epochs"
+                                      + (f", {d_cfg.vgg_model}/CIFAR-10 {d_cfg.vgg_epochs} epochs)" if d_cfg.vgg else ")"),
+                          float(eta.get("dessilbi", 0)), same_study(f["dessilbi"], d_cfg),
+                          lambda: run_dessilbi_study(d_cfg, f["dessilbi"],
+                                                     lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
+                                                     vgg_dataset=data.get(cfg.data) if d_cfg.vgg else None)))
+    return parts
+
+
+def _run_sweep(sweep, out_dir: Path, cfg: PJ2Config, data: Datasets) -> None:
+    from ..sweep import run_sweep
+
+    rows = run_sweep(sweep, out_dir, engine=cfg.sweep_engine, data=data.get(cfg.data, cfg.n_test))
+    failed = [r["run_id"] for r in rows if r["status"] == "failed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) of sweep {sweep.name} failed: {', '.join(failed)} "
+                           f"(see error.txt in {out_dir})")
+
+
+# ---------------------------------------------------------------- progress
+
+
+def clock(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """One line per part: which is running, the time so far and the time left, estimated from the parts'
+    weights (eta seconds) scaled by how fast the finished parts went against their estimates."""
+
+    def __init__(self, parts: list[Part], label: str):
+        self.parts, self.label, self.t0 = parts, label, time.perf_counter()
+
+    def left(self, start: int) -> float:
+        ran = [p for p in self.parts if p.status in ("done", "failed")]
+        est = sum(p.eta for p in ran)
+        rate = sum(p.seconds for p in ran) / est if est > 0 and ran else 1.0
+        return rate * sum(p.eta for p in self.parts[start:] if not p.complete)
+
+    def say(self, i: int, msg: str, left_from: int) -> None:
+        elapsed = time.perf_counter() - self.t0
+        print(f"[{self.label} {i + 1}/{len(self.parts)}] {msg}  (elapsed {clock(elapsed)}, "
+              f"about {clock(self.left(left_from))} left)", flush=True)
+
+
+def run_parts(parts: list[Part], label: str) -> None:
+    """Run every part not already complete; a part that crashes is recorded and the others go on
+    (a UserError - bad config or data - stops at once: every later part would fail the same way)."""
+    prog = Progress(parts, label)
+    for i, part in enumerate(parts):
+        if part.complete:
+            part.status = "skipped"
+            prog.say(i, f"{part.title}: already complete, skipped", i + 1)
+            continue
+        prog.say(i, f"{part.title}: running", i)
+        t0 = time.perf_counter()
+        try:
+            part.run()
+            part.status = "done"
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug or out of memory in one part: the rest of the study still runs
+            part.status, part.error = "failed", f"{type(e).__name__}: {e}"
+            part.trace = traceback.format_exc()
+            print(f"[{label}] {part.title} FAILED: {part.error}", flush=True)
+        part.seconds = time.perf_counter() - t0
+        prog.say(i, f"{part.title}: {part.status} in {clock(part.seconds)}", i + 1)
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_pj2(cfg: PJ2Config, out_dir: str | Path) -> dict:
+    """Run (or resume) every part, then write results.md, results.csv, summary.json and report.html."""
+    from ..report import report_folder
+    from ..train.engine import pick_device
+
+    cfg = check_config(cfg)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "pj2.yaml")
+    t0 = time.perf_counter()
+    parts = plan(cfg, out, Datasets(cfg))
+    run_parts(parts, f"pj2 {cfg.scale}")
+    previous = _previous_parts(out)
+    for p in parts:  # a skipped part keeps the time it took when it ran
+        if p.status == "skipped" and p.key in previous:
+            p.seconds = float(previous[p.key].get("seconds") or 0.0)
+    summary = write_results(cfg, out, parts, pick_device(cfg.device), time.perf_counter() - t0)
+    report = report_folder(out)
+    print(f"[pj2 {cfg.scale}] report: {report}", flush=True)
+    failed = [p for p in parts if p.status == "failed"]
+    if failed:
+        errors = "\n\n".join(f"{p.title}\n{p.trace}" for p in failed)
+        atomic_write_text(out / "errors.txt", errors)
+        raise UserError(f"pj2: {len(failed)} part(s) failed ({', '.join(p.key for p in failed)}); "
+                        f"the report holds the rest; tracebacks in {out / 'errors.txt'}")
+    (out / "errors.txt").unlink(missing_ok=True)
+    return summary
+
+
+def _previous_parts(out: Path) -> dict[str, dict]:
+    try:
+        old = json.loads((out / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {p["part"]: p for p in old.get("parts", []) if isinstance(p, dict) and "part" in p}
+
+
+# ---------------------------------------------------------------- results
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def pct(v: Any, digits: int = 2) -> str:
+    return f"{100 * v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "-"
+
+
+def best_model_row(run_dir: Path) -> dict | None:
+    s = _json(run_dir / "summary.json")
+    if not s:
+        return None
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    return {"model": s.get("model"), "epochs": s.get("epochs"), "tta": (cfg.get("train") or {}).get("tta", "none"),
+            "test_acc": s.get("final_test_acc"), "test_acc_no_tta": s.get("final_test_acc_no_tta"),
+            "params": s.get("params"), "train_seconds": s.get("train_seconds"), "dataset": s.get("dataset")}
+
+
+def sweep_row(name: str, out_dir: Path) -> dict | None:
+    from ..sweep.results import best_config, collect, direction, fmt_stat, summarize
+
+    if not (out_dir / "sweep.yaml").is_file():
+        return None
+    try:
+        rows, axes, metrics = collect(out_dir)
+    except UserError:
+        return None
+    groups = summarize(rows, axes, metrics)
+    primary = next((m for m in metrics if direction(m)), metrics[0])
+    best = best_config(groups, primary)
+    desc = (", ".join(f"{a}={best[a]}" for a in axes) or best["config_id"]) if best else "-"
+    return {"sweep": name, "runs": len(rows), "done": sum(r["status"] in ("done", "diverged") for r in rows),
+            "metric": primary, "best": desc, "value": fmt_stat(primary, best[primary]) if best else "-"}
+
+
+def bn_rows(out_dir: Path) -> list[dict]:
+    runs = [r for r in _json(out_dir / "summary.json").get("runs", []) if isinstance(r, dict)]
+    out = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == model]
+        ok = [r for r in mine if not r.get("stalled")]
+        mean = lambda k: sum(r[k] for r in ok) / len(ok) if ok and all(k in r for r in ok) else None  # noqa: E731
+        out.append({"model": model, "best_test_acc": max(r["best_test_acc"] for r in mine), "runs": len(mine),
+                    "stalled": len(mine) - len(ok), "loss_variation_width": mean("loss_variation_width"),
+                    "beta_smooth_mean": mean("beta_smooth_mean")})
+    return out
+
+
+def dessilbi_rows(out_dir: Path) -> list[dict]:
+    s = _json(out_dir / "summary.json")
+    heads = {h["run"]: h for h in s.get("headline", []) if isinstance(h, dict)}
+    out = []
+    for r in s.get("runs", []):
+        h = heads.get(r.get("run"), {})
+        out.append({"run": r.get("run"), "model": r.get("model", "LeNet"), "optimizer": r.get("optimizer"),
+                    "test_acc": r.get("final_test_acc"), "stalled": r.get("stalled"),
+                    "pruned": f"{h['layers']} at {h['percent']:g}%" if "accuracy_pruned" in h else "",
+                    "pruned_acc": h.get("accuracy_pruned"), "removed": ", ".join(h.get("removed", {}).values())})
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(rows: list[dict], cols: list[str], names: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+
+
+def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds: float) -> dict:
+    f = folders(out)
+    best = best_model_row(f["best"])
+    anchors = []
+    for name, spec in cfg.anchors.items():
+        r = best_model_row(f["anchors"] / name)
+        if r:
+            anchors.append({"run": name, **r, "reported": spec.get("reported")})
+    sweeps = [r for r in (sweep_row(n, f["sweeps"] / n) for n in cfg.sweeps) if r]
+    bn = bn_rows(f["bn"])
+    dessilbi = dessilbi_rows(f["dessilbi"])
+    jpeg = "jpeg" in Path(cfg.data).name.lower() or (best or {}).get("dataset") == "cifar10-jpeg"
+
+    lines = [f"# Project 2 study, {cfg.scale} scale", "",
+             f"CIFAR-10 source: `{cfg.data}`; MNIST source: `{cfg.mnist}`. Accuracies are test accuracies in %."]
+    if jpeg:
+        lines.append("The CIFAR-10 images are the re-encoded JPEG copy: it costs about 3 points against real CIFAR-10, "
+                     "so compare methods side by side here and never quote these numbers as CIFAR-10 numbers.")
+    if best:
+        lines += ["", "## Task 1: the best model", ""]
+        best_cols = ["model", "epochs", "tta", "acc", "acc_no_tta", "params", "time"]
+        lines += _table([{**best, "acc": pct(best["test_acc"]), "acc_no_tta": pct(best["test_acc_no_tta"]),
+                          "time": clock(best["train_seconds"] or 0)}], best_cols,
+                        ["model", "epochs", "test-time augmentation", "test accuracy", "without TTA", "parameters",
+                         "training time"])
+    if anchors:
+        lines += ["", "## Task 1: the reports' recipes at this scale", ""]
+        lines += _table([{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in anchors],
+                        ["run", "model", "epochs", "acc", "reported", "time"],
+                        ["run", "model", "epochs here", "test accuracy", "reported (real CIFAR-10, full schedule)",
+                         "training time"])
+    if sweeps:
+        lines += ["", "## Task 1: ablation sweeps (tables in each sweep's section)", ""]
+        lines += _table(sweeps, ["sweep", "done", "runs", "best", "metric", "value"],
+                        ["sweep", "finished runs", "runs", "best configuration", "by", "value (%)"])
+    if bn:
+        lines += ["", "## Task 2: batch normalization", ""]
+        lines += _table([{**r, "best_test_acc": pct(r["best_test_acc"])} for r in bn],
+                        ["model", "best_test_acc", "runs", "stalled", "loss_variation_width", "beta_smooth_mean"],
+                        ["model", "best test accuracy over lrs", "runs", "stalled", "loss-variation width (mean)",
+                         "effective beta-smoothness (mean)"])
+    if dessilbi:
+        lines += ["", "## Task 3: DessiLBI", ""]
+        lines += _table([{**r, "test_acc": f"{r['test_acc']:.2f}" if r["test_acc"] is not None else "-",
+                          "pruned_acc": f"{r['pruned_acc']:.2f}" if r["pruned_acc"] is not None else "-",
+                          "stalled": "STALLED" if r["stalled"] else ""} for r in dessilbi],
+                        ["run", "model", "optimizer", "test_acc", "pruned", "pruned_acc", "removed", "stalled"],
+                        ["run", "model", "optimizer", "test accuracy", "pruned", "accuracy after pruning",
+                         "removed", ""])
+    part_rows = [{"part": p.key, "title": p.title, "status": p.status, "seconds": round(p.seconds, 1)} for p in parts]
+    lines += ["", "## Time per part", ""]
+    lines += _table([{**r, "time": clock(r["seconds"])} for r in part_rows], ["title", "status", "time"],
+                    ["part", "status", "time"])
+    lines += ["", f"Total: {clock(sum(p.seconds for p in parts))} (this start: {clock(seconds)}); "
+                  "'skipped' parts were complete from an earlier start and show the time they took then."]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "results.csv", "part,title,status,seconds\n" + "".join(
+        f"{r['part']},\"{r['title']}\",{r['status']},{r['seconds']}\n" for r in part_rows))
+    plot_times(out / "time_per_part.png", parts)
+    atomic_write_json(out / "captions.json", {
+        "time_per_part.png": "Wall time of each part of the study (grey: complete from an earlier start, "
+                             "red: failed)."})
+
+    # the first scalars become the report's headline cards
+    summary: dict[str, Any] = {"study": "pj2", "scale": cfg.scale, "dataset": (best or {}).get("dataset") or cfg.data}
+    if best:
+        summary.update({"best_model": best["model"], "best_model_test_acc": best["test_acc"]})
+        if best["test_acc_no_tta"] is not None:
+            summary["best_model_test_acc_no_tta"] = best["test_acc_no_tta"]
+    for r in bn:
+        summary[f"{r['model']}_best_test_acc"] = r["best_test_acc"]
+    for r in dessilbi:
+        if r["test_acc"] is not None and r["optimizer"] == "slbi":
+            summary[f"{r['run']}_test_acc"] = r["test_acc"] / 100
+            if r["pruned_acc"] is not None:
+                summary[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
+    summary.update({"config": to_dict(cfg), "seconds": sum(p.seconds for p in parts), "parts": part_rows,
+                    "best_model_run": best, "anchors": anchors, "sweeps": sweeps, "bn": bn, "dessilbi": dessilbi,
+                    "env": environment(device)})
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def plot_times(path: Path, parts: list[Part]) -> None:
+    from ..analysis.plotting import figure, save_figure
+
+    fig = figure(8, 0.9 + 0.38 * len(parts))
+    ax = fig.subplots()
+    colors = {"done": "tab:blue", "skipped": "0.6", "failed": "tab:red"}
+    y = list(range(len(parts)))
+    ax.barh(y, [p.seconds / 60 for p in parts], color=[colors.get(p.status, "0.8") for p in parts])
+    ax.set_yticks(y, [p.title if len(p.title) < 70 else p.title[:67] + "..." for p in parts], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="minutes", title=f"Time per part (total {clock(sum(p.seconds for p in parts))})")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- command
+
+
+def add_pj2_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("pj2", help="the whole Project 2 study (Tasks 1-3) and its report, at one scale",
+                       description="Train the best model and analyse it, run the reports' recipes and ablation "
+                                   "sweeps, the batch-normalization study and the DessiLBI study, then write "
+                                   "OUT/report.html. A killed pj2 resumes: start it again with the same --out.")
+    p.add_argument("--scale", default="standard", choices=SCALES,
+                   help="smoke: minutes on a CPU (CI); standard: about 20 minutes on one H100; "
+                        "full: every experiment at the reports' settings (days on one GPU)")
+    p.add_argument("--config", default=None, help="a pj2 YAML file instead of configs/studies/pj2_<scale>.yaml")
+    p.add_argument("--data", default=None, help="CIFAR-10 source: cifar10 (default; $CIFARLAB_DATA may point to "
+                                                "a local copy) or a path")
+    p.add_argument("--out", default=None, help="study folder (default: runs/pj2-<scale>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field, e.g. best.set.train.epochs=30 parts=[best,analyses] mnist=PATH")
+    p.set_defaults(fn=cmd_pj2)
+    return p
+
+
+def cmd_pj2(a) -> None:
+    overrides = list(a.set or [])
+    if a.data:
+        overrides.append(f"data={a.data}")
+    cfg = load_pj2_config(a.scale, a.config, overrides)
+    out = Path(a.out) if a.out else Path("runs") / f"pj2-{cfg.scale}"
+    run_pj2(cfg, out)
+    print()
+    print((out / "results.md").read_text())
+    print(f"study folder: {out}  (report: {out / 'report.html'})")
