@@ -20,6 +20,9 @@ def test_one_set_with_several_assignments():
 
 def test_int_accepted_for_float_but_not_reverse():
     assert from_dict(Config, {"optim": {"lr": 1}}).optim.lr == 1.0
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == 1e-3  # YAML reads 1e-3 as a string
+    with pytest.raises(UserError, match="optim.lr"):
+        from_dict(Config, {"optim": {"lr": "fast"}})
     with pytest.raises(UserError, match="train.epochs"):
         from_dict(Config, {"train": {"epochs": 1.5}})
 

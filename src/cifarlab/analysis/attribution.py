@@ -160,9 +160,9 @@ def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], pre
     fig = figure(cols * 1.3, rows * 1.6 + 0.4)
     for r in range(rows):
         pred = class_name(classes, int(preds[r]))
-        title = f"pred {pred}" if labels is None else f"pred {pred}\ntrue {class_name(classes, int(labels[r]))}"
+        label = f"pred {pred}" if labels is None else f"pred {pred}\ntrue {class_name(classes, int(labels[r]))}"
         ax = fig.add_subplot(rows, cols, r * cols + 1)
-        show_image(ax, images[r], title)
+        show_image(ax, images[r], label)
         if labels is not None and int(preds[r]) != int(labels[r]):
             ax.title.set_color("red")
         for c, (method, m) in enumerate(maps.items()):

@@ -485,7 +485,6 @@ def plot_training(out_dir: Path, a: dict, stalled: dict) -> str:
         axes[0, m].legend(fontsize=7)
         axes[1, m].legend(fontsize=6, ncol=2)
     fig.suptitle("Training curves: same seed and data order for every run (train acc: running, during the epoch)")
-    fig.tight_layout()
     save_figure(fig, out_dir / "training_curves.png", pdf=True)
     return "training_curves"
 
@@ -502,7 +501,6 @@ def plot_band(out_dir: Path, a: dict) -> str:
     ax.set(xlabel="step", ylabel="training loss",
            title=f"Loss band: per step min and max of the training loss over lr in [{lrs}]")
     ax.legend()
-    fig.tight_layout()
     save_figure(fig, out_dir / "loss_band.png", pdf=True)
     return "loss_band"
 
@@ -522,9 +520,10 @@ def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
         for m, label in enumerate(a["models"]):
             c = COLORS[m % len(COLORS)]
             pl, pg, pb = a["probe_loss"][m, l], a["probe_grad_diff"][m, l], a["probe_beta"][m, l]
-            # edges drawn too: at small eta a band can be thinner than a pixel
-            axes[0, l].fill_between(steps, pl.min(1), pl.max(1), color=c, alpha=0.45, lw=0.6, ec=c, label=str(label))
-            axes[1, l].fill_between(steps, pg.min(1), pg.max(1), color=c, alpha=0.45, lw=0.6, ec=c, label=str(label))
+            for ax, v in ((axes[0, l], pl), (axes[1, l], pg)):
+                ax.fill_between(steps, v.min(1), v.max(1), color=c, alpha=0.4, lw=0, label=str(label))
+                ax.plot(steps, v.min(1), color=c, lw=0.8)  # edges: at small eta a band is thinner than a pixel
+                ax.plot(steps, v.max(1), color=c, lw=0.8)
             axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label))
         any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
         e = a["etas"][l]
@@ -537,7 +536,6 @@ def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
         for ax in axes[:, l]:
             ax.legend(fontsize=7)
     fig.suptitle("Santurkar et al. probes along -g on the step's batch (bands: range over eta)")
-    fig.tight_layout()
     save_figure(fig, out_dir / "probes.png", pdf=True)
     return "probes"
 
@@ -569,6 +567,5 @@ def plot_proxies(out_dir: Path, a: dict, stalled: dict) -> str:
         axes[0, l].set_title(_lr_title(lr, any_stalled))
         axes[-1, l].set_xlabel("step")
     fig.suptitle("Trajectory PROXIES (not the probes) and the internal covariate shift of Santurkar et al.")
-    fig.tight_layout()
     save_figure(fig, out_dir / "proxies.png", pdf=True)
     return "proxies"

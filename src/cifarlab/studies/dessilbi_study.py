@@ -292,10 +292,12 @@ def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_data
     t0 = time.perf_counter()
     runs, prune_table, figures, extra = [], [], [], {}
     if cfg.lenet:
-        ds = _with_test(lenet_dataset or load_dataset(cfg.lenet_data, cfg.cache_dir or None), cfg.n_test)
+        ds = lenet_dataset if lenet_dataset is not None else load_dataset(cfg.lenet_data, cfg.cache_dir or None)
+        ds = _with_test(ds, cfg.n_test)
         _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra)
     if cfg.vgg:
-        ds = _with_test(vgg_dataset or load_dataset(cfg.vgg_data, cfg.cache_dir or None), cfg.n_test)
+        ds = vgg_dataset if vgg_dataset is not None else load_dataset(cfg.vgg_data, cfg.cache_dir or None)
+        ds = _with_test(ds, cfg.n_test)
         _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra)
     seconds = time.perf_counter() - t0
 
@@ -428,7 +430,7 @@ def _fmt(v) -> str:
     if isinstance(v, bool):
         return "STALLED" if v else ""
     if isinstance(v, float):
-        return f"{v:.2f}"
+        return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"  # accuracies 98.61; losses 0.0126
     return str(v)
 
 
@@ -614,30 +616,44 @@ def plot_weights(out_dir: Path, cfg, w: dict) -> str:
     return "conv3_weights"
 
 
+def _label_percents(ax, pts: list[tuple[float, float, float]], color: str) -> None:
+    """Nominal percent beside each point; points that coincide (ties) share one label, e.g. '10-80'."""
+    groups: dict[tuple, list[float]] = {}
+    for pct, x, y in pts:
+        groups.setdefault((round(100 * x, 1), round(y, 2)), []).append(pct)
+    for (x, y), pcts in groups.items():
+        text = f"{min(pcts):g}" if len(pcts) == 1 else f"{min(pcts):g}-{max(pcts):g}"
+        ax.annotate(text, (x, y), fontsize=6, color=color, textcoords="offset points", xytext=(3, -8))
+
+
 def plot_lenet_pruning(out_dir: Path, rows: list[dict], runs: list[dict]) -> str:
     layers = list(dict.fromkeys(r["layer"] for r in rows))
-    fig = figure(5.2 * len(layers), 4.4)
+    fig = figure(5.6 * len(layers), 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(layers)))
     sets = list(dict.fromkeys(r["layer_set"] for r in rows))
     markers = ["o", "s", "^", "D"]
     for ax, layer in zip(axes, layers):
         for run in dict.fromkeys(r["run"] for r in rows):
             for k, ls in enumerate(sets):
-                pts = sorted((r["fraction"], r["accuracy_pruned"]) for r in rows
+                # in the order of the nominal percent: ties can make the removed fraction jump or stand still
+                pts = sorted((r["percent"], r["fraction"], r["accuracy_pruned"]) for r in rows
                              if r["run"] == run and r["layer_set"] == ls and r["layer"] == layer)
                 if not pts:
                     continue
-                opt = next(r["optimizer"] for r in rows if r["run"] == run)
-                x, y = zip(*pts)
-                ax.plot(100 * np.array(x), y, color=COLORS[opt], marker=markers[k % len(markers)],
+                color = COLORS[next(r["optimizer"] for r in rows if r["run"] == run)]
+                _, x, y = zip(*pts)
+                ax.plot(100 * np.array(x), y, color=color, marker=markers[k % len(markers)],
                         ls=STYLES[k % len(STYLES)], ms=4, label=f"{run}: prune {ls}")
+                if k == len(sets) - 1 or layer not in sets[-1].split("+"):
+                    _label_percents(ax, pts, color)
         for run in runs:
             if run.get("accuracy_unpruned") is not None:
                 ax.axhline(run["accuracy_unpruned"], color=COLORS[run["optimizer"]], lw=0.7, ls=":")
         ax.set(xlabel=f"fraction of {layer} actually removed (%)", ylabel="test accuracy after pruning (%)",
                title=f"{layer}")
         ax.legend(fontsize=7)
-    fig.suptitle("LeNet: accuracy against the fraction removed (dotted: unpruned accuracy)", fontsize=10)
+    fig.suptitle("LeNet: accuracy against the fraction actually removed (labels: nominal percent; dotted: "
+                 "unpruned accuracy)", fontsize=10)
     save_figure(fig, out_dir / "lenet_pruning.png")
     return "lenet_pruning"
 
