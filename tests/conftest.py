@@ -6,6 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cifarlab.data import Dataset
+
 # Two cores are all CI has: keep every test single-threaded so parallel work does not thrash.
 torch.set_num_threads(1)
 
@@ -32,3 +34,22 @@ def make_image_folder(root: Path, classes=("cat", "dog"), n_train=24, n_test=8, 
                 img[:, k * size // 2:(k + 1) * size // 2] += 120
                 Image.fromarray(img).save(d / f"{i:04d}.png")
     return root
+
+
+def tiny_dataset(n_train=256, n_test=64, classes=4, seed=0):
+    """A Dataset of 16x16 images whose class is a bright quadrant: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        x = torch.randint(0, 80, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
+        for k in range(classes):
+            r, c = divmod(k, 2)
+            x[y == k, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
+        return x, y
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    mean = tuple((xtr.float() / 255).mean((0, 1, 2)).tolist())
+    std = tuple((xtr.float() / 255).std((0, 1, 2)).tolist())
+    return Dataset(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, classes=[f"c{k}" for k in range(classes)],
+                   name="tiny", fingerprint="tiny", mean=mean, std=std)

@@ -12,27 +12,10 @@ import shutil
 import pytest
 import torch
 
+from conftest import tiny_dataset  # the shared one in tests/conftest.py
+
 from cifarlab.config import Config, from_dict
 from cifarlab.data import Dataset
-
-
-def tiny_dataset(n_train=256, n_test=64, classes=4, seed=0) -> Dataset:
-    """Images whose class is a bright quadrant: learnable in a few steps (as in tests/train)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def make(n):
-        y = torch.randint(0, classes, (n,), generator=g)
-        x = torch.randint(0, 80, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
-        for k in range(classes):
-            r, c = divmod(k, 2)
-            x[y == k, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
-        return x, y
-
-    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
-    mean = tuple((xtr.float() / 255).mean((0, 1, 2)).tolist())
-    std = tuple((xtr.float() / 255).std((0, 1, 2)).tolist())
-    return Dataset(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, classes=[f"c{k}" for k in range(classes)],
-                   name="tiny", fingerprint="tiny", mean=mean, std=std)
 
 
 RUN = {"model.name": "plainnet", "model.args": {"stages": [8, 16]}, "data.batch_size": 32, "data.device": "cpu",

@@ -17,7 +17,7 @@ from cifarlab.errors import UserError
 
 ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "interpolate", "trajectory", "hessian", "all")
 ALL = ("filters", "features", "gradcam", "metrics", "landscape")  # what `all` runs
-COARSE = {"grid": "-1:1:11", "n": 1000}  # the landscape of `all`: a first look, minutes on a CPU
+COARSE = {"grid": "-1:1:11", "n": 500}  # the landscape of `all`: a first look, minutes on a CPU
 
 INSPECT_EPILOG = """\
 output: RUN_DIR/analysis/<analysis>/ for a run folder, CKPT_DIR/analysis-<stem>/<analysis>/ for a
@@ -70,7 +70,7 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--grid", default=None,
                    help="min:max:num per axis (landscape -1:1:51, `all` -1:1:11; interpolate -0.5:1.5:41)")
     g.add_argument("--n", type=int, default=None,
-                   help="the first n training images, no augmentation (landscape 10000, `all` 1000, hessian 1000)")
+                   help="the first n training images, no augmentation (landscape 10000, `all` 500, hessian 1000)")
     g.add_argument("--norm", default="filter", help="direction normalization: filter | layer | none")
     g.add_argument("--include-biasbn", action="store_true",
                    help="also move biases and BN parameters (default: zero in the directions)")
