@@ -12,9 +12,9 @@ $(BIN)/cifarlab: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# Test extras (pytest, Ray for the sweep engine) only where tests run.
+# Test extras (pytest, Ray for the sweep engine, ONNX for export) only where tests run.
 $(VENV)/.test-deps: $(BIN)/cifarlab
-	$(BIN)/pip install -q -e '.[test,ray]'
+	$(BIN)/pip install -q -e '.[test,ray,export]'
 	touch $@
 
 venv: $(BIN)/cifarlab

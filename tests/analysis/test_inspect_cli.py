@@ -136,6 +136,19 @@ def test_1d_landscape_and_interpolation_endpoints(run, tmp_path, capsys):
     assert (tmp_path / "i" / "interpolation_1d.png").is_file()
 
 
+def test_diverged_interpolation_points_are_left_out_and_named(run, tmp_path, capsys):
+    """Zero running variances in the other checkpoint: past t = 1 they turn negative, the loss NaN."""
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    ckpt["model"] = {k: v * 0 if k.endswith("running_var") else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "zero_var.pt")
+    code, out, err = cli(run, "interpolate", "--other", tmp_path / "zero_var.pt", "--grid", "0:1.5:4", "--n", 8,
+                         "--out", tmp_path / "i", capsys=capsys)
+    assert code == 0 and "1 of 4 points have a non-finite loss" in err and "--bn train" in err
+    z = np.load(tmp_path / "i" / "interpolation.npz")
+    assert np.isfinite(z["loss"][:3]).all() and np.isnan(z["loss"][3]) and np.isnan(z["acc"][3])
+    assert (tmp_path / "i" / "interpolation_1d.png").is_file()
+
+
 def test_all_beside_a_bare_checkpoint(run, capsys):
     code, out, err = cli(run / "last.pt", "all", "--grid", "-1:1:3", "--n", 8, "--n-images", 2,
                          "--methods", "gradcam,layercam", capsys=capsys)

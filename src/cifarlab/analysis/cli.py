@@ -84,7 +84,8 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
                    help="landscape: also the top Hessian eigenvalue on a coarse grid (default -1:1:5) of "
                         "the same directions, on the first --hessian-n images, min(--iters, 20) power iterations")
     g.add_argument("--hessian-n", type=int, default=1000, help="images for --hessian-grid (default 1000)")
-    g.add_argument("--other", help="interpolate: the second checkpoint (same model)")
+    g.add_argument("--other", help="interpolate: the second checkpoint (same model); parameters and BN "
+                                   "running statistics go linearly from CHECKPOINT (0) to OTHER (1)")
     g.add_argument("--steps", type=int, default=21, help="trajectory: grid points per axis (default 21)")
     g.add_argument("--margin", type=float, default=0.3, help="trajectory: grid beyond the path, share of its span")
 
@@ -316,8 +317,7 @@ def trajectory_states(run_dir: Path) -> list[dict]:
     """State dicts of the run's ckpt_epochNNN.pt (train.save_every) in epoch order, then last.pt if later."""
     from cifarlab.train.checkpoint import read_checkpoint
 
-    files = sorted(run_dir.glob("ckpt_epoch*.pt"))
-    ckpts = [read_checkpoint(f) for f in files]
+    ckpts = sorted((read_checkpoint(f) for f in run_dir.glob("ckpt_epoch*.pt")), key=lambda c: c.get("epoch", -1))
     last = run_dir / "last.pt"
     if last.is_file():
         final = read_checkpoint(last)
@@ -378,6 +378,24 @@ def cmd_inspect(a) -> None:
         res = run_one(s, name, out, coarse=coarse)
         atomic_write_json(out / "result.json", {"analysis": name, "checkpoint": str(s.path), **res})
         print(f"{name}: {describe(name, res, s.classes)} -> {out}", flush=True)
+        note = nonfinite_note(name, res)
+        if note:
+            print(f"cifarlab: note: {note}", file=sys.stderr)
+
+
+def nonfinite_note(analysis: str, res: dict) -> str | None:
+    """Say so when grid points diverged: their loss is NaN/inf and the figures leave them out."""
+    if "points" not in res or not res.get("points_done"):
+        return None
+    import numpy as np
+
+    with np.load(res["arrays"]) as z:
+        bad = int((z["done"] & ~np.isfinite(z["loss"])).sum())
+    if not bad:
+        return None
+    why = (" (BN running variances extrapolated beyond the two checkpoints turn negative: try --bn train, "
+           "or --grid 0:1:21)") if analysis == "interpolate" else ""
+    return f"{bad} of {res['points_done']} points have a non-finite loss and are left out of the figures{why}"
 
 
 # ---------------------------------------------------------------- predict, export

@@ -111,6 +111,10 @@ def default_kernel_layers(model: nn.Module, limit: int = 8) -> list[str]:
     return names[:limit]
 
 
+def _shown(conv: nn.Conv2d, max_filters: int) -> str:
+    return f", first {max_filters} shown" if conv.out_channels > max_filters else ""
+
+
 def run_filters(model: nn.Module, out_dir: str | Path, layers: list[str] | None = None, mode: str = "mean",
                 k: int = 4, max_filters: int = 64) -> dict:
     """First-layer RGB grid plus heatmaps of the chosen (default: one per stage) conv layers.
@@ -120,8 +124,8 @@ def run_filters(model: nn.Module, out_dir: str | Path, layers: list[str] | None 
     """
     out_dir = Path(out_dir)
     first, conv = first_conv(model)
-    figures = [plot_filter_grid(filter_images(conv.weight), out_dir / "filters_first",
-                                f"{first}: {conv.out_channels} filters {tuple(conv.kernel_size)}", max_filters)]
+    title = f"{first}: {conv.out_channels} filters {tuple(conv.kernel_size)}{_shown(conv, max_filters)}"
+    figures = [plot_filter_grid(filter_images(conv.weight), out_dir / "filters_first", title, max_filters)]
     arrays = {"first": conv.weight.detach().float().cpu().numpy()}
     chosen = []
     for name in default_kernel_layers(model) if layers is None else layers:
@@ -129,7 +133,8 @@ def run_filters(model: nn.Module, out_dir: str | Path, layers: list[str] | None 
         maps = kernel_maps(layer.weight, mode, k)
         what = "mean over inputs" if mode == "mean" else f"first {maps.shape[1]} inputs"
         figures.append(plot_kernel_heatmaps(maps, out_dir / f"kernels_{safe_name(name)}",
-                                            f"{name}: {tuple(layer.weight.shape)}, {what}", max_filters))
+                                            f"{name}: {tuple(layer.weight.shape)}, {what}{_shown(layer, max_filters)}",
+                                            max_filters))
         arrays[name] = maps
         chosen.append(name)
     return {"first_layer": first, "layers": chosen, "figures": [str(f) for f in figures],

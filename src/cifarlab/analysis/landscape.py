@@ -312,6 +312,8 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
             warnings.warn(f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop")
             evaluator = evaluate_points_loop
             loss, acc = evaluator(model, base, directions, c, x, y, batch_size, loss_fn, bn, amp)
+        # NaN logits (e.g. BN running variances extrapolated below zero) have no meaningful argmax
+        acc = torch.where(torch.isfinite(loss), acc, torch.nan)
         res["loss"].flat[points] = loss.numpy()
         res["acc"].flat[points] = acc.numpy()
         res["done"].flat[points] = True

@@ -3,7 +3,7 @@
     cifarlab pj2 [--scale smoke|standard|full] [--data SRC] [--out DIR] [--set key=value ...]
 
 Task 1 (CIFAR-10): the best model (a strong ResNet-18 recipe), its analyses (filters, feature maps,
-Grad-CAM, errors, loss landscape), the reports' anchor recipes and the ablation sweeps of SPEC.md
+Grad-CAM, errors, loss landscape), the reports' recipes and the ablation sweeps of SPEC.md
 section 5. Task 2: the batch-normalization study. Task 3: the DessiLBI study (LeNet on MNIST with
 pruning, VGG-BN on CIFAR-10 with SLBI-Adam). Every part is the library's own code (the engine, the
 sweep runner, `cifarlab inspect`, the studies); this module only sets them up at a scale's settings
@@ -13,8 +13,8 @@ A part that is already complete is skipped and the engine and the sweep runner r
 interrupted, so a killed pj2 goes on where it stopped when started again with the same --out.
 
     OUT/task1_cifar10/best_model/          run folder, and analysis/<name>/ of each analysis
-    OUT/task1_cifar10/anchors/<name>/      run folders: the reports' recipes
-    OUT/task1_cifar10/ablations/<sweep>/   sweep folders
+    OUT/task1_cifar10/recipes/<name>/      run folders: the reports' recipes at this scale
+    OUT/task1_cifar10/sweeps/<sweep>/      sweep folders: the ablation tables
     OUT/task2_batchnorm/  OUT/task3_dessilbi/
     OUT/pj2.yaml results.md results.csv summary.json time_per_part.png report.html
 """
@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment
 
 SCALES = ("smoke", "standard", "full")
-PARTS = ("best", "analyses", "anchors", "sweeps", "bn", "dessilbi")
+PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
 ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "hessian")
 # keys of a run's config that may differ from a finished run without making it another experiment
 IGNORED_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
@@ -47,7 +47,8 @@ IGNORED_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir"
 @dataclass
 class AnalysesConfig:
     names: list = field(default_factory=lambda: ["filters", "features", "gradcam", "metrics", "landscape"])
-    n_images: int = 8  # test images in the feature-map and Grad-CAM figures
+    feature_images: int = 2  # test images whose feature maps are drawn (a figure per stage each)
+    gradcam_images: int = 16  # test images in the Grad-CAM figure
     gradcam_methods: str = "all"  # or a comma list: gradcam, gradcam++, layercam, guided_gradcam, integrated_gradients
     landscape_grid: str = "-1:1:21"  # min:max:num per axis of the 2D landscape
     landscape_n: int = 2000  # the first n training images (no augmentation) for the landscape and Hessian
@@ -66,13 +67,13 @@ class PJ2Config:
     parts: list = field(default_factory=lambda: list(PARTS))
     common: dict = field(default_factory=dict)  # overrides of every Task 1 training run
     best: dict = field(default_factory=lambda: {"base": "resnet18_standard", "set": {}})  # {base, set}
-    anchors: dict = field(default_factory=dict)  # name -> {base: preset, set: overrides, reported: % on CIFAR-10}
+    recipes: dict = field(default_factory=dict)  # name -> {base: preset, set: overrides, reported: % on CIFAR-10}
     sweeps: dict = field(default_factory=dict)  # sweep preset -> overrides (sweep keys: seeds, axes.KEY; run keys)
     sweep_engine: str = "local"  # local | ray (every GPU of this machine or of a Ray cluster)
     analyses: AnalysesConfig = field(default_factory=AnalysesConfig)
     bn: dict = field(default_factory=dict)  # overrides of configs/studies/bn.yaml
     dessilbi: dict = field(default_factory=dict)  # overrides of configs/studies/dessilbi.yaml
-    eta: dict = field(default_factory=dict)  # estimated seconds per part (best, analyses, anchors, sweeps, bn, ...)
+    eta: dict = field(default_factory=dict)  # estimated seconds per part (best, analyses, recipes, sweeps, bn, dessilbi)
 
 
 # ---------------------------------------------------------------- config
@@ -102,7 +103,7 @@ def check_config(cfg: PJ2Config) -> PJ2Config:
         bad("n_test", "0 or a positive integer")
     if cfg.sweep_engine not in ("local", "ray"):
         bad("sweep_engine", "local or ray")
-    for name, spec in [("best", cfg.best)] + [(f"anchors.{k}", v) for k, v in cfg.anchors.items()]:
+    for name, spec in [("best", cfg.best)] + [(f"recipes.{k}", v) for k, v in cfg.recipes.items()]:
         if not isinstance(spec, dict) or not isinstance(spec.get("base", ""), str) \
                 or set(spec) - {"base", "set", "reported"} or not isinstance(spec.get("set") or {}, dict):
             raise UserError(f"pj2: {name} must be a mapping {{base: PRESET, set: {{...}}}}, got {spec!r}")
@@ -168,8 +169,8 @@ def dessilbi_config(cfg: PJ2Config):
 
 def folders(out: Path) -> dict[str, Path]:
     task1 = out / "task1_cifar10"
-    return {"best": task1 / "best_model", "analyses": task1 / "best_model" / "analysis", "anchors": task1 / "anchors",
-            "sweeps": task1 / "ablations", "bn": out / "task2_batchnorm", "dessilbi": out / "task3_dessilbi"}
+    return {"best": task1 / "best_model", "analyses": task1 / "best_model" / "analysis", "recipes": task1 / "recipes",
+            "sweeps": task1 / "sweeps", "bn": out / "task2_batchnorm", "dessilbi": out / "task3_dessilbi"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -221,7 +222,7 @@ def sweep_runs_done(sweep, out_dir: Path) -> tuple[int, int]:
 
 @dataclass
 class Part:
-    key: str  # best | analyses | anchor:NAME | sweep:NAME | bn | dessilbi
+    key: str  # best | analyses | recipe:NAME | sweep:NAME | bn | dessilbi
     title: str
     eta: float  # estimated seconds (the scale's reference machine)
     complete: bool  # already complete before this start: skipped
@@ -265,10 +266,10 @@ def run_analysis(run_dir: Path, name: str, out: Path, a: AnalysesConfig, device:
     from ..analysis.cli import add_inspect_parser
 
     args = [str(run_dir), name, "--out", str(out), "--device", device, f"--batch-size={a.batch_size}"]
-    if name in ("features", "gradcam"):
-        args.append(f"--n-images={a.n_images}")
+    if name == "features":
+        args.append(f"--n-images={a.feature_images}")
     if name == "gradcam":
-        args.append(f"--methods={a.gradcam_methods}")
+        args += [f"--n-images={a.gradcam_images}", f"--methods={a.gradcam_methods}"]
     if name == "landscape":
         args += [f"--grid={a.landscape_grid}", f"--n={a.landscape_n}"]
     if name == "hessian":
@@ -305,13 +306,13 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
         parts.append(Part("analyses", f"Task 1: analyses of the best model ({', '.join(names)})",
                           float(eta.get("analyses", 0)), all((f["analyses"] / n / "result.json").is_file() for n in names),
                           analyses))
-    if "anchors" in cfg.parts:
-        for name, spec in cfg.anchors.items():
+    if "recipes" in cfg.parts:
+        for name, spec in cfg.recipes.items():
             run_cfg = run_config(spec, cfg, name)
-            run_dir = f["anchors"] / name
-            parts.append(Part(f"anchor:{name}", f"Task 1: anchor run {name} ({run_cfg.model.name}, "
+            run_dir = f["recipes"] / name
+            parts.append(Part(f"recipe:{name}", f"Task 1: the reports' recipe {name} ({run_cfg.model.name}, "
                                                 f"{run_cfg.train.epochs} epochs)",
-                              float(eta.get(f"anchor:{name}", share("anchors", 1, len(cfg.anchors)))),
+                              float(eta.get(f"recipe:{name}", share("recipes", 1, len(cfg.recipes)))),
                               (run_dir / "summary.json").is_file(),
                               lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test))))
     if "sweeps" in cfg.parts:
@@ -533,11 +534,11 @@ def _table(rows: list[dict], cols: list[str], names: list[str]) -> list[str]:
 def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds: float) -> dict:
     f = folders(out)
     best = best_model_row(f["best"])
-    anchors = []
-    for name, spec in cfg.anchors.items():
-        r = best_model_row(f["anchors"] / name)
+    recipes = []
+    for name, spec in cfg.recipes.items():
+        r = best_model_row(f["recipes"] / name)
         if r:
-            anchors.append({"run": name, **r, "reported": spec.get("reported")})
+            recipes.append({"run": name, **r, "reported": spec.get("reported")})
     sweeps = [r for r in (sweep_row(n, f["sweeps"] / n) for n in cfg.sweeps) if r]
     bn = bn_rows(f["bn"])
     dessilbi = dessilbi_rows(f["dessilbi"])
@@ -555,9 +556,9 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
                           "time": clock(best["train_seconds"] or 0)}], best_cols,
                         ["model", "epochs", "test-time augmentation", "test accuracy", "without TTA", "parameters",
                          "training time"])
-    if anchors:
+    if recipes:
         lines += ["", "## Task 1: the reports' recipes at this scale", ""]
-        lines += _table([{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in anchors],
+        lines += _table([{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in recipes],
                         ["run", "model", "epochs", "acc", "reported", "time"],
                         ["run", "model", "epochs here", "test accuracy", "reported (real CIFAR-10, full schedule)",
                          "training time"])
@@ -598,7 +599,7 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
     if best:
         summary.update({"best_model": best["model"], "best_model_test_acc": best["test_acc"]})
         if best["test_acc_no_tta"] is not None:
-            summary["best_model_test_acc_no_tta"] = best["test_acc_no_tta"]
+            summary["best_model_no_tta_test_acc"] = best["test_acc_no_tta"]
     for r in bn:
         summary[f"{r['model']}_best_test_acc"] = r["best_test_acc"]
     for r in dessilbi:
@@ -607,7 +608,7 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
             if r["pruned_acc"] is not None:
                 summary[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
     summary.update({"config": to_dict(cfg), "seconds": sum(p.seconds for p in parts), "parts": part_rows,
-                    "best_model_run": best, "anchors": anchors, "sweeps": sweeps, "bn": bn, "dessilbi": dessilbi,
+                    "best_model_run": best, "recipes": recipes, "sweeps": sweeps, "bn": bn, "dessilbi": dessilbi,
                     "env": environment(device)})
     atomic_write_json(out / "summary.json", summary)
     return summary
