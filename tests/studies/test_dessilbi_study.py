@@ -78,6 +78,9 @@ def test_study_writes_runs_tables_and_figures(study):
     assert [h["run"] for h in s["headline"]] == runs[:3]
     slbi = s["headline"][0]
     assert slbi["percent"] == 80 and slbi["removed"]["conv3.weight"].endswith("/120")
+    ok = [float(r["percent"]) for r in lenet if r["run"] == slbi["run"] and r["layer_set"] == "conv3.weight"
+          and float(r["accuracy_before"]) - float(r["accuracy_pruned"]) <= 1]
+    assert slbi["max_percent_within_1pt"] == (max(ok) if ok else None)
     assert "cost_points" not in s["headline"][1]  # momentum has no SLBI state: not pruned
     md = (out / "results.md").read_text()
     assert "## LeNet: pruning conv3.weight at 80" in md and "each layer pruned alone at 50" in md

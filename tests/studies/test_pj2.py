@@ -87,7 +87,7 @@ def test_every_part_runs_and_shows_its_progress(smoke):
                                                     "lenet-slbi_adam-seed1", "vgg-slbi_adam-seed0"]
     # every run saw the data it was given: CIFAR-10 from the shared tarball, MNIST from the shared folder
     assert "cifar10-jpeg.tar.gz" in (t1 / "best_model" / "config.yaml").read_text()
-    assert str(smoke["mnist"]) in (out / "task3_dessilbi" / "lenet-slbi-seed1" / "config.yaml").read_text()
+    assert str(smoke["mnist"].resolve()) in (out / "task3_dessilbi" / "lenet-slbi-seed1" / "config.yaml").read_text()
 
 
 def test_results_hold_every_task(smoke):
@@ -141,12 +141,15 @@ def test_report_renders_in_headless_chromium(smoke):
             shutil.copy(shot, artifacts / f"pj2-smoke-report-{name}.png")
 
 
-def test_a_second_start_skips_every_finished_part(smoke, capsys):
+def test_a_second_start_skips_every_finished_part(smoke, capsys, monkeypatch):
     out = smoke["out"]
     before = json.loads((out / "summary.json").read_text())["parts"]
     mtime = (out / "task1_cifar10" / "best_model" / "last.pt").stat().st_mtime
-    assert cli.main(["pj2", "--scale", "smoke", "--data", str(smoke["cifar"]), "--set", f"mnist={smoke['mnist']}",
-                     "--out", str(out)]) == 0
+    # the same data spelled another way (relative paths) is the same study
+    monkeypatch.chdir(smoke["cifar"].parent)
+    args = ["pj2", "--scale", "smoke", "--out", str(out), "--data", smoke["cifar"].name, "--set",
+            f"mnist=./{smoke['mnist'].name}"]
+    assert cli.main(args) == 0
     stdout = capsys.readouterr().out
     assert stdout.count("already complete, skipped") == len(before)
     after = json.loads((out / "summary.json").read_text())["parts"]
@@ -155,6 +158,9 @@ def test_a_second_start_skips_every_finished_part(smoke, capsys):
     assert (out / "task1_cifar10" / "best_model" / "last.pt").stat().st_mtime == mtime
     html = (out / "report.html").read_text()
     assert "report-desktop.png" not in html  # the screenshots folder is not part of the report
+    # other settings for a finished run: an error naming the setting, before anything runs
+    assert cli.main(args + ["--set", "best.set.train.label_smoothing=0.2"]) == 2
+    assert "holds a run with other settings (train.label_smoothing: 0.1 there, 0.2 now)" in capsys.readouterr().err
 
 
 def test_config_errors_name_the_field(tmp_path):

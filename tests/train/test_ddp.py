@@ -7,10 +7,14 @@ import sys
 import torch
 from conftest import make_image_folder
 
-ARGS = ["quick", "--set", "model.name=plainnet", "--set", "model.args={stages: [8, 16], bn: false}",
-        "--set", "data.batch_size=32", "--set", "data.n_items=32", "--set", "train.epochs=1",
-        "--set", "data.device=cpu", "--set", "train.progress=false", "--set", "augment.hflip=true",
-        "--set", "schedule.name=none"]
+CONFIG = """
+name: ddp
+model: {name: plainnet, args: {stages: [8, 16], bn: false}}
+data: {batch_size: 32, n_items: 32, device: cpu}
+augment: {hflip: true, crop_padding: 2}
+optim: {name: momentum, lr: 0.1, momentum: 0.9}
+train: {epochs: 1, progress: false}
+"""
 
 
 def _run(cmd, env):
@@ -21,7 +25,9 @@ def _run(cmd, env):
 def test_ddp_two_processes_equal_one(tmp_path):
     data = make_image_folder(tmp_path / "imgs", n_train=16, n_test=4)
     env = {**os.environ, "CIFARLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = [*ARGS, "--data", str(data)]
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(CONFIG)
+    common = [str(cfg), "--data", str(data)]
     _run([sys.executable, "-m", "cifarlab", "train", *common, "--out", str(tmp_path / "single")], env)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
           "-m", "cifarlab", "train", *common, "--out", str(tmp_path / "ddp")], env)

@@ -160,7 +160,10 @@ def fmt_seconds(s: Any) -> str:
 
 
 def fmt_acc(v: Any) -> str:
-    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "-"
+    """An accuracy as a percentage; values above 1 are taken as percentages already (as in tables)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return "-"
+    return f"{v if abs(v) > 1.0 else 100 * v:.2f}%"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -420,6 +420,9 @@ def headlines(cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict]) -> l
             h.update({"accuracy_pruned": hit[0]["accuracy_pruned"],
                       "cost_points": hit[0]["accuracy_before"] - hit[0]["accuracy_pruned"],
                       "removed": {r["layer"]: f"{r['removed']}/{r['total']}" for r in hit}})
+            within = [r["percent"] for r in rows if r["run"] == run["run"] and r["layer_set"] == key
+                      and r["accuracy_before"] - r["accuracy_pruned"] <= 1.0]
+            h["max_percent_within_1pt"] = max(within) if within else None
         out.append(h)
     return out
 
@@ -466,7 +469,9 @@ def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows
         hl = [{**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
               for h in headline]
         lines += _md_table(hl, ["run", "optimizer", "seed", "final_test_acc", "accuracy_pruned", "cost_points",
-                                "removed", "stalled"])
+                                "removed", "max_percent_within_1pt", "stalled"],
+                            ["run", "optimizer", "seed", "test acc", "pruned acc", "cost (points)", "removed",
+                             "largest percent costing <= 1 point", "stalled"])
     lenet_rows = [r for r in rows if r["part"] == "lenet"]
     if lenet_rows:
         lines += ["", "## LeNet: accuracy after pruning, and what was actually removed", ""]

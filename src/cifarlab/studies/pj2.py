@@ -113,7 +113,12 @@ def check_config(cfg: PJ2Config) -> PJ2Config:
     unknown = [n for n in cfg.analyses.names if n not in ANALYSES]
     if unknown:
         raise UserError(f"pj2: unknown analysis {unknown[0]!r} in analyses.names; choose from: {', '.join(ANALYSES)}")
-    return cfg
+    # a path is recorded in one spelling, so a second start with ../data or ./data finds its runs again
+    from ..data.sources import NAMES
+
+    canonical = {k: str(Path(v).resolve()) for k, v in (("data", cfg.data), ("mnist", cfg.mnist))
+                 if v.strip().lower() not in NAMES and Path(v).exists()}
+    return dataclasses.replace(cfg, **canonical)
 
 
 def nest(flat: dict) -> dict:
@@ -287,10 +292,14 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
     def share(group: str, k: float, n: float) -> float:
         return float(eta.get(group, 0.0)) * k / max(n, 1.0)
 
+    def finished(run_dir: Path, run_cfg: Config) -> bool:
+        check_same_run(run_dir, run_cfg)  # before anything runs: a finished run of other settings is an error
+        return (run_dir / "summary.json").is_file()
+
     if "best" in cfg.parts:
         run_cfg = run_config(cfg.best, cfg, "best_model")
         parts.append(Part("best", f"Task 1: best model ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
-                          float(eta.get("best", 0)), (f["best"] / "summary.json").is_file(),
+                          float(eta.get("best", 0)), finished(f["best"], run_cfg),
                           lambda c=run_cfg: train_run(c, f["best"], data.get(cfg.data, cfg.n_test))))
     if "analyses" in cfg.parts:
         names = list(cfg.analyses.names)
@@ -313,7 +322,7 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
             parts.append(Part(f"recipe:{name}", f"Task 1: the reports' recipe {name} ({run_cfg.model.name}, "
                                                 f"{run_cfg.train.epochs} epochs)",
                               float(eta.get(f"recipe:{name}", share("recipes", 1, len(cfg.recipes)))),
-                              (run_dir / "summary.json").is_file(),
+                              finished(run_dir, run_cfg),
                               lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test))))
     if "sweeps" in cfg.parts:
         from ..sweep import load_sweep
@@ -626,7 +635,6 @@ def plot_times(path: Path, parts: list[Part]) -> None:
     ax.invert_yaxis()
     ax.set(xlabel="minutes", title=f"Time per part (total {clock(sum(p.seconds for p in parts))})")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     save_figure(fig, path)
 
 
