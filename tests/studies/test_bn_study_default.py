@@ -1,6 +1,6 @@
 """Issue 4, acceptance 3: the default BN study (VGG_A and VGG_A_BatchNorm at four learning rates)
 runs on CPU with `--set n_items=512 epochs=1`, here on the shared CIFAR-10 JPEG copy.
-The test set is cut to 1,000 images: evaluating VGG_A on all 10,000 on one CPU thread takes minutes."""
+The test set is cut to 500 images: evaluating VGG_A on all 10,000 on one CPU thread takes minutes."""
 
 import json
 
@@ -14,7 +14,7 @@ def test_default_bn_study_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bn"
     code = main(["bn-study", "--data", str(data), "--out", str(out), "--set", "n_items=512", "--set", "epochs=1",
-                 "--set", "n_test=1000", "--set", "device=cpu", "--set", "progress=false"])
+                 "--set", "n_test=500", "--set", "device=cpu", "--set", "progress=false"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     runs = summary["runs"]
