@@ -516,15 +516,16 @@ def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
     fig = figure(4.2 * L, 9.5)
     axes = fig.subplots(3, L, squeeze=False)
     steps = a["probe_steps"]
+    mark = dict(marker="o", ms=3) if len(steps) < 3 else {}  # a probe or two: lines alone would not show
     for l, lr in enumerate(a["lrs"]):
         for m, label in enumerate(a["models"]):
             c = COLORS[m % len(COLORS)]
             pl, pg, pb = a["probe_loss"][m, l], a["probe_grad_diff"][m, l], a["probe_beta"][m, l]
             for ax, v in ((axes[0, l], pl), (axes[1, l], pg)):
                 ax.fill_between(steps, v.min(1), v.max(1), color=c, alpha=0.4, lw=0, label=str(label))
-                ax.plot(steps, v.min(1), color=c, lw=0.8)  # edges: at small eta a band is thinner than a pixel
-                ax.plot(steps, v.max(1), color=c, lw=0.8)
-            axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label))
+                ax.plot(steps, v.min(1), color=c, lw=0.8, **mark)  # edges: at small eta a band is thinner than a pixel
+                ax.plot(steps, v.max(1), color=c, lw=0.8, **mark)
+            axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label), **mark)
         any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
         e = a["etas"][l]
         axes[0, l].set(title=f"{_lr_title(lr, any_stalled)}\neta in [{e.min():.2g}, {e.max():.2g}]",
