@@ -291,6 +291,35 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, cls
     return from_dict(cls, data)
 
 
+# Settings that may change between starts of the same run without making it another run.
+RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; model/optim `args` stay whole."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(run_dir: str | Path, cfg: Config) -> None:
+    """A run folder being resumed or reused must hold this very configuration, else two runs would mix."""
+    p = Path(run_dir) / "config.yaml"
+    if not p.is_file():
+        return
+    old = flatten(yaml.safe_load(p.read_text()) or {})
+    new = flatten(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RUN_NEUTRAL_KEYS]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run_dir} holds a run with other settings ({k}: {old.get(k)!r} there, {new.get(k)!r} now); "
+                        "use another --out or delete that folder")
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     from .run import atomic_write_text
 

@@ -154,7 +154,7 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
     started.clear()
     run_sweep(sweep, out, data=tiny_dataset())  # nothing left to do
     assert started == []
-    with pytest.raises(Exception, match="another configuration"):  # a changed sweep never mixes runs
+    with pytest.raises(Exception, match="holds a run with other settings"):  # a changed sweep never mixes runs
         run_sweep(load_sweep(path, ["train.epochs=3"]), out, data=tiny_dataset())
 
 

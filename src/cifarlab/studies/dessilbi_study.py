@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.plotting import figure, save_figure
-from ..config import Config, from_dict, load_config, preset_dirs, to_dict
+from ..config import Config, check_same_run, from_dict, load_config, preset_dirs, to_dict
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, read_jsonl
@@ -176,33 +176,9 @@ def vgg_run_config(cfg: DessiLBIStudyConfig) -> Config:
 # ---------------------------------------------------------------- runs
 
 # What must agree for a run folder on disk to count as the run the study asks for.
-SAME_RUN_KEYS = (("seed",), ("model",), ("optim",), ("schedule",), ("augment",), ("data", "source"),
-                 ("data", "n_items"), ("data", "batch_size"), ("data", "normalize"), ("train", "epochs"),
-                 ("train", "loss"))
-
-
-def _get(d: dict, keys: tuple) -> object:
-    for k in keys:
-        d = d.get(k, {}) if isinstance(d, dict) else {}
-    return d
-
-
-def _check_same(run_dir: Path, run_cfg: Config) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        return
-    from ..config import read_yaml
-
-    saved, want = read_yaml(saved_path), to_dict(run_cfg)
-    diff = [".".join(k) for k in SAME_RUN_KEYS if _get(saved, k) != _get(want, k)]
-    if diff:
-        raise UserError(f"{run_dir} holds a run with other settings ({', '.join(diff)}); "
-                        "use another --out or delete that folder")
-
-
 def train_or_reuse(run_cfg: Config, run_dir: Path, dataset) -> None:
     """Train into run_dir; skip a finished run (summary.json), resume an interrupted one (last.pt)."""
-    _check_same(run_dir, run_cfg)
+    check_same_run(run_dir, run_cfg)
     if (run_dir / "summary.json").is_file():
         return
     resume = (run_dir / "last.pt").is_file()

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..config import Config, deep_merge, from_dict, load_config, preset_dirs, read_yaml, resolve_preset, save_config, to_dict
+from ..config import Config, check_same_run, deep_merge, from_dict, load_config, preset_dirs, read_yaml, resolve_preset, save_config, to_dict
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment
 
@@ -41,9 +41,6 @@ SCALES = ("smoke", "standard", "full")
 PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
 ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "hessian")
 # keys of a run's config that may differ from a finished run without making it another experiment
-IGNORED_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
-
-
 @dataclass
 class AnalysesConfig:
     names: list = field(default_factory=lambda: ["filters", "features", "gradcam", "metrics", "landscape"])
@@ -176,30 +173,6 @@ def folders(out: Path) -> dict[str, Path]:
     task1 = out / "task1_cifar10"
     return {"best": task1 / "best_model", "analyses": task1 / "best_model" / "analysis", "recipes": task1 / "recipes",
             "sweeps": task1 / "sweeps", "bn": out / "task2_batchnorm", "dessilbi": out / "task3_dessilbi"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_same_run(run_dir: Path, run_cfg: Config) -> None:
-    """A run folder from an earlier pj2 must hold this very run (else resuming would mix two)."""
-    p = run_dir / "config.yaml"
-    if not p.is_file():
-        return
-    old = _flat(yaml.safe_load(p.read_text()) or {})
-    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(run_cfg))))
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in IGNORED_KEYS]
-    if diff:
-        k = diff[0]
-        raise UserError(f"{run_dir} holds a run with other settings ({k}: {old.get(k)!r} there, {new.get(k)!r} now); "
-                        "use another --out or delete that folder")
 
 
 def same_study(out_dir: Path, study_cfg: Any) -> bool:

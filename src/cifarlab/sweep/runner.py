@@ -17,9 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..config import save_config, to_dict
+from ..config import check_same_run, save_config
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, read_jsonl
@@ -30,9 +29,6 @@ from .results import run_status, tabulate
 # (no shared file system). Checkpoints stay on the worker: share OUT (NFS, ...) to keep them.
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "error.txt")
 # Keys that may differ between a finished run and the sweep without making it another experiment.
-IGNORED_KEYS = ("out", "train.progress", "data.device", "data.cache_dir")
-
-
 def default_out(sweep: SweepConfig) -> Path:
     return Path("runs") / sweep.name
 
@@ -81,7 +77,7 @@ def _prepare(spec: RunSpec, out: Path) -> bool:
     run_dir = out / spec.run_id
     status, resumable = run_status(run_dir), (run_dir / "last.pt").is_file()
     if status == "done" or resumable:
-        _check_same_config(spec, run_dir)
+        check_same_run(run_dir, spec.config)
     if status == "done":
         return False
     spec.config.out = str(out)
@@ -94,30 +90,6 @@ def _prepare(spec: RunSpec, out: Path) -> bool:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tb", ignore_errors=True)
     return True
-
-
-def _check_same_config(spec: RunSpec, run_dir: Path) -> None:
-    p = run_dir / "config.yaml"
-    if not p.is_file():
-        return
-    old = _flat(yaml.safe_load(p.read_text()) or {})
-    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(spec.config))))
-    diff = [k for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in IGNORED_KEYS and k != "name"]
-    if diff:
-        k = diff[0]
-        raise UserError(f"{run_dir} holds a run with another configuration ({k}: {old.get(k)!r} there, "
-                        f"{new.get(k)!r} now); use another --out or delete that folder")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # ---------------------------------------------------------------- one run
