@@ -279,6 +279,17 @@ def resolve_preset(path: str) -> Path:
     return p
 
 
+def find_preset(name: str, kind: str) -> Path:
+    """A YAML path, or a preset name looked up in configs/<kind>/ (train, sweeps, studies)."""
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    for root in preset_dirs():
+        if (root / kind / f"{name}.yaml").is_file():
+            return root / kind / f"{name}.yaml"
+    raise UserError(f"config '{name}' not found (a YAML path or a preset in configs/{kind}/)")
+
+
 def preset_dirs() -> list[Path]:
     here = Path(__file__).resolve()
     return [d for d in (here.parents[2] / "configs", here.parent / "configs") if d.is_dir()]

@@ -24,16 +24,9 @@ def add_bn_study_parser(sub) -> argparse.ArgumentParser:
 
 
 def study_preset(name: str) -> Path:
-    """A study YAML path, or a preset name looked up in configs/studies/."""
-    from ..config import preset_dirs
+    from ..config import find_preset
 
-    p = Path(name)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    for root in preset_dirs():
-        if (root / "studies" / f"{name}.yaml").is_file():
-            return root / "studies" / f"{name}.yaml"
-    raise UserError(f"study config '{name}' not found (a YAML path or a preset in configs/studies/)")
+    return find_preset(name, "studies")
 
 
 def cmd_bn_study(a) -> None:

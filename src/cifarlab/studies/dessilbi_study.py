@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.plotting import figure, save_figure
-from ..config import Config, check_same_run, from_dict, load_config, preset_dirs, to_dict
+from ..config import Config, check_same_run, find_preset, from_dict, load_config, to_dict
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, read_jsonl
@@ -92,12 +92,7 @@ class DessiLBIStudyConfig:
 
 def load_study_config(path: str | None = None, overrides: list[str] | None = None) -> DessiLBIStudyConfig:
     """The preset configs/studies/dessilbi.yaml (or a named file) <- --set overrides, checked."""
-    if path is None or not (Path(path).exists() or Path(path).suffix in (".yaml", ".yml")):
-        stem = path or "dessilbi"
-        found = [d / "studies" / f"{stem}.yaml" for d in preset_dirs() if (d / "studies" / f"{stem}.yaml").is_file()]
-        if not found:
-            raise UserError(f"study config '{stem}' not found (a YAML path or a preset in configs/studies/)")
-        path = str(found[0])
+    path = str(find_preset(path or "dessilbi", "studies"))
     return check_config(load_config(path, overrides, cls=DessiLBIStudyConfig))
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..config import Config, check_same_run, deep_merge, from_dict, load_config, preset_dirs, read_yaml, resolve_preset, save_config, to_dict
+from ..config import Config, check_same_run, deep_merge, find_preset, from_dict, load_config, read_yaml, resolve_preset, save_config, to_dict
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment
 
@@ -81,10 +81,7 @@ def load_pj2_config(scale: str = "standard", path: str | None = None, overrides:
     if path is None:
         if scale not in SCALES:
             raise UserError(f"unknown scale '{scale}'; choose from: {', '.join(SCALES)}")
-        found = [d / "studies" / f"pj2_{scale}.yaml" for d in preset_dirs() if (d / "studies" / f"pj2_{scale}.yaml").is_file()]
-        if not found:
-            raise UserError(f"the preset configs/studies/pj2_{scale}.yaml is missing")
-        path = str(found[0])
+        path = str(find_preset(f"pj2_{scale}", "studies"))
     return check_config(load_config(path, overrides, cls=PJ2Config))
 
 
@@ -145,10 +142,7 @@ def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
 
 def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
     """A study's preset YAML (configs/studies/<preset>.yaml) <- pj2's overrides <- forced data settings."""
-    found = [d / "studies" / f"{preset}.yaml" for d in preset_dirs() if (d / "studies" / f"{preset}.yaml").is_file()]
-    if not found:
-        raise UserError(f"the preset configs/studies/{preset}.yaml is missing")
-    data = deep_merge(deep_merge(read_yaml(found[0]), nest(overrides)), forced)
+    data = deep_merge(deep_merge(read_yaml(find_preset(preset, "studies")), nest(overrides)), forced)
     return from_dict(cls, data)
 
 
