@@ -53,3 +53,21 @@ def tiny_dataset(n_train=256, n_test=64, classes=4, seed=0):
     std = tuple((xtr.float() / 255).std((0, 1, 2)).tolist())
     return Dataset(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, classes=[f"c{k}" for k in range(classes)],
                    name="tiny", fingerprint="tiny", mean=mean, std=std)
+
+
+def train_tiny_run(root: Path, folder: Path, **train_opts) -> Path:
+    """plainnet (stages 8, 16) trained with Adam on an image folder into root/run, cache in root/cache."""
+    from cifarlab.config import Config, from_dict
+    from cifarlab.train.engine import train
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFARLAB_CACHE", str(root / "cache"))
+        cfg = from_dict(Config, {
+            "name": "tiny", "out": str(root), "seed": 0,
+            "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
+            "data": {"source": str(folder), "batch_size": 16, "device": "cpu"},
+            "optim": {"name": "adam", "lr": 0.01},
+            "train": {"progress": False, "log_tensorboard": False, **train_opts},
+        })
+        train(cfg, run_dir=root / "run")
+    return root / "run"

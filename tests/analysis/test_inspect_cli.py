@@ -8,33 +8,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_image_folder
+from conftest import make_image_folder, train_tiny_run
 
 from cifarlab.analysis.cli import ALL
 from cifarlab.analysis.plotting import to_input
 from cifarlab.cli import main
-from cifarlab.config import Config, from_dict
 from cifarlab.data import load_dataset
 from cifarlab.train.checkpoint import load_model
-from cifarlab.train.engine import train
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """plainnet trained 4 epochs on a two-class image folder, keeping a checkpoint per epoch."""
     root = tmp_path_factory.mktemp("inspect")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIFARLAB_CACHE", str(root / "cache"))
-        folder = make_image_folder(root / "imgs")
-        cfg = from_dict(Config, {
-            "name": "tiny", "out": str(root), "seed": 0,
-            "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
-            "data": {"source": str(folder), "batch_size": 16, "device": "cpu"},
-            "optim": {"name": "adam", "lr": 0.01},
-            "train": {"epochs": 4, "progress": False, "save_every": 1, "log_tensorboard": False},
-        })
-        train(cfg, run_dir=root / "run")
-        yield root / "run"
+    yield train_tiny_run(root, make_image_folder(root / "imgs"), epochs=4, save_every=1)
 
 
 @pytest.fixture(autouse=True)

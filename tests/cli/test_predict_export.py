@@ -6,14 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import make_image_folder, train_tiny_run
 from PIL import Image
 
 from cifarlab.cli import main
 from cifarlab.predict import load_image
-from cifarlab.config import Config, from_dict
 from cifarlab.train.checkpoint import load_model
-from cifarlab.train.engine import train
 
 CLASSES = ("cat", "dog", "frog")
 
@@ -22,18 +20,7 @@ CLASSES = ("cat", "dog", "frog")
 def run(tmp_path_factory):
     """plainnet trained on a three-class folder: cat has a bright left half, dog a bright right half, frog neither."""
     root = tmp_path_factory.mktemp("predict")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIFARLAB_CACHE", str(root / "cache"))
-        folder = make_image_folder(root / "imgs", classes=CLASSES, size=18)
-        cfg = from_dict(Config, {
-            "name": "tiny", "out": str(root), "seed": 0,
-            "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
-            "data": {"source": str(folder), "batch_size": 16, "device": "cpu"},
-            "optim": {"name": "adam", "lr": 0.01},
-            "train": {"epochs": 6, "progress": False, "log_tensorboard": False},
-        })
-        train(cfg, run_dir=root / "run")
-        yield root / "run"
+    yield train_tiny_run(root, make_image_folder(root / "imgs", classes=CLASSES, size=18), epochs=6)
 
 
 @pytest.fixture(autouse=True)
