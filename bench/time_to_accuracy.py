@@ -46,8 +46,13 @@ from cifarlab.train.engine import train
 REFERENCE = {"fast94": "train94", "fast95": "train95", "fast96": "train96"}
 
 
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+def spread(values: list) -> dict:
+    """mean/std/median/min/max of the finished runs; diverged ones (None) are counted apart."""
+    failed = sum(v is None for v in values)
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0, "diverged": failed}
+    return {"diverged": failed, "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 

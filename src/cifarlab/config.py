@@ -161,6 +161,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
                 return False, value
         return False, value
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off (yes/no) as booleans: train.amp=off
+            return True, "on" if value else "off"
         return isinstance(value, str), value
     if tp is list or origin is list:
         if isinstance(value, tuple):

@@ -169,6 +169,7 @@ def test_sharded_run_landscape_merges_and_plots(tmp_path):
     res = L.run_merge_shards(tmp_path, 2)
     assert res["complete"] and (tmp_path / "landscape_contour.png").stat().st_size > 1000
     whole = L.run_landscape(m, x, y, tmp_path / "whole", xrange="-1:1:3", progress=False)
+    assert whole["complete"]
     np.testing.assert_allclose(L.load_grid(tmp_path / "landscape.npz")["loss"],
                                L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"], rtol=1e-6)
     with pytest.raises(UserError, match="missing shard"):

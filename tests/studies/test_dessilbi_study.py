@@ -11,7 +11,7 @@ from cifarlab import cli, commands
 from cifarlab.data import Dataset
 from cifarlab.errors import UserError
 from cifarlab.sparsity.cli import add_dessilbi_parser, add_prune_parser
-from cifarlab.studies.dessilbi_study import load_study_config, run_dessilbi_study
+from cifarlab.studies.dessilbi_study import lenet_run_config, load_study_config, prune_costs, run_dessilbi_study
 
 TINY = ("epochs=1 n_items=256 percents=[50,80] vgg_percents=[30,60] vgg_layer_percent=50 "
         "vgg_model=VGG_A_Light vgg_epochs=1 vgg_n_items=128 progress=false device=cpu chance_acc=0")
@@ -84,6 +84,17 @@ def test_study_writes_runs_tables_and_figures(study):
     assert "cost_points" not in s["headline"][1]  # momentum has no SLBI state: not pruned
     md = (out / "results.md").read_text()
     assert "## LeNet: pruning conv3.weight at 80" in md and "each layer pruned alone at 50" in md
+    assert [(c["optimizer"], c["runs"]) for c in s["prune_costs"]] == [("slbi", 1), ("slbi_adam", 1)]
+    assert s["prune_costs"][0]["median_cost"] == pytest.approx(slbi["cost_points"])
+
+
+def test_prune_cost_over_seeds_and_fp32_lenet():
+    head = [{"optimizer": "slbi", "cost_points": c} for c in (0.5, 4.0, 1.0, 2.0)]
+    head += [{"optimizer": "slbi"}, {"optimizer": "momentum"}]  # a stalled run, an unpruned optimizer
+    assert prune_costs(head) == [{"optimizer": "slbi", "runs": 4, "median_cost": 1.5, "mean_cost": 1.875,
+                                  "min_cost": 0.5, "max_cost": 4.0, "within_1pt": 2}]
+    cfg = lenet_run_config(load_study_config(), "slbi", 1)
+    assert cfg.train.amp == "off"  # the authors trained in fp32; bf16 autocast would change the selection
 
 
 def test_finished_runs_are_reused_and_stalled_runs_flagged(study, capsys):

@@ -27,6 +27,12 @@ def test_int_accepted_for_float_but_not_reverse():
         from_dict(Config, {"train": {"epochs": 1.5}})
 
 
+def test_on_off_settings_read_by_yaml_as_booleans():
+    # YAML 1.1 reads `off` as False: `--set train.amp=off` must still mean "off"
+    cfg = load_config(None, ["train.amp=off", "train.channels_last=on"])
+    assert cfg.train.amp == "off" and cfg.train.channels_last == "on"
+
+
 @pytest.mark.parametrize("data,needle", [
     ({"optim": {"lrr": 0.1}}, "unknown key 'optim.lrr'"),
     ({"bogus": 1}, "unknown key 'bogus'"),
