@@ -209,6 +209,21 @@ def test_fastnet_follows_airbench():
     assert count_params(m) > sum(p.numel() for p in m.parameters() if p.requires_grad)  # frozen ones count
 
 
+def test_fastnet_compiled_under_bf16_has_finite_gradients():
+    """Its global max-pool once was x.amax: compiled under bf16 autocast, the backward matched no
+    element to the max and divided by zero, so every gradient below the head was NaN."""
+    torch.manual_seed(0)
+    m = create_model("fastnet_small", widths=[8, 16, 16]).train()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(torch.compile(m)(x), y)
+    loss.backward()
+    grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+    assert all(g is not None and g.isfinite().all() and g.abs().sum() > 0 for g in grads.values()), \
+        [n for n, g in grads.items() if g is None or not g.isfinite().all()]
+    torch._dynamo.reset()
+
+
 # ---------------------------------------------------------------- registry
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
@@ -85,7 +86,10 @@ class FastNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.whiten(x))
         x = self.block3(self.block2(self.block1(x)))
-        return self.head(x.amax(dim=(2, 3))) * self.scale  # global max-pool
+        # Global max-pool. Not x.amax: compiled under bf16 autocast, amax's backward (which routes the
+        # gradient to the elements equal to the max) matched no element and divided by zero (NaN
+        # gradients; torch 2.11 and 2.14). Max-pooling routes it by index.
+        return self.head(F.adaptive_max_pool2d(x, 1).flatten(1)) * self.scale
 
 
 def fastnet_factory(widths: Sequence[int], num_classes: int, in_channels: int, activation: str, scale: float,
