@@ -52,8 +52,9 @@ def spread(values: list) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"n": 0, "diverged": failed}
-    return {"diverged": failed, "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+    return {"diverged": failed, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "median": statistics.median(values),
+            "min": min(values), "max": max(values), "n": len(values)}
 
 
 def log(msg: str) -> None:

@@ -12,10 +12,26 @@ from typing import Any
 import torch
 
 from . import __version__
+from .errors import UserError
 
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def check_folder(path: str | Path) -> Path:
+    """An output folder (--out) may exist or not; a file in its place is the user's error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file, not a folder")
+    return path
+
+
+def make_folder(path: str | Path) -> Path:
+    """Create the output folder a run, sweep or study writes into (after check_folder)."""
+    path = check_folder(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _atomic(path: str | Path, write) -> None:

@@ -62,6 +62,24 @@ def test_bad_input_is_one_line_exit_2(args, needle, capsys, folder, tmp_path, mo
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["train", "quick", *TINY],
+    ["sweep", "ablation_lr", "--set", "seeds=[0]"],
+    ["bn-study", "--set", "epochs=1"],
+    ["dessilbi", "--set", "epochs=1 vgg=false"],
+    ["pj2", "--scale", "smoke"],
+])
+def test_out_that_is_a_file_is_one_line_exit_2(command, capsys, folder, tmp_path, monkeypatch):
+    """Every command that writes a folder refuses a file as --out before any work, and leaves it alone."""
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, _, err = run_cli(*command, "--out", target, capsys=capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"cifarlab: error: --out {target} is a file, not a folder"
+    assert target.read_text() == "mine"
+
+
 def test_corrupt_checkpoint_and_wrong_architecture(tmp_path, folder, capsys, monkeypatch):
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "bad.pt"

@@ -7,8 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import UserError
-
 
 def add_prune_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a DessiLBI (SLBI) checkpoint and show the accuracy it costs",
@@ -72,8 +70,6 @@ def cmd_dessilbi(a) -> None:
         overrides.append(f"lenet_data={a.data}")
     cfg = load_study_config(a.config, overrides)
     out = Path(a.out) if a.out else Path("runs") / cfg.name
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
     summary = run_dessilbi_study(cfg, out)
     print()
     print((out / "results.md").read_text())

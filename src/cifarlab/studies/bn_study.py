@@ -29,7 +29,7 @@ from ..config import to_dict
 from ..data import DeviceLoader, load_dataset, normalization, subset
 from ..errors import UserError
 from ..models import count_params, create_model
-from ..run import atomic_write_json, atomic_write_text, environment
+from ..run import atomic_write_json, atomic_write_text, environment, make_folder
 from ..train.engine import autocast, evaluate, pick_device, use_channels_last
 
 CHANCE_MARGIN = 0.05  # a run whose final training loss is within this of ln(classes) stalled at chance
@@ -275,8 +275,7 @@ def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: t
 def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
     """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
     cfg = check_config(cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     device = pick_device(cfg.device)
     specs = model_specs(cfg)
     data = prepare_data(cfg, data_source, dataset, device)

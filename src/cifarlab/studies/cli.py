@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
-
 
 def add_bn_study_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bn-study", help="the batch-normalization study: VGG_A vs VGG_A_BatchNorm over learning "
@@ -23,23 +21,15 @@ def add_bn_study_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def study_preset(name: str) -> Path:
-    from ..config import find_preset
-
-    return find_preset(name, "studies")
-
-
 def cmd_bn_study(a) -> None:
-    from ..config import load_config
+    from ..config import find_preset, load_config
     from .bn_study import BNStudyConfig, run_bn_study
 
     overrides = list(a.set or [])
     if a.data:
         overrides.append(f"data={a.data}")
-    cfg = load_config(str(study_preset(a.config or "bn")), overrides, cls=BNStudyConfig)
+    cfg = load_config(str(find_preset(a.config or "bn", "studies")), overrides, cls=BNStudyConfig)
     out = Path(a.out) if a.out else Path("runs") / cfg.name
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
     summary = run_bn_study(cfg, out)
     print()
     print((out / "results.md").read_text())

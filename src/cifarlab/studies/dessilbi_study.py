@@ -30,7 +30,7 @@ from ..analysis.plotting import figure, save_figure
 from ..config import Config, check_same_run, find_preset, from_dict, load_config, to_dict
 from ..data import load_dataset
 from ..errors import UserError
-from ..run import atomic_write_json, atomic_write_text, environment, read_jsonl
+from ..run import atomic_write_json, atomic_write_text, environment, make_folder, read_jsonl
 from ..sparsity.evaluate import PruneTarget, load_target, prune_and_measure, tracked_layers
 from ..sparsity.official import accuracy
 from ..sparsity.prune import named_states, prune, recover, selection
@@ -258,8 +258,7 @@ def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_data
 
     lenet_dataset / vgg_dataset: Datasets to use instead of loading lenet_data / vgg_data."""
     cfg = check_config(cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
     runs, prune_table, figures, extra = [], [], [], {}

@@ -35,7 +35,7 @@ import yaml
 
 from ..config import Config, check_same_run, deep_merge, find_preset, from_dict, load_config, read_yaml, resolve_preset, save_config, to_dict
 from ..errors import UserError
-from ..run import atomic_write_json, atomic_write_text, environment
+from ..run import atomic_write_json, atomic_write_text, environment, make_folder
 
 SCALES = ("smoke", "standard", "full")
 PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
@@ -393,10 +393,7 @@ def run_pj2(cfg: PJ2Config, out_dir: str | Path) -> dict:
     from ..train.engine import pick_device
 
     cfg = check_config(cfg)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     save_config(cfg, out / "pj2.yaml")
     t0 = time.perf_counter()
     parts = plan(cfg, out, Datasets(cfg))

@@ -21,7 +21,7 @@ from typing import Any
 from ..config import check_same_run, save_config
 from ..data import load_dataset
 from ..errors import UserError
-from ..run import atomic_write_json, atomic_write_text, read_jsonl
+from ..run import atomic_write_json, atomic_write_text, make_folder, read_jsonl
 from .grid import RunSpec, SweepConfig, expand
 from .results import run_status, tabulate
 
@@ -46,7 +46,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str
     specs = expand(sweep)
     if isinstance(data, str):
         specs = [_with_source(s, data) for s in specs]
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     save_config(sweep, out / "sweep.yaml")
     todo = [s for s in specs if _prepare(s, out)]
     print(f"sweep {sweep.name}: {len(specs)} runs in {out}; {len(specs) - len(todo)} already finished, "

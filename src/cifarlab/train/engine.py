@@ -23,7 +23,8 @@ from ..config import Config, save_config, to_dict
 from ..data import Augment, DeviceLoader, load_dataset, mixed_loss, normalization, split_val, subset
 from ..errors import UserError
 from ..models import count_params, create_model
-from ..run import append_jsonl, atomic_write_json, atomic_write_text, environment, read_jsonl
+from ..run import (append_jsonl, atomic_write_json, atomic_write_text, check_folder, environment, make_folder,
+                   read_jsonl)
 from . import distributed, fast
 from .checkpoint import load_state, read_checkpoint, save_checkpoint
 from .ema import make_ema
@@ -164,7 +165,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
     validate(cfg)
     device = dist.device if dist else pick_device(cfg.data.device)
     main = dist is None or dist.main
-    run_dir = Path(run_dir) if run_dir else None
+    run_dir = check_folder(run_dir) if run_dir else None
     ckpt = None
     if resume:
         if run_dir is None or not (run_dir / "last.pt").is_file():
@@ -246,7 +247,7 @@ def _train(cfg: Config, run_dir, resume: bool, dataset, dist) -> dict:
                                        compile=cfg.train.compile)
     run_dir = distributed.broadcast(run_dir or new_run_dir(cfg), dist)
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir)
         save_config(cfg, run_dir / "config.yaml")
     writer = _tensorboard(run_dir) if cfg.train.log_tensorboard and main else None
 
