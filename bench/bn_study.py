@@ -24,7 +24,7 @@ from cifarlab.models import create_model
 from cifarlab.run import environment
 from cifarlab.studies.bn_study import BNStudyConfig, eta_grid, run_bn_study
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "studies" / "bn.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "src" / "cifarlab" / "configs" / "studies" / "bn.yaml"
 
 
 def time_probe_methods(device: torch.device, batch_size: int, etas: list[float], repeats: int = 5) -> dict:

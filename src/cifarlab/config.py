@@ -276,7 +276,7 @@ def resolve_preset(path: str) -> Path:
         return p
     for root in preset_dirs():
         for cand in (root / "train" / f"{path}.yaml", root / f"{path}.yaml"):
-            if cand.exists():
+            if cand.is_file():
                 return cand
     return p
 
@@ -289,12 +289,20 @@ def find_preset(name: str, kind: str) -> Path:
     for root in preset_dirs():
         if (root / kind / f"{name}.yaml").is_file():
             return root / kind / f"{name}.yaml"
-    raise UserError(f"config '{name}' not found (a YAML path or a preset in configs/{kind}/)")
+    names = ", ".join(preset_names(kind)) or "none"
+    raise UserError(f"config '{name}' not found (a YAML path or a preset in configs/{kind}/; presets: {names})")
+
+
+def preset_names(kind: str) -> list[str]:
+    return sorted({q.stem for root in preset_dirs() for q in (root / kind).glob("*.yaml")})
 
 
 def preset_dirs() -> list[Path]:
-    here = Path(__file__).resolve()
-    return [d for d in (here.parents[2] / "configs", here.parent / "configs") if d.is_dir()]
+    """A configs/ folder in the working directory (the user's own presets) first, then the package's."""
+    from importlib.resources import files
+
+    shipped = Path(str(files("cifarlab") / "configs"))
+    return [d for d in (Path.cwd() / "configs", shipped) if d.is_dir()]
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:

@@ -16,7 +16,7 @@ import torch
 from cifarlab.errors import UserError
 from cifarlab.report import caption_for, report_folder
 from cifarlab.report.captions import fallback_caption
-from cifarlab.report.cli import add_report_parser
+from cifarlab.cli.report import register as add_report_parser
 
 
 class Page(HTMLParser):

@@ -7,18 +7,10 @@ import pytest
 import torch
 from conftest import make_image_folder, shared_file
 
-from cifarlab import cli, commands
+from cifarlab import cli
 from cifarlab.config import load_config
 from cifarlab.evaluate import evaluate_checkpoint
-from cifarlab.sparsity.cli import add_dessilbi_parser, add_prune_parser
 from cifarlab.train.engine import train
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """The subcommands as the lead registers them in cifarlab.commands.REGISTER."""
-    extra = [f for f in (add_prune_parser, add_dessilbi_parser) if f not in commands.REGISTER]
-    monkeypatch.setattr(commands, "REGISTER", [*commands.REGISTER, *extra])
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

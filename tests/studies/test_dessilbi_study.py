@@ -7,10 +7,9 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from cifarlab import cli, commands
+from cifarlab import cli
 from cifarlab.data import Dataset
 from cifarlab.errors import UserError
-from cifarlab.sparsity.cli import add_dessilbi_parser, add_prune_parser
 from cifarlab.studies.dessilbi_study import lenet_run_config, load_study_config, prune_costs, run_dessilbi_study
 
 TINY = ("epochs=1 n_items=256 percents=[50,80] vgg_percents=[30,60] vgg_layer_percent=50 "
@@ -128,8 +127,6 @@ def test_bad_settings_are_user_errors(override, message):
 
 
 def test_command_runs_the_lenet_part_and_names_unknown_layers(tmp_path, monkeypatch, capsys):
-    extra = [f for f in (add_prune_parser, add_dessilbi_parser) if f not in commands.REGISTER]
-    monkeypatch.setattr(commands, "REGISTER", [*commands.REGISTER, *extra])  # until the lead registers them
     data = make_image_folder(tmp_path / "imgs", n_train=16, n_test=8, size=28)
     args = ["dessilbi", "--out", str(tmp_path / "study"), "--data", str(data), "--set",
             "epochs=1 batch_size=16 percents=[50] optimizers=[slbi] vgg=false progress=false device=cpu chance_acc=0"]

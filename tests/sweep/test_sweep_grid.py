@@ -12,9 +12,9 @@ from cifarlab.config import from_dict
 from cifarlab.errors import UserError
 from cifarlab.models import model_names
 from cifarlab.sweep import SweepConfig, expand, load_sweep, tabulate
-from cifarlab.sweep.cli import add_sweep_parser
+from cifarlab.cli.sweep import register as add_sweep_parser
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml"))
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "src" / "cifarlab" / "configs" / "sweeps").glob("*.yaml"))
 
 
 def sweep_file(tmp_path, **doc) -> Path:
@@ -188,4 +188,5 @@ def test_cli_runs_a_sweep_on_real_data(tmp_path, capsys):
     assert summary["dataset"] == "mnist" and 0.0 <= summary["best_test_acc"] <= 1.0
     assert (out / "results.md").read_text() in printed
     saved = from_dict(SweepConfig, yaml.safe_load((out / "sweep.yaml").read_text()))
-    assert saved.overrides["data"]["source"] == str(mnist) and saved.overrides["train"]["epochs"] == 1
+    # --data is stored absolute, so the runs still find it from another working directory
+    assert saved.overrides["data"]["source"] == str(Path(mnist).resolve()) and saved.overrides["train"]["epochs"] == 1

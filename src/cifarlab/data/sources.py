@@ -83,6 +83,27 @@ def locate(source: str, download_root: Path) -> Source:
     return _detect(path)
 
 
+def resolve_source(value: str, dataset: str = "cifar10") -> str:
+    """What --data VALUE names, as a source string that means the same anywhere.
+
+    A dataset name stays a name (CIFARLAB_DATA or the download then decide). A path is made
+    absolute, so a run folder's config still finds it from another working directory. A folder
+    of sources, like the one CIFARLAB_DATA may point to (cifar10-jpeg.tar.gz, mnist/, ...), is
+    read as CIFARLAB_DATA would be: the copy of `dataset` inside it.
+    """
+    if NAMES.get(value.strip().lower()) is not None:
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value  # locate() says what is wrong, when the data is read
+    if path.is_dir():
+        try:
+            _detect(path)
+        except UserError:
+            return str(_from_env(NAMES.get(dataset.strip().lower(), "cifar10"), path, str(path)).path)
+    return str(path.resolve())
+
+
 def _detect(path: Path, key: str = "") -> Source:
     path = path.resolve()
     if path.is_file():
@@ -104,10 +125,11 @@ def _detect(path: Path, key: str = "") -> Source:
     )
 
 
-def _from_env(key: str, root: Path) -> Source:
+def _from_env(key: str, root: Path, what: str = "") -> Source:
     """CIFARLAB_DATA is one local source, or a folder of them (like the shared data folder)."""
+    what = what or f"CIFARLAB_DATA={root}"
     if not root.exists():
-        raise UserError(f"CIFARLAB_DATA={root} does not exist")
+        raise UserError(f"{what} does not exist")
     if root.is_dir():
         candidates = {
             "cifar10": ["cifar-10-python.tar.gz", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar10-jpeg"],
@@ -123,7 +145,7 @@ def _from_env(key: str, root: Path) -> Source:
         src = None
     if src is not None and (src.kind == "idx-dir") == (key != "cifar10"):
         return src
-    raise UserError(f"CIFARLAB_DATA={root} holds no {key} data; point it at a local copy or pass a path")
+    raise UserError(f"{what} holds no {key} data; point it at a local copy or pass a path")
 
 
 def _from_download(key: str, root: Path) -> Source:

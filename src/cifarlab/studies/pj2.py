@@ -21,7 +21,6 @@ interrupted, so a killed pj2 goes on where it stopped when started again with th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -600,36 +599,3 @@ def plot_times(path: Path, parts: list[Part]) -> None:
     ax.set(xlabel="minutes", title=f"Time per part (total {clock(sum(p.seconds for p in parts))})")
     ax.grid(axis="x", alpha=0.3)
     save_figure(fig, path)
-
-
-# ---------------------------------------------------------------- command
-
-
-def add_pj2_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("pj2", help="the whole Project 2 study (Tasks 1-3) and its report, at one scale",
-                       description="Train the best model and analyse it, run the reports' recipes and ablation "
-                                   "sweeps, the batch-normalization study and the DessiLBI study, then write "
-                                   "OUT/report.html. A killed pj2 resumes: start it again with the same --out.")
-    p.add_argument("--scale", default="standard", choices=SCALES,
-                   help="smoke: minutes on a CPU (CI); standard: about 20 minutes on one H100; "
-                        "full: every experiment at the reports' settings (days on one GPU)")
-    p.add_argument("--config", default=None, help="a pj2 YAML file instead of configs/studies/pj2_<scale>.yaml")
-    p.add_argument("--data", default=None, help="CIFAR-10 source: cifar10 (default; $CIFARLAB_DATA may point to "
-                                                "a local copy) or a path")
-    p.add_argument("--out", default=None, help="study folder (default: runs/pj2-<scale>)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a field, e.g. best.set.train.epochs=30 parts=[best,analyses] mnist=PATH")
-    p.set_defaults(fn=cmd_pj2)
-    return p
-
-
-def cmd_pj2(a) -> None:
-    overrides = list(a.set or [])
-    if a.data:
-        overrides.append(f"data={a.data}")
-    cfg = load_pj2_config(a.scale, a.config, overrides)
-    out = Path(a.out) if a.out else Path("runs") / f"pj2-{cfg.scale}"
-    run_pj2(cfg, out)
-    print()
-    print((out / "results.md").read_text())
-    print(f"study folder: {out}  (report: {out / 'report.html'})")

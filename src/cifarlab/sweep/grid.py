@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, deep_merge, from_dict, parse_overrides, preset_dirs, read_yaml, resolve_preset
+from ..config import (Config, deep_merge, find_preset, from_dict, parse_overrides, preset_names, read_yaml,
+                      resolve_preset)
 from ..errors import UserError
 
 DEFAULT_METRICS = ["best_test_acc", "final_test_acc", "train_seconds"]
@@ -74,15 +75,11 @@ class RunSpec:
 
 def resolve_sweep(path: str) -> Path:
     """A sweep YAML path, or a preset name looked up in configs/sweeps/."""
-    p = Path(path)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    for root in preset_dirs():
-        cand = root / "sweeps" / f"{path}.yaml"
-        if cand.exists():
-            return cand
-    names = sorted(q.stem for root in preset_dirs() for q in (root / "sweeps").glob("*.yaml"))
-    raise UserError(f"sweep '{path}' is neither a file nor a preset; presets: {', '.join(names) or 'none'}")
+    try:
+        return find_preset(path, "sweeps")
+    except UserError:
+        names = ", ".join(preset_names("sweeps")) or "none"
+        raise UserError(f"sweep '{path}' is neither a file nor a preset; presets: {names}") from None
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:

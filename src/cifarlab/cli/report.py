@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def cmd_report(a) -> None:
-    from .build import report_folder
+    from ..report.build import report_folder
 
     out = report_folder(a.dir, a.out, markdown=a.markdown)
     print(f"report: {out}")
@@ -12,7 +12,7 @@ def cmd_report(a) -> None:
         print(f"markdown: {out.with_suffix('.md')} (figures in {out.parent / (out.stem + '_figures')})")
 
 
-def add_report_parser(sub) -> None:
+def register(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report of run, sweep and study folders",
                        description="Write one self-contained HTML file (figures embedded, sortable tables) "
                                    "from a run folder, a sweep folder, a study folder or a folder of them.")

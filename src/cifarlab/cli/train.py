@@ -1,35 +1,30 @@
-"""The `cifarlab` command: parse arguments, call one library function per subcommand, print.
-
-Every error a user can cause is a UserError: one line on stderr, exit status 2, no traceback.
-"""
+"""`cifarlab train | eval | models | data`."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from .errors import UserError
-
-
-# ---------------------------------------------------------------- subcommands
+from ..errors import UserError
+from .options import add_set, overrides
 
 
 def cmd_train(a) -> None:
-    from .config import load_config, read_yaml
-    from .train.engine import train
+    from ..config import load_config, read_yaml
+    from ..data.sources import resolve_source
+    from ..train.engine import train
 
+    sets = overrides(a, "config")
     path = a.config
     if path is None:
         if not (a.resume and a.out):
             raise UserError("train needs a CONFIG (a YAML file or preset name), or --resume with --out RUN_DIR")
         path = str(Path(a.out) / "config.yaml")
         read_yaml(path)  # clear error if the run folder has no config
-    overrides = list(a.set or [])
-    if a.data:
-        overrides.append(f"data.source={a.data}")
-    cfg = load_config(path, overrides)
+    if a.data:  # a folder of sources gives the copy of the dataset the config names
+        dataset = load_config(path, sets).data.source
+        sets.append(f"data.source={resolve_source(a.data, dataset)}")
+    cfg = load_config(path, sets)
     summary = train(cfg, run_dir=a.out, resume=a.resume)
     split = "val" if cfg.data.val_size else "test"
     print(f"best {split} accuracy {summary[f'best_{split}_acc']:.4f}  "
@@ -38,7 +33,7 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from .evaluate import evaluate_checkpoint
+    from ..evaluate import evaluate_checkpoint
 
     res = evaluate_checkpoint(a.checkpoint, a.data, tta=a.tta, device=a.device)
     if a.json:
@@ -53,7 +48,7 @@ def cmd_eval(a) -> None:
 
 
 def cmd_models(a) -> None:
-    from .models import count_params, create_model, model_aliases, model_names
+    from ..models import count_params, create_model, model_aliases, model_names
 
     aliases = model_aliases()
     print(f"{'model':<20s} {'parameters':>12s}  aliases")
@@ -65,7 +60,7 @@ def cmd_models(a) -> None:
 
 
 def cmd_data(a) -> None:
-    from .data import data_info, load_dataset
+    from ..data import data_info, load_dataset
 
     ds = load_dataset(a.source, a.cache_dir)
     if a.action == "prepare":
@@ -76,26 +71,21 @@ def cmd_data(a) -> None:
         print(json.dumps(info, indent=2))
         return
     print(f"{ds.name}: image shape {tuple(info['image_shape'])}, {len(ds.classes)} classes")
-    print(f"  mean {_fmt(info['mean'])}  std {_fmt(info['std'])}")
+    print(f"  mean {_triple(info['mean'])}  std {_triple(info['std'])}")
     for split, c in info["splits"].items():
         print(f"  {split}: {c['total']} images  " + "  ".join(f"{k}:{v}" for k, v in c["per_class"].items()))
 
 
-def _fmt(v) -> str:
+def _triple(v) -> str:
     return "(" + ", ".join(f"{x:.4f}" for x in v) + ")"
 
 
-# ---------------------------------------------------------------- parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cifarlab", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+def register(sub) -> None:
     t = sub.add_parser("train", help="train one configuration (a YAML file or a preset name)")
     t.add_argument("config", nargs="?", help="YAML file or preset name (configs/train/NAME.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
-    t.add_argument("--data", help="data source: cifar10, mnist, fashion-mnist or a path")
+    add_set(t, "train.epochs=5 optim.lr=0.05")
+    t.add_argument("--data", help="data source: cifar10, mnist, fashion-mnist, a path, or a folder of them "
+                                  "(as CIFARLAB_DATA)")
     t.add_argument("--out", help="run folder (default: OUT/NAME-TIMESTAMP)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.set_defaults(fn=cmd_train)
@@ -117,31 +107,3 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", default=None)
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_data)
-
-    for register in _extensions():
-        register(sub)
-    return p
-
-
-def _extensions():
-    """Subcommands that live beside their library code (studies, analyses, sweeps, report)."""
-    from . import commands
-
-    return commands.REGISTER
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except UserError as e:
-        print(f"cifarlab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cifarlab: interrupted (a training run resumes with --resume --out RUN_DIR)", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
