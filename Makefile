@@ -4,15 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Where there is no internet, point CIFARLAB_DATA at a local copy (see README).
 DEMO_ARGS ?=
+# pytest workers: one per core (pytest-xdist); a hung test fails after TEST_TIMEOUT seconds (pytest-timeout).
+TEST_WORKERS ?= auto
+TEST_TIMEOUT ?= 900
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test lint package-check clean
 
 $(BIN)/cifarlab: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# Test extras (pytest, Ray for the sweep engine, ONNX for export) only where tests run.
+# Test extras (pytest, xdist, timeout, linters, Ray for the sweep engine, ONNX for export) only where tests run.
 $(VENV)/.test-deps: $(BIN)/cifarlab
 	$(BIN)/pip install -q -e '.[test,ray,export]'
 	touch $@
@@ -23,7 +26,16 @@ demo: venv
 	$(BIN)/cifarlab train quick $(DEMO_ARGS)
 
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) tests
+
+# The layering contract (import-linter) and the style rules (ruff), both configured in pyproject.toml.
+lint: $(VENV)/.test-deps
+	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests bench
+
+# A user's install: build the wheel, install it (not editable) into a fresh venv, run it outside the checkout.
+package-check: $(VENV)/.test-deps
+	bash .ci/package_check.sh
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache dist build

@@ -106,7 +106,7 @@ def test_landscape_centre_is_the_models_loss_and_shards_merge(run, tmp_path, cap
     code, out, err = cli(run, "landscape", "--out", tmp_path / "parts", "--merge", 2, capsys=capsys)
     assert code == 0, err
     merged, full = np.load(tmp_path / "parts" / "landscape.npz"), np.load(tmp_path / "whole" / "landscape.npz")
-    assert merged["done"].all() and np.allclose(merged["loss"], full["loss"], rtol=1e-6)
+    assert merged["done"].all() and np.allclose(merged["loss"], full["loss"], rtol=1e-5)
     assert (tmp_path / "parts" / "landscape_contour.png").is_file()
 
 

@@ -132,7 +132,7 @@ def test_interrupted_grid_resumes_only_missing_points(tmp_path, monkeypatch):
     monkeypatch.setattr(L, "evaluate_points_vmap", lambda mm, b, d, c, *a, **k: counted.append(len(c)) or real(mm, b, d, c, *a, **k))
     res = L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, method="vmap", progress=False)
     assert sum(counted) == 12 - 5 and res["evaluated"] == 7
-    np.testing.assert_allclose(res["loss"], full["loss"], rtol=1e-6)
+    np.testing.assert_allclose(res["loss"], full["loss"], rtol=1e-5)
     assert res["done"].all()
     # a finished grid is not recomputed
     counted.clear()
@@ -157,7 +157,7 @@ def test_shards_merge_into_the_full_grid(tmp_path):
     assert not L.merge_shards(parts[:2])["done"].all()
     merged = L.merge_shards(parts, tmp_path / "merged")
     assert merged["done"].all()
-    np.testing.assert_allclose(merged["loss"], full["loss"], rtol=1e-6)
+    np.testing.assert_allclose(merged["loss"], full["loss"], rtol=1e-5)
     np.testing.assert_allclose(L.load_grid(tmp_path / "merged.npz")["acc"], full["acc"])
 
 
@@ -171,7 +171,7 @@ def test_sharded_run_landscape_merges_and_plots(tmp_path):
     whole = L.run_landscape(m, x, y, tmp_path / "whole", xrange="-1:1:3", progress=False)
     assert whole["complete"]
     np.testing.assert_allclose(L.load_grid(tmp_path / "landscape.npz")["loss"],
-                               L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"], rtol=1e-6)
+                               L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"], rtol=1e-5)
     with pytest.raises(UserError, match="missing shard"):
         L.run_merge_shards(tmp_path, 3)
 
@@ -189,7 +189,7 @@ def test_vmap_failure_falls_back_to_the_loop():
     with pytest.warns(UserWarning, match="falling back"):
         res = L.evaluate_grid(m, x, y, dirs, axes, method="vmap", progress=False)
     ref = L.evaluate_grid(m, x, y, dirs, axes, method="loop", progress=False)
-    np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-6)
+    np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-5)
 
 
 def test_interpolation_endpoints_are_the_two_checkpoints(tmp_path):
@@ -215,7 +215,9 @@ def test_pca_directions_span_a_planar_trajectory():
     names = [n for n, _ in m.named_parameters()]
     dirs, coords, ratio = L.pca_directions(states, final, names)
     assert ratio.sum() == pytest.approx(1.0, abs=1e-5) and ratio[0] >= ratio[1]
-    assert coords[-1] == pytest.approx([0, 0], abs=1e-6)
+    # the last state is the final one: its coordinates are zero up to float32 rounding of the centred
+    # projections, which scales with the coordinates themselves
+    assert coords[-1] == pytest.approx([0, 0], abs=1e-5 * float(np.abs(coords).max()))
     for s, c in zip(states, coords):  # the trajectory lies in the plane, so two coordinates rebuild it
         for n in dirs[0]:
             torch.testing.assert_close(final[n] + c[0] * dirs[0][n] + c[1] * dirs[1][n], s[n], rtol=1e-4, atol=1e-4)

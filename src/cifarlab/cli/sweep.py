@@ -23,7 +23,12 @@ def cmd_sweep(a) -> None:
         print(describe(specs))
         print(f"{len(specs)} runs -> {out}")
         return
-    run_sweep(sweep, out, engine=a.engine, gpus_per_trial=a.gpus_per_trial, cpus_per_trial=a.cpus_per_trial,
+    gpus = a.gpus_per_trial
+    if gpus is None:  # follow the machine: a GPU per run where there are GPUs, none on a CPU machine
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    run_sweep(sweep, out, engine=a.engine, gpus_per_trial=gpus, cpus_per_trial=a.cpus_per_trial,
               address=a.address, max_concurrent=a.max_concurrent)
     print()
     print((out / "results.md").read_text())
@@ -37,7 +42,8 @@ def register(sub) -> None:
     p.add_argument("sweep", help="sweep YAML file or preset name (configs/sweeps/NAME.yaml)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: one run after another here; ray: Ray tasks over all GPUs/machines")
-    p.add_argument("--gpus-per-trial", type=float, default=1.0, help="GPUs per run with --engine ray (0.5 = two per GPU)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per run with --engine ray (0.5 = two per GPU; default 1 where CUDA is, else 0)")
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per run with --engine ray")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many runs at once (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -15,6 +16,8 @@ def cmd_train(a) -> None:
     from ..train.engine import train
 
     sets = overrides(a, "config")
+    if a.resume and not a.out:
+        raise UserError("--resume needs --out RUN_DIR, the run folder to continue")
     path = a.config
     if path is None:
         if not (a.resume and a.out):
@@ -26,6 +29,8 @@ def cmd_train(a) -> None:
         sets.append(f"data.source={resolve_source(a.data, dataset)}")
     cfg = load_config(path, sets)
     summary = train(cfg, run_dir=a.out, resume=a.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     split = "val" if cfg.data.val_size else "test"
     print(f"best {split} accuracy {summary[f'best_{split}_acc']:.4f}  "
           f"final {summary[f'final_{split}_acc']:.4f}  ({summary['train_seconds']:.0f}s training)")

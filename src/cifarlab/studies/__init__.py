@@ -1,0 +1,1 @@
+"""Studies compose runs: the batch-normalization study, the DessiLBI study, pj2 (each its logic plus figures)."""
