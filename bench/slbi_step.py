@@ -21,14 +21,14 @@ import json
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from cifarlab.models import create_model
 from cifarlab.run import environment
-from cifarlab.sparsity import SLBI
+from cifarlab.train.slbi import SLBI
 
 
 def timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:

@@ -313,6 +313,22 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, cls
 
 
 # Settings that may change between starts of the same run without making it another run.
+TTA_MODES = ("none", "flip", "multiview")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_choices(cfg: Config) -> None:
+    """The settings with a fixed set of values; the registry names (models, optimizers, ...) are
+    checked by the engine, which knows the registries."""
+    for value, allowed, key in [(cfg.train.tta, TTA_MODES, "train.tta"),
+                                (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
+                                (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
+                                (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
+                                (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize")]:
+        if value not in allowed:
+            raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
+
+
 RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
 
 

@@ -14,7 +14,6 @@ import torch
 from . import __version__
 from .errors import UserError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -34,8 +33,11 @@ def make_folder(path: str | Path) -> Path:
     return path
 
 
-def _atomic(path: str | Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+def atomic_write(path: str | Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see half a file.
+
+    write(tmp) writes the content to the temporary path tmp (a name ending in .tmp: a writer that picks
+    its format by the file name, as savefig does, must be told the format)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -50,11 +52,11 @@ def _atomic(path: str | Path, write) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -62,7 +64,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _json_default(o: Any) -> Any:

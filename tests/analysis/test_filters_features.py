@@ -66,7 +66,7 @@ def test_run_filters_writes_grids(tmp_path):
 def test_capture_returns_each_stage_output():
     torch.manual_seed(0)
     m, x = Net().eval(), torch.randn(3, 3, 8, 8)
-    feats = features.capture(m, x, m.stage_names)
+    feats = features.feature_maps(m, x, m.stage_names)
     with torch.no_grad():
         stem = m.stem(x)
         s1 = m.stage1(F.relu(stem))

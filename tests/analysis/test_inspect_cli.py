@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_image_folder, train_tiny_run
 
-from cifarlab.analysis.cli import ALL
+from cifarlab.analysis.inspect import ALL
 from cifarlab.analysis.plotting import to_input
 from cifarlab.cli import main
 from cifarlab.data import load_dataset
@@ -174,3 +174,19 @@ def test_bad_input_is_one_line_exit_2(run, tmp_path, capsys, args, needle):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cifarlab: error:") and needle in lines[0], err
+
+
+def test_inspect_is_a_library_call(run, tmp_path, capsys):
+    """analysis.inspect.inspect: no argv, returns the result dict (the same as result.json), prints nothing."""
+    from cifarlab.analysis.inspect import inspect
+    from cifarlab.errors import UserError
+
+    res = inspect(run, "features", tmp_path / "f", n_images=1, layer="layer1")
+    assert res["layers"] == ["layer1"] and len(res["figures"]) == 2
+    saved = json.loads((tmp_path / "f" / "result.json").read_text())
+    assert saved["analysis"] == "features" and saved["layers"] == res["layers"]
+    assert capsys.readouterr().out == ""
+    with pytest.raises(UserError, match="unknown inspect option 'grid_size'"):
+        inspect(run, "landscape", tmp_path / "l", grid_size=3)
+    with pytest.raises(UserError, match="unknown analysis"):
+        inspect(run, "nope")

@@ -9,8 +9,8 @@ import torch
 from conftest import make_image_folder, train_tiny_run
 from PIL import Image
 
+from cifarlab.analysis.predict import load_image
 from cifarlab.cli import main
-from cifarlab.predict import load_image
 from cifarlab.train.checkpoint import load_model
 
 CLASSES = ("cat", "dog", "frog")

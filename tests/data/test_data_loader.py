@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from cifarlab.config import AugmentConfig
-from cifarlab.data import Augment, DeviceLoader, Mixed, resolve_device
+from cifarlab.data import Augment, DeviceLoader, Mixed
 from cifarlab.errors import UserError
+from cifarlab.train.device import pick_device as resolve_device
 
 N = 50
 

@@ -81,3 +81,42 @@ def test_dataset_from_config(tmp_path):
     ds = dataset_from_config(cfg, seed=0)
     assert len(ds.train_y) == 10 and len(ds.val_y) == 5
     assert dataclasses.asdict(cfg)["source"] == str(tmp_path / "mnist")
+
+
+def test_n_items_and_val_size_pick_these_images():
+    """The one preparation path (data.prepare_splits, used by the engine and dataset_from_config):
+    a seeded validation part of the full training set first, then the first n_items of the rest."""
+    from cifarlab.data import dataset_from_config, prepare_splits
+
+    n = 40
+    x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 2, 2, 3).contiguous()  # image i is all i
+    mean, std = channel_stats(x)
+    ds = Dataset(x, torch.arange(n) % 4, x[:4].clone(), torch.arange(4), ["a", "b", "c", "d"], "ids", "f", mean, std)
+    ids = lambda t: t[:, 0, 0, 0].tolist()  # noqa: E731
+    cfg = DataConfig(n_items=10, val_size=5)
+    for got in (prepare_splits(ds, n_items=10, val_size=5, seed=0), dataset_from_config(cfg, seed=0, dataset=ds)):
+        assert ids(got.val_x) == [4, 5, 11, 16, 21]
+        assert ids(got.train_x) == [0, 1, 2, 3, 6, 7, 8, 9, 10, 12]
+        assert got.train_y.tolist() == [i % 4 for i in ids(got.train_x)]
+        assert got.mean == channel_stats(got.train_x)[0]  # stats of what is trained on
+    other = prepare_splits(ds, n_items=10, val_size=5, seed=1)
+    assert ids(other.val_x) == [5, 11, 12, 17, 36] and ids(other.train_x) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
+
+
+def test_engine_trains_on_the_prepared_split(tmp_path):
+    """The engine goes through dataset_from_config: with n_items=10, val_size=5 it sees 10 training images."""
+    import json
+
+    from conftest import tiny_dataset
+
+    from cifarlab.config import Config, from_dict
+    from cifarlab.train.engine import train
+
+    cfg = from_dict(Config, {
+        "name": "split", "out": str(tmp_path), "seed": 0, "model": {"name": "plainnet", "args": {"stages": [4]}},
+        "data": {"batch_size": 5, "device": "cpu", "n_items": 10, "val_size": 5},
+        "train": {"epochs": 1, "progress": False, "log_tensorboard": False, "save_checkpoints": False},
+    })
+    s = train(cfg, run_dir=tmp_path / "r", dataset=tiny_dataset(n_train=40, n_test=8))
+    line = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["images"] == 10 and "val_acc" in line and s["final_test_acc"] is not None

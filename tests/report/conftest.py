@@ -11,12 +11,10 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import tiny_dataset  # the shared one in tests/conftest.py
 
 from cifarlab.config import Config, from_dict
 from cifarlab.data import Dataset
-
 
 RUN = {"model.name": "plainnet", "model.args": {"stages": [8, 16]}, "data.batch_size": 32, "data.device": "cpu",
        "optim.name": "momentum", "optim.lr": 0.05, "schedule.name": "cosine", "train.progress": False,

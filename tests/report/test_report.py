@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifarlab.cli.report import register as add_report_parser
 from cifarlab.errors import UserError
 from cifarlab.report import caption_for, report_folder
 from cifarlab.report.captions import fallback_caption
-from cifarlab.cli.report import register as add_report_parser
 
 
 class Page(HTMLParser):
@@ -214,3 +214,18 @@ def test_a_sweep_without_results_md_is_tabulated_in_memory(report_tree, tmp_path
     assert "best by best_test_acc: optim.lr=0.1" in html or "best by best_test_acc: optim.lr=0.02" in html
     assert re.search(r"<th[^>]*>optim.lr</th>\s*<th[^>]*>n</th>", html)  # the mean ± std table
     assert sorted(p.name for p in sweep.iterdir()) == before  # the sweep folder is not written to
+
+
+def test_study_settings_come_from_its_summary_and_old_folders_show_their_config(tmp_path):
+    """A study records its key settings in summary.json; the report imports no study to find its defaults."""
+    from cifarlab.report.scan import scan
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir()
+    old.mkdir()
+    cfg = {"name": "x", "progress": True, "epochs": 3, "lr": 0.1, "models": ["a", "b"]}
+    (new / "summary.json").write_text(json.dumps({"study": "bn", "config": cfg, "settings": {"epochs": 3}}))
+    (old / "summary.json").write_text(json.dumps({"study": "bn", "config": cfg}))  # written before "settings"
+    secs = {s.path.name: s for s in scan(tmp_path).walk()}
+    assert secs["new"].settings == [("epochs", "3")]
+    assert secs["old"].settings == [("epochs", "3"), ("lr", "0.1"), ("models", "[a, b]")]

@@ -7,7 +7,7 @@ from conftest import shared_file
 from cifarlab.errors import UserError
 from cifarlab.sparsity.official import accuracy, load_official, mnist_test
 from cifarlab.sparsity.prune import prune, recover
-from cifarlab.sparsity.slbi import SLBI
+from cifarlab.train.slbi import SLBI
 
 CKPT = "dessilbi-official/lenet.pth"
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from cifarlab.errors import UserError
 from cifarlab.sparsity.prune import format_report, prune, recover, selection, use_w_star
-from cifarlab.sparsity.slbi import SLBI
+from cifarlab.train.slbi import SLBI
 
 
 class Tiny(nn.Module):

@@ -9,8 +9,8 @@ from conftest import make_image_folder, shared_file
 
 from cifarlab import cli
 from cifarlab.config import load_config
-from cifarlab.evaluate import evaluate_checkpoint
 from cifarlab.train.engine import train
+from cifarlab.train.evaluate import evaluate_checkpoint
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

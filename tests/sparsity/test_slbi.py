@@ -8,7 +8,8 @@ from torch import nn
 
 from cifarlab.config import OptimConfig
 from cifarlab.errors import UserError
-from cifarlab.sparsity.slbi import SLBI, SLBIAdam, build_slbi, build_slbi_adam
+from cifarlab.train.slbi import SLBI, SLBIAdam, build_slbi, build_slbi_adam
+
 
 @pytest.fixture(autouse=True)
 def _float64():
@@ -56,7 +57,7 @@ def make_named():
 def seed_shadows(opt, named):
     """Start Z away from zero so both shrink branches (selected / not) are exercised."""
     gen = torch.Generator().manual_seed(1)
-    for n, p in named:
+    for _, p in named:
         st = opt.state[p]
         if "z_buffer" in st:
             z = 2.0 * torch.randn(p.shape, generator=gen)
@@ -303,7 +304,7 @@ def test_slbi_adam_legacy_variant_is_adam_then_slbi():
            else [None, None, None] for n, p in named}
     gen = torch.Generator().manual_seed(4)
     for _ in range(2):
-        for (n, p), (_, q) in zip(named, twins):
+        for (_, p), (_, q) in zip(named, twins):
             p.grad = torch.randn(p.shape, generator=gen)
             q.grad = p.grad.clone()
         opt.step()

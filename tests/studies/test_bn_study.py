@@ -7,8 +7,7 @@ import torch
 from cifarlab.config import load_config
 from cifarlab.data import Dataset
 from cifarlab.errors import UserError
-from cifarlab.studies.bn_study import (BNStudyConfig, eta_grid, model_table, result_rows, run_bn_study,
-                                      steps_to_loss)
+from cifarlab.studies.bn_study import BNStudyConfig, eta_grid, model_table, result_rows, run_bn_study, steps_to_loss
 
 # two tiny nets that differ only in BatchNorm (VGG_A itself takes ~2.5 s per step on one CPU thread)
 TINY = [

@@ -136,3 +136,28 @@ def test_command_runs_the_lenet_part_and_names_unknown_layers(tmp_path, monkeypa
     assert cli.main(args + ["--set", "prune_sets=[[conv9.weight]]"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown layer conv9.weight" in err and "tracked layers: conv1.weight" in err
+
+
+def test_runs_are_the_train_presets_plus_overrides_and_the_shorthands_are_aliases():
+    """lenet_run / vgg_run are {base: PRESET, set: {...}}; epochs=, lr=, vgg_epochs= ... land in the same place."""
+    from cifarlab.config import load_config, to_dict
+    from cifarlab.studies.dessilbi_study import vgg_run_config
+
+    preset = to_dict(load_config("lenet_mnist_slbi"))
+    slbi = to_dict(lenet_run_config(load_study_config(), "slbi", 1))
+    assert {k: slbi[k] for k in ("model", "optim", "schedule")} == {k: preset[k] for k in ("model", "optim", "schedule")}
+    momentum = lenet_run_config(load_study_config(), "momentum", 1)
+    assert momentum.optim.name == "momentum" and momentum.optim.args == {}  # kappa, mu belong to SLBI
+    short = load_study_config(None, ["epochs=2 lr=0.05 lr_step=1 vgg_epochs=3 vgg_model=VGG_A_Light"])
+    long = load_study_config(None, ["lenet_run.set.train.epochs=2 lenet_run.set.schedule.step_size=1 "
+                                    "lenet_optims.slbi.lr=0.05 lenet_optims.momentum.lr=0.05 "
+                                    "vgg_run.set.train.epochs=3 vgg_run.set.model.name=VGG_A_Light"])
+    for opt in ("slbi", "momentum", "slbi_adam"):
+        assert to_dict(lenet_run_config(short, opt, 1)) == to_dict(lenet_run_config(long, opt, 1))
+    assert to_dict(vgg_run_config(short)) == to_dict(vgg_run_config(long))
+    assert vgg_run_config(short).augment.crop_padding == 4
+    assert vgg_run_config(load_study_config(None, ["vgg_augment=false"])).augment.crop_padding == 0
+    with pytest.raises(UserError, match="not found"):
+        load_study_config(None, ["lenet_run.base=no_such_preset"])
+    with pytest.raises(UserError, match="train.epochs"):
+        load_study_config(None, ["lenet_run.set.train.epochs=ten"])

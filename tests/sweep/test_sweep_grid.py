@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cifarlab.cli.sweep import register as add_sweep_parser
 from cifarlab.config import from_dict
 from cifarlab.errors import UserError
 from cifarlab.models import model_names
 from cifarlab.sweep import SweepConfig, expand, load_sweep, tabulate
-from cifarlab.cli.sweep import register as add_sweep_parser
 
 PRESETS = sorted((Path(__file__).resolve().parents[2] / "src" / "cifarlab" / "configs" / "sweeps").glob("*.yaml"))
 

@@ -120,7 +120,7 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
     path = write_sweep(tmp_path / "tiny.yaml", axes={"model.activation": ["relu", "gelu"]})
     sweep = load_sweep(path, ["train.epochs=2"])
     out = tmp_path / "out"
-    real_epoch, calls = engine._train_epoch, []
+    real_epoch, calls = engine.Trainer.train_epoch, []
 
     def interrupted_epoch(*args, **kw):
         calls.append(1)
@@ -128,10 +128,10 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(*args, **kw)
 
-    monkeypatch.setattr(engine, "_train_epoch", interrupted_epoch)
+    monkeypatch.setattr(engine.Trainer, "train_epoch", interrupted_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, out, data=tiny_dataset())
-    monkeypatch.setattr(engine, "_train_epoch", real_epoch)
+    monkeypatch.setattr(engine.Trainer, "train_epoch", real_epoch)
     ids = [s.run_id for s in expand(sweep)]
     assert [(out / i / "summary.json").exists() for i in ids] == [True, True, False, False]
     assert (out / ids[2] / "last.pt").exists()  # killed after its first epoch's checkpoint
@@ -139,8 +139,8 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
 
     real_train, started = engine.train, []
 
-    def recording_train(cfg, run_dir=None, resume=False, dataset=None):
-        started.append((run_dir.name, resume))
+    def recording_train(cfg, run_dir=None, resume="auto", dataset=None):
+        started.append((run_dir.name, (run_dir / "last.pt").is_file()))  # "auto" resumes exactly when last.pt is there
         return real_train(cfg, run_dir=run_dir, resume=resume, dataset=dataset)
 
     monkeypatch.setattr(engine, "train", recording_train)

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_dataset
 
 from cifarlab.config import Config, from_dict
@@ -56,7 +55,7 @@ def test_resume_is_bit_exact(tmp_path):
     import cifarlab.train.engine as eng
 
     calls = {"n": 0}
-    real = eng._train_epoch
+    real = eng.Trainer.train_epoch
 
     def dying(*a, **k):
         if calls["n"] == 2:
@@ -64,12 +63,12 @@ def test_resume_is_bit_exact(tmp_path):
         calls["n"] += 1
         return real(*a, **k)
 
-    eng._train_epoch = dying
+    eng.Trainer.train_epoch = dying
     try:
         with pytest.raises(KeyboardInterrupt):
             train(part_cfg, run_dir=tmp_path / "part", dataset=ds)
     finally:
-        eng._train_epoch = real
+        eng.Trainer.train_epoch = real
     resumed = train(part_cfg, run_dir=tmp_path / "part", resume=True, dataset=ds)
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["model"]
@@ -93,8 +92,8 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     ds = tiny_dataset()
     train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "r", dataset=ds)
     before = (tmp_path / "r" / "last.pt").read_bytes()
-    with pytest.raises(UserError, match="already holds a run"):
-        train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "r", dataset=ds)
+    with pytest.raises(UserError, match="already holds a run"):  # resume=False: what `cifarlab train` passes
+        train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "r", resume=False, dataset=ds)
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
     with pytest.raises(UserError, match="needs a run folder with last.pt"):
         train(tiny_cfg(tmp_path), run_dir=tmp_path / "empty", resume=True, dataset=ds)
@@ -107,3 +106,39 @@ def test_unknown_model_option_is_user_error(tmp_path):
     with pytest.raises(UserError):
         train(tiny_cfg(tmp_path, **{"model.args": {"bogus": 1}}), run_dir=tmp_path / "r", dataset=tiny_dataset())
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_auto_skips_resumes_and_refuses(tmp_path):
+    import cifarlab.train.engine as eng
+
+    ds, cfg = tiny_dataset(), tiny_cfg(tmp_path, **{"train.epochs": 2, "train.log_tensorboard": False})
+    done = train(cfg, run_dir=tmp_path / "done", dataset=ds)
+    before = (tmp_path / "done" / "last.pt").stat().st_mtime_ns
+    assert train(cfg, run_dir=tmp_path / "done", resume="auto", dataset=ds) == json.loads(
+        (tmp_path / "done" / "summary.json").read_text()) == json.loads(json.dumps(done))
+    assert (tmp_path / "done" / "last.pt").stat().st_mtime_ns == before  # nothing ran again
+    with pytest.raises(UserError, match="holds a run with other settings"):
+        train(tiny_cfg(tmp_path, **{"train.epochs": 3, "train.log_tensorboard": False}), run_dir=tmp_path / "done",
+              resume="auto", dataset=ds)
+
+    real, epochs = eng.Trainer.train_epoch, []
+
+    def dying(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    def counting(self, epoch):
+        epochs.append(epoch)
+        return real(self, epoch)
+
+    eng.Trainer.train_epoch = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run_dir=tmp_path / "part", dataset=ds)
+        eng.Trainer.train_epoch = counting
+        resumed = train(cfg, run_dir=tmp_path / "part", resume="auto", dataset=ds)
+    finally:
+        eng.Trainer.train_epoch = real
+    assert epochs == [1]  # only the epoch that had not finished
+    assert resumed["final_test_acc"] == done["final_test_acc"]

@@ -81,17 +81,18 @@ def run_and_watch_whiten(tmp_path, bias_epochs, epochs=3):
     })
     ds = tiny_cifar()
     seen = []  # (bias, weight) before each epoch, then after the last
-    real = engine._train_epoch
+    real = engine.Trainer.train_epoch
 
-    def watching(step_model, model, *a, **k):
+    def watching(self, *a, **k):
+        model = self.model
         seen.append((model.whiten.bias.detach().clone(), model.whiten.weight.detach().clone()))
-        return real(step_model, model, *a, **k)
+        return real(self, *a, **k)
 
-    engine._train_epoch = watching
+    engine.Trainer.train_epoch = watching
     try:
         engine.train(cfg, run_dir=tmp_path / f"r{bias_epochs}", dataset=ds)
     finally:
-        engine._train_epoch = real
+        engine.Trainer.train_epoch = real
     return seen, ds
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -174,7 +174,7 @@ def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], pre
     return save_figure(fig, path)
 
 
-def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, y: torch.Tensor | None = None,
+def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, *, y: torch.Tensor | None = None,
                     layer: str | None = None, methods: Sequence[str] = METHODS, target: int | torch.Tensor | None = None,
                     classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, batch_size: int = 32, ig_steps: int = 32,

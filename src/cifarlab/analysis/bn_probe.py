@@ -19,12 +19,13 @@ The proxies (`grad_change_proxy`) only use the training trajectory and are NOT t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad as func_grad, vmap
+from torch.func import functional_call, vmap
+from torch.func import grad as func_grad
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Params = dict[str, torch.Tensor]

@@ -1,10 +1,11 @@
-"""Feature maps: what each stage (or chosen layer) outputs for a few images, caught with forward hooks."""
+"""Feature maps: what each stage (or chosen layer) outputs for a few images, caught with forward hooks
+(layers.capture)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -12,35 +13,22 @@ from torch import nn
 
 from cifarlab.errors import UserError
 
-from .layers import conv_names, named_layer, stage_names
+from .layers import capture, conv_names, eval_mode, stage_names
 from .plotting import denormalize, figure, grid_shape, safe_name, save_arrays, save_figure, show_image
 
 
 @torch.no_grad()
-def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Outputs of the named modules for input x (eval mode), on the CPU, in the order given.
+def feature_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for input x (eval mode), on the CPU as float, in the order given.
 
     A module that forward calls several times (a shared activation) keeps its last output.
     """
-    out: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in layers:
-        def hook(_m, _inp, y, name=name):
-            y = y[0] if isinstance(y, (tuple, list)) else y
-            out[name] = y.detach().float().cpu()
-        handles.append(named_layer(model, name).register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
+    with capture(model, layers, clone=True) as out, eval_mode(model):
         model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     missing = [n for n in layers if n not in out]
     if missing:
         raise UserError(f"layers {missing} of {type(model).__name__} are never called in forward")
-    return {n: out[n] for n in layers}
+    return {n: out[n].float().cpu() for n in layers}
 
 
 def _as_maps(fmap: torch.Tensor) -> torch.Tensor:
@@ -95,7 +83,7 @@ def run_features(model: nn.Module, x: torch.Tensor, out_dir: str | Path, layers:
     if not layers:
         raise UserError(f"{type(model).__name__} has no stages or conv layers; name the layers to show")
     x = x[:max_images]
-    feats = capture(model, x, layers)
+    feats = feature_maps(model, x, layers)
     images = denormalize(x, mean, std)
     figures = []
     for i in range(len(x)):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ def make_hvp(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tenso
         except (RuntimeError, NotImplementedError) as e:
             if state["mode"] == "fwd":
                 raise
-            warnings.warn(f"forward-mode HVP failed ({str(e).splitlines()[0][:200]}); using double backward")
+            warnings.warn(f"forward-mode HVP failed ({str(e).splitlines()[0][:200]}); using double backward", stacklevel=2)
             state["mode"] = "rev"
             return hvp_rev(v, x, y)
 
@@ -142,7 +142,7 @@ def batches_of(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
-def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, k: int = 3,
+def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, *, k: int = 3,
                 iters: int = 100, tol: float = 1e-4, trace_samples: int = 50, batch_size: int = 500, seed: int = 0,
                 loss_fn: LossFn | None = None, mode: str = "auto") -> dict:
     """Top-k Hessian eigenvalues and the Hutchinson trace of the mean loss on (x, y).
@@ -165,7 +165,7 @@ def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str
 
 
 def top_eigenvalue_grid(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                        directions: Sequence[Tensors], axes: Sequence[np.ndarray], loss_fn: LossFn | None = None,
+                        directions: Sequence[Tensors], axes: Sequence[np.ndarray], *, loss_fn: LossFn | None = None,
                         iters: int = 20, tol: float = 1e-3, seed: int = 0, mode: str = "auto") -> np.ndarray:
     """The top Hessian eigenvalue at w + a*d1 + b*d2 for each point of a (coarse) 2D grid."""
     w = weights_of(model)
@@ -179,7 +179,7 @@ def top_eigenvalue_grid(model: nn.Module, batches: Sequence[tuple[torch.Tensor, 
 
 
 def run_hessian_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                     xrange: str = "-1:1:5", yrange: str | None = None, norm: str = "filter", ignore: str = "biasbn",
+                     *, xrange: str = "-1:1:5", yrange: str | None = None, norm: str = "filter", ignore: str = "biasbn",
                      seed: int = 0, iters: int = 20, tol: float = 1e-3, batch_size: int = 500,
                      loss_fn: LossFn | None = None) -> dict:
     """The top eigenvalue over a coarse grid of the landscape's directions (the same directions.pt
@@ -187,7 +187,8 @@ def run_hessian_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir
     out_dir = Path(out_dir)
     dirs = grid_directions(model, out_dir, 2, norm, ignore, seed)
     axes = [parse_range(xrange), parse_range(yrange or xrange)]
-    top = top_eigenvalue_grid(model, batches_of(x, y, batch_size), dirs, axes, loss_fn, iters, tol, seed)
+    top = top_eigenvalue_grid(model, batches_of(x, y, batch_size), dirs, axes, loss_fn=loss_fn, iters=iters, tol=tol,
+                              seed=seed)
     fig = figure(5, 4.3)
     ax = fig.add_subplot(1, 1, 1)
     X, Y = np.meshgrid(*axes, indexing="ij")

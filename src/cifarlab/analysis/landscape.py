@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -151,7 +151,7 @@ def _point_tensors(base: Tensors, directions: Sequence[Tensors], names: list[str
 
 @torch.no_grad()
 def evaluate_points_loop(model: nn.Module, base: Tensors, directions: Sequence[Tensors], coeffs: torch.Tensor,
-                         x: torch.Tensor, y: torch.Tensor, batch_size: int = 500, loss_fn: LossFn | None = None,
+                         x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500, loss_fn: LossFn | None = None,
                          bn: str = "eval", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain reference: one point at a time, one functional_call per data batch.
 
@@ -175,7 +175,7 @@ def evaluate_points_loop(model: nn.Module, base: Tensors, directions: Sequence[T
 
 @torch.no_grad()
 def evaluate_points_vmap(model: nn.Module, base: Tensors, directions: Sequence[Tensors], coeffs: torch.Tensor,
-                         x: torch.Tensor, y: torch.Tensor, batch_size: int = 500, loss_fn: LossFn | None = None,
+                         x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500, loss_fn: LossFn | None = None,
                          bn: str = "eval", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All K points of coeffs at once: stacked parameter sets, functional_call vmapped over them.
 
@@ -190,7 +190,7 @@ def evaluate_points_vmap(model: nn.Module, base: Tensors, directions: Sequence[T
     correct = torch.zeros(K, dtype=torch.float64, device=x.device)
     with bn_mode(model, bn), _autocast(x.device, amp):
         for xb, yb in _batches(x, y, batch_size):
-            logits = vmap(lambda p: functional_call(model, (p, fixed), (xb,)))(stacked).float()  # K x B x C
+            logits = vmap(lambda p: functional_call(model, (p, fixed), (xb,)))(stacked).float()  # noqa: B023 (called at once)  K x B x C
             for k in range(K):
                 loss_sum[k] += loss_fn(logits[k], yb).double() * len(yb)
             correct += (logits.argmax(2) == yb).sum(1)
@@ -304,14 +304,14 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
         points = todo[start:start + chunk]
         c = torch.as_tensor(coords[points], dtype=torch.float32, device=x.device)
         try:
-            loss, acc = evaluator(model, base, directions, c, x, y, batch_size, loss_fn, bn, amp)
+            loss, acc = evaluator(model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp)
         except (RuntimeError, NotImplementedError) as e:
             if evaluator is evaluate_points_loop:
                 raise
             # Some modules have no vmap rule (or K copies do not fit): finish point by point.
-            warnings.warn(f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop")
+            warnings.warn(f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop", stacklevel=2)
             evaluator = evaluate_points_loop
-            loss, acc = evaluator(model, base, directions, c, x, y, batch_size, loss_fn, bn, amp)
+            loss, acc = evaluator(model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp)
         # NaN logits (e.g. BN running variances extrapolated below zero) have no meaningful argmax
         acc = torch.where(torch.isfinite(loss), acc, torch.nan)
         res["loss"].flat[points] = loss.numpy()
@@ -501,7 +501,7 @@ def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignor
     return dirs
 
 
-def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, dims: int = 2,
+def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, *, dims: int = 2,
                   xrange: str | Sequence[float] = "-1:1:51", yrange: str | Sequence[float] | None = None,
                   norm: str = "filter", ignore: str = "biasbn", seed: int = 0, shard: tuple[int, int] = (0, 1),
                   method: str = "auto", chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
@@ -549,7 +549,7 @@ def _summary(res: dict, figures: list[Path], path: Path) -> dict:
 
 
 def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.Tensor, y: torch.Tensor,
-                      out_dir: str | Path, alphas: str | Sequence[float] = "-0.5:1.5:41", method: str = "auto",
+                      out_dir: str | Path, *, alphas: str | Sequence[float] = "-0.5:1.5:41", method: str = "auto",
                       chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
                       loss_fn: LossFn | None = None, progress: bool = True) -> dict:
     """Loss and accuracy along (1 - t) * a + t * b between two checkpoints' state dicts (parameters
@@ -567,7 +567,7 @@ def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.T
 
 
 def run_trajectory(model: nn.Module, states: Sequence[dict], x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                   steps: int = 21, margin: float = 0.3, ignore: str = "biasbn", method: str = "auto", chunk: int = 8,
+                   *, steps: int = 21, margin: float = 0.3, ignore: str = "biasbn", method: str = "auto", chunk: int = 8,
                    batch_size: int = 500, bn: str = "eval", amp: bool = False, loss_fn: LossFn | None = None,
                    progress: bool = True) -> dict:
     """Li et al.'s PCA plot: the loss around the last of `states` (saved checkpoints' state dicts, in

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -35,27 +37,49 @@ def named_layer(model: nn.Module, name: str) -> nn.Module:
     raise UserError(f"no layer {name!r} in {type(model).__name__}; valid layers include: {', '.join(some)}")
 
 
+@contextlib.contextmanager
+def capture(model: nn.Module, layer_names: Sequence[str], first: bool = False,
+            clone: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks on the named modules while the block runs: yields {name: output}, detached.
+
+    A tuple output keeps its first element; a module that forward calls several times keeps its last
+    output (first=True: its first); clone=True copies it, so a later in-place op cannot change it.
+    The dict is in the order forward first calls the modules; a module never called has no entry.
+    The hooks are gone when the block ends, however it ends.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in layer_names:
+            def hook(_m, _inp, y, name=name):
+                y = y[0] if isinstance(y, (tuple, list)) else y
+                if isinstance(y, torch.Tensor) and not (first and name in outputs):
+                    outputs[name] = y.detach().clone() if clone else y.detach()
+            handles.append(named_layer(model, name).register_forward_hook(hook))
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """model.eval() for the block, then the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def trace_outputs(model: nn.Module, x: torch.Tensor, names: list[str] | None = None) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape) of the named modules (default: all) in the order forward first calls them."""
-    modules = dict(model.named_modules())
-    names = [n for n in modules if n] if names is None else names
-    seen: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for n in names:
-        def hook(_m, _inp, out, n=n):
-            if n not in seen and isinstance(out, torch.Tensor):
-                seen[n] = tuple(out.shape)
-        handles.append(named_layer(model, n).register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
+    names = [n for n, _ in model.named_modules() if n] if names is None else names
+    with capture(model, names, first=True) as seen, eval_mode(model):
         model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return list(seen.items())
+    return [(n, tuple(y.shape)) for n, y in seen.items()]
 
 
 def default_cam_layer(model: nn.Module, x: torch.Tensor, min_size: int = 4) -> str:

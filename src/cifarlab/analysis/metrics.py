@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def plot_misclassified(images: np.ndarray, y: np.ndarray, pred: np.ndarray, conf
 
 
 def run_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
+                *, classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
                 std: Sequence[float] | None = None, num_classes: int | None = None, n_wrong: int = 32,
                 batch_size: int = 512) -> dict:
     """Confusion matrix and per-class accuracy of the model on (x, y), plus its most confident mistakes.

@@ -7,14 +7,14 @@ works headless and from threads, and nothing is left open.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from ..run import atomic_write
 
 
 def to_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -68,31 +68,20 @@ def figure(width: float, height: float) -> Figure:
 def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> Path:
     """Write PNG (and PDF) via a temporary name and rename, so a reader never sees half a file."""
     path = with_suffix(path, ".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
     for p in [path] + ([path.with_suffix(".pdf")] if pdf else []):
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=p.suffix)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, bbox_inches="tight")
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(p, lambda tmp, fmt=p.suffix[1:]: fig.savefig(tmp, format=fmt, bbox_inches="tight"))
     return path
 
 
 def save_arrays(path: str | Path, **arrays) -> Path:
-    """np.savez via a temporary name and rename (np.savez appends .npz to names without it)."""
+    """np.savez via a temporary name and rename (into an open file: np.savez adds .npz to bare names)."""
     path = with_suffix(path, ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    atomic_write(path, write)
     return path
 
 

@@ -8,7 +8,7 @@ import json
 def cmd_prune(a) -> None:
     from ..sparsity.evaluate import check_layers, load_target, prune_and_measure
     from ..sparsity.prune import format_report
-    from ..train.engine import pick_device
+    from ..train.device import pick_device
 
     target = load_target(a.checkpoint, a.data, pick_device(a.device))
     check_layers(target, a.layers)  # before any evaluation: a typo fails at once

@@ -38,7 +38,7 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from ..evaluate import evaluate_checkpoint
+    from ..train.evaluate import evaluate_checkpoint
 
     res = evaluate_checkpoint(a.checkpoint, a.data, tta=a.tta, device=a.device)
     if a.json:
@@ -53,15 +53,17 @@ def cmd_eval(a) -> None:
 
 
 def cmd_models(a) -> None:
-    from ..models import count_params, create_model, model_aliases, model_names
+    from ..models import count_params, create_model, flops_per_image, model_aliases, model_names
 
     aliases = model_aliases()
-    print(f"{'model':<20s} {'parameters':>12s}  aliases")
+    # MMACs: millions of multiply-adds per image (FLOPs ~ 2x), at the input each model is made for
+    print(f"{'model':<20s} {'parameters':>12s} {'MMACs':>9s}  {'input':<8s} aliases")
     for name in model_names():
-        in_ch = 1 if name.lower() == "lenet" else 3
-        n = count_params(create_model(name, in_channels=in_ch))
+        shape = (1, 28, 28) if name.lower() == "lenet" else (3, 32, 32)
+        model = create_model(name, in_channels=shape[0])
+        n, macs = count_params(model), flops_per_image(model, shape)
         al = ", ".join(k for k, v in aliases.items() if v == name)
-        print(f"{name:<20s} {n:>12,d}  {al}")
+        print(f"{name:<20s} {n:>12,d} {macs / 1e6:>9,.1f}  {'x'.join(map(str, shape)):<8s} {al}")
 
 
 def cmd_data(a) -> None:
@@ -103,7 +105,7 @@ def register(sub) -> None:
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
 
-    m = sub.add_parser("models", help="list the models with their parameter counts")
+    m = sub.add_parser("models", help="list the models with their parameter counts and multiply-adds per image")
     m.set_defaults(fn=cmd_models)
 
     d = sub.add_parser("data", help="inspect or cache a data source")

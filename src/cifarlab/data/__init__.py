@@ -1,7 +1,7 @@
 """The data layer: sources -> uint8 cache -> Dataset -> DeviceLoader (augmentation on the device).
 
     ds = load_dataset("cifar10")                       # decoded once, then read from the cache
-    ds = subset(split_val(ds, 5000, seed=0), 10000)    # optional held-out part, first n images
+    ds = prepare_splits(ds, n_items=10000, val_size=5000, seed=0)  # held-out part, then first n
     mean, std = normalization(ds, "dataset")
     train = DeviceLoader(ds.train_x, ds.train_y, 512, shuffle=True, drop_last=True, seed=0,
                          device="cuda", mean=mean, std=std, augment=Augment(cfg.augment))
@@ -24,11 +24,11 @@ from ..errors import UserError
 from . import sources
 from .augment import Augment, Mixed, mixed_loss
 from .cache import cache_file, default_cache_dir, fingerprint, read_cache, write_cache
-from .loader import DeviceLoader, resolve_device
+from .loader import DeviceLoader
 
 __all__ = [
     "Augment", "Dataset", "DeviceLoader", "Mixed", "channel_stats", "data_info", "dataset_from_config",
-    "load_dataset", "mixed_loss", "normalization", "resolve_device", "split_val", "subset",
+    "load_dataset", "mixed_loss", "normalization", "prepare_splits", "split_val", "subset",
 ]  # fmt: skip
 
 
@@ -76,10 +76,16 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
     )  # fmt: skip
 
 
-def dataset_from_config(cfg, seed: int) -> Dataset:
-    """load -> split_val -> subset, as a DataConfig asks (the val part is drawn before n_items)."""
-    ds = load_dataset(cfg.source, cfg.cache_dir or None)
-    return subset(split_val(ds, cfg.val_size, seed), cfg.n_items)
+def dataset_from_config(cfg, seed: int, dataset: Dataset | None = None) -> Dataset:
+    """The data a DataConfig asks for: `dataset` (or cfg.source, loaded) split by prepare_splits."""
+    ds = dataset if dataset is not None else load_dataset(cfg.source, cfg.cache_dir or None)
+    return prepare_splits(ds, cfg.n_items, cfg.val_size, seed)
+
+
+def prepare_splits(ds: Dataset, n_items: int, val_size: int, seed: int) -> Dataset:
+    """The one data preparation path: a seeded val_size part of the full training set is held out
+    first, then the first n_items of what remains are trained on (0 = all of it)."""
+    return subset(split_val(ds, val_size, seed), n_items)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,7 +8,8 @@ Order (the rest of the code relies on it): crop / translate / flips / rotation /
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch

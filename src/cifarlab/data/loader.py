@@ -16,25 +16,6 @@ from ..errors import UserError
 from .augment import Augment, Mixed
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """auto -> cuda if available, else mps, else cpu; anything else as torch spells it."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"data.device must be auto, cpu, cuda or cuda:N, got '{name}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"data.device={name} but CUDA is not available here; use auto or cpu")
-    return dev
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     # distinct, well-spread seeds per (seed, epoch); Generator.manual_seed takes 64 bits
     return (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + 1) % 2**63
@@ -66,7 +47,7 @@ class DeviceLoader:
         c = images.shape[-1]
         if len(mean) not in (1, c) or len(std) not in (1, c):
             raise ValueError(f"mean/std need 1 or {c} values, got {len(mean)} and {len(std)}")
-        self.device = resolve_device(device)
+        self.device = torch.device(device)  # resolved by the caller (train.device.pick_device)
         self.images = images.to(self.device)  # once; every batch is an index into this copy
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last

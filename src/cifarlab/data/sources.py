@@ -1,8 +1,16 @@
 """Read every supported source into uint8 arrays: images N x H x W x C, int64 labels, class names.
 
-Sources: the names cifar10 / mnist / fashion-mnist (torchvision download, or the local copy that
-CIFARLAB_DATA points to), the official CIFAR-10 pickle batches (folder or tarball), an image folder
-with train/ and test/ (folder or tarball), and MNIST-style IDX files (raw or gzipped).
+Sources: the names cifar10 / cifar100 / cifar100-coarse / svhn / mnist / fashion-mnist (torchvision
+download, or the local copy that CIFARLAB_DATA points to), the official CIFAR-10 pickle batches and
+CIFAR-100 pickles (folder or tarball), SVHN's train_32x32.mat and test_32x32.mat (a folder holding
+both, or a tarball; extra_32x32.mat is not read), an image folder with train/ and test/ (folder or
+tarball), and MNIST-style IDX files (raw or gzipped).
+
+NAME:PATH reads PATH as the dataset NAME, for what the files alone do not say: the label set
+(`cifar100-coarse:/data/cifar-100-python.tar.gz` gives CIFAR-100's 20 superclasses; a plain path
+or `cifar100:PATH` its 100 fine classes) or which IDX dataset a folder holds (`fashion-mnist:DIR`).
+The name is checked against what PATH holds. The name becomes Source.name, so the cache keeps fine
+and coarse labels of the same files apart.
 """
 
 from __future__ import annotations
@@ -29,10 +37,30 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+SVHN_CLASSES = [str(i) for i in range(10)]  # SVHN stores the digit 0 as label 10; read maps it to 0
 NAMES = {"cifar10": "cifar10", "cifar-10": "cifar10", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
-         "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}  # fmt: skip
+         "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+         "cifar100": "cifar100", "cifar-100": "cifar100", "cifar100-fine": "cifar100",
+         "cifar100-coarse": "cifar100-coarse", "cifar-100-coarse": "cifar100-coarse",
+         "cifar100_coarse": "cifar100-coarse", "svhn": "svhn"}  # fmt: skip
+# which located kinds can hold each dataset (an archive's content is checked when it is read)
+KINDS = {"cifar10": ("archive", "cifar-dir", "image-dir"), "mnist": ("idx-dir",), "fashion-mnist": ("idx-dir",),
+         "cifar100": ("archive", "cifar100-dir"), "cifar100-coarse": ("archive", "cifar100-dir"),
+         "svhn": ("archive", "svhn-dir")}  # fmt: skip
+
+_CIFAR100_ENTRIES = ["cifar-100-python.tar.gz", "cifar-100-python", "cifar100", "CIFAR100"]
+ENV_CANDIDATES = {  # what a folder of sources (CIFARLAB_DATA, --data) calls each dataset, first match wins
+    "cifar10": ["cifar-10-python.tar.gz", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar10-jpeg"],
+    "mnist": ["mnist", "MNIST"],
+    "fashion-mnist": ["fashion-mnist", "FashionMNIST", "fashion_mnist"],
+    "cifar100": _CIFAR100_ENTRIES,
+    "cifar100-coarse": _CIFAR100_ENTRIES,
+    "svhn": ["svhn", "SVHN", "svhn.tar.gz"],
+}
 
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR100_FILES = ["train", "test", "meta"]  # inside cifar-100-python/
+SVHN_FILES = ["train_32x32.mat", "test_32x32.mat"]
 IDX_FILES = {  # role -> file name torchvision uses (gzipped with .gz)
     "train_x": "train-images-idx3-ubyte",
     "train_y": "train-labels-idx1-ubyte",
@@ -58,29 +86,46 @@ class Arrays:
 class Source:
     """A located source: what it is, where, and which files its fingerprint covers."""
 
-    kind: str  # archive | cifar-dir | image-dir | idx-dir
+    kind: str  # archive | cifar-dir | cifar100-dir | svhn-dir | image-dir | idx-dir
     path: Path
     files: tuple[Path, ...]
-    name: str = ""  # dataset name when known from the request (mnist vs fashion-mnist IDX files)
+    name: str = ""  # dataset name when known from the request (mnist vs fashion-mnist, cifar100 vs -coarse)
 
 
 # ---------------------------------------------------------------- locating a source
 
 
 def locate(source: str, download_root: Path) -> Source:
-    """Turn a dataset name or a path into a Source; a name without CIFARLAB_DATA downloads first."""
+    """Turn a dataset name, a path or NAME:PATH into a Source; a name without CIFARLAB_DATA downloads first."""
     key = NAMES.get(source.strip().lower())
     if key is not None:
         env = os.environ.get("CIFARLAB_DATA")
         if env:
             return _from_env(key, Path(env).expanduser())
         return _from_download(key, download_root)
-    path = Path(source).expanduser()
+    key, rest = split_name(source)
+    path = Path(rest).expanduser()
     if not path.exists():
-        if "/" not in source and "." not in source:
-            raise UserError(f"unknown dataset '{source}'; use cifar10, mnist, fashion-mnist or a path")
+        if key is None and "/" not in source and "." not in source:
+            raise UserError(f"unknown dataset '{source}'; use {', '.join(dict.fromkeys(NAMES.values()))} or a path")
         raise UserError(f"data source not found: {path}")
-    return _detect(path)
+    if key is None:
+        return _detect(path)
+    src = _detect(path, _key_arg(key))
+    if src.kind not in KINDS[key]:
+        raise UserError(f"{path}: holds {src.kind} data, not {key}")
+    return src
+
+
+def split_name(source: str) -> tuple[str | None, str]:
+    """'cifar100-coarse:/data/x.tar.gz' -> ('cifar100-coarse', '/data/x.tar.gz'); else (None, source)."""
+    head, sep, rest = source.partition(":")
+    key = NAMES.get(head.strip().lower()) if sep else None
+    return (key, rest) if key is not None and rest else (None, source)
+
+
+def _key_arg(key: str) -> str:
+    return "" if key == "cifar10" else key  # CIFAR-10 files say what they are; the name adds nothing
 
 
 def resolve_source(value: str, dataset: str = "cifar10") -> str:
@@ -93,15 +138,24 @@ def resolve_source(value: str, dataset: str = "cifar10") -> str:
     """
     if NAMES.get(value.strip().lower()) is not None:
         return value
-    path = Path(value).expanduser()
+    key, rest = split_name(value)
+    prefix = f"{key}:" if key else ""
+    path = Path(rest).expanduser()
     if not path.exists():
         return value  # locate() says what is wrong, when the data is read
     if path.is_dir():
+        want = key or NAMES.get(dataset.strip().lower()) or split_name(dataset)[0] or "cifar10"
         try:
-            _detect(path)
+            src = _detect(path, _key_arg(key or ""))
         except UserError:
-            return str(_from_env(NAMES.get(dataset.strip().lower(), "cifar10"), path, str(path)).path)
-    return str(path.resolve())
+            src = None
+        # a folder that holds the wanted dataset's own entry is a folder of sources, even when it also
+        # reads as another dataset (cifar-100-python/ beside cifar10-jpeg.tar.gz)
+        if src is None or (src.kind not in KINDS[want] and any((path / n).exists() for n in ENV_CANDIDATES[want])):
+            # the labels are the request's, not the files': coarse CIFAR-100 keeps its name
+            prefix = prefix or ("cifar100-coarse:" if want == "cifar100-coarse" else "")
+            return prefix + str(_from_env(want, path, str(path)).path)
+    return prefix + str(path.resolve())
 
 
 def _detect(path: Path, key: str = "") -> Source:
@@ -113,6 +167,12 @@ def _detect(path: Path, key: str = "") -> Source:
     d = _cifar_dir(path)
     if d:
         return Source("cifar-dir", d, tuple(sorted(f for f in d.iterdir() if f.is_file())), key)
+    d = _cifar100_dir(path)
+    if d:
+        return Source("cifar100-dir", d, tuple(d / n for n in CIFAR100_FILES), key or "cifar100")
+    d = _svhn_dir(path)
+    if d:
+        return Source("svhn-dir", d, tuple(d / n for n in SVHN_FILES), "svhn")
     idx = _idx_dir(path, key)
     if idx:
         return Source("idx-dir", path, tuple(idx.values()), key or _idx_name(path))
@@ -121,7 +181,8 @@ def _detect(path: Path, key: str = "") -> Source:
         files = tuple(sorted(f for s in ("train", "test") for f in (root / s).rglob("*") if f.is_file()))
         return Source("image-dir", root, files, key)
     raise UserError(
-        f"{path}: found no CIFAR-10 batches, IDX files or image folder with train/ and test/ class subfolders"
+        f"{path}: found no CIFAR-10 or CIFAR-100 pickles, SVHN .mat files, IDX files"
+        " or image folder with train/ and test/ class subfolders"
     )
 
 
@@ -131,19 +192,17 @@ def _from_env(key: str, root: Path, what: str = "") -> Source:
     if not root.exists():
         raise UserError(f"{what} does not exist")
     if root.is_dir():
-        candidates = {
-            "cifar10": ["cifar-10-python.tar.gz", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar10-jpeg"],
-            "mnist": ["mnist", "MNIST"],
-            "fashion-mnist": ["fashion-mnist", "FashionMNIST", "fashion_mnist"],
-        }[key]
-        for name in candidates:
+        for name in ENV_CANDIDATES[key]:
             if (root / name).exists():
-                return _detect(root / name, key if key != "cifar10" else "")
+                src = _detect(root / name, _key_arg(key))
+                if src.kind not in KINDS[key]:
+                    raise UserError(f"{what}: {name} holds {src.kind} data, not {key}")
+                return src
     try:
-        src = _detect(root, key if key != "cifar10" else "")
+        src = _detect(root, _key_arg(key))
     except UserError:
         src = None
-    if src is not None and (src.kind == "idx-dir") == (key != "cifar10"):
+    if src is not None and src.kind in KINDS[key]:
         return src
     raise UserError(f"{what} holds no {key} data; point it at a local copy or pass a path")
 
@@ -151,21 +210,44 @@ def _from_env(key: str, root: Path, what: str = "") -> Source:
 def _from_download(key: str, root: Path) -> Source:
     """Download with torchvision (once); the files then read like any local copy."""
     local = {"cifar10": root / "cifar-10-batches-py", "mnist": root / "MNIST" / "raw",
-             "fashion-mnist": root / "FashionMNIST" / "raw"}[key]  # fmt: skip
-    if not (local.is_dir() and (_cifar_dir(local) or _idx_dir(local, key))):
+             "fashion-mnist": root / "FashionMNIST" / "raw", "cifar100": root / "cifar-100-python",
+             "cifar100-coarse": root / "cifar-100-python", "svhn": root / "svhn"}[key]  # fmt: skip
+    found = {"cifar10": _cifar_dir, "cifar100": _cifar100_dir, "cifar100-coarse": _cifar100_dir,
+             "svhn": _svhn_dir}.get(key, lambda d: _idx_dir(d, key))  # fmt: skip
+    if not (local.is_dir() and found(local)):
         import torchvision.datasets as tvd
 
-        cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[key]
         print(f"cifarlab: downloading {key} into {root}", file=sys.stderr)
         try:
-            for train in (True, False):
-                cls(str(root), train=train, download=True)
+            if key == "svhn":  # SVHN keeps its .mat files in the root it is given: a folder of its own
+                for split in ("train", "test"):
+                    tvd.SVHN(str(local), split=split, download=True)
+            else:
+                cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST,
+                       "cifar100": tvd.CIFAR100, "cifar100-coarse": tvd.CIFAR100}[key]  # fmt: skip
+                for train in (True, False):
+                    cls(str(root), train=train, download=True)
         except Exception as e:  # URLError, HTTPError, RuntimeError on a failed checksum, ...
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(
                 f"could not download {key} ({msg}); set CIFARLAB_DATA to a local copy or pass a path as the source"
             ) from None
-    return _detect(local, key if key != "cifar10" else "")
+    return _detect(local, _key_arg(key))
+
+
+def _cifar100_dir(path: Path) -> Path | None:
+    for d in (path, path / "cifar-100-python"):
+        if all((d / n).is_file() for n in CIFAR100_FILES):
+            return d
+    return None
+
+
+def _svhn_dir(path: Path) -> Path | None:
+    present = [n for n in SVHN_FILES if (path / n).is_file()]
+    if present and len(present) < len(SVHN_FILES):
+        missing = next(n for n in SVHN_FILES if n not in present)
+        raise UserError(f"{path}: SVHN needs both {' and '.join(SVHN_FILES)}, missing {missing}")
+    return path if present else None
 
 
 def _cifar_dir(path: Path) -> Path | None:
@@ -218,6 +300,10 @@ def read(src: Source) -> Arrays:
         return _read_archive(src)
     if src.kind == "cifar-dir":
         return _cifar_from_blobs({f.name: f.read_bytes() for f in src.files}, src.path)
+    if src.kind == "cifar100-dir":
+        return _cifar100_from_blobs({f.name: f.read_bytes() for f in src.files}, src.name, src.path)
+    if src.kind == "svhn-dir":
+        return _svhn_from_blobs({f.name: f.read_bytes() for f in src.files}, src.path)
     if src.kind == "idx-dir":
         blobs = {role: f.read_bytes() for role, f in zip(IDX_FILES, src.files)}
         return _idx_from_blobs(blobs, src.name, src.path)
@@ -243,8 +329,17 @@ def _read_archive(src: Source) -> Arrays:
             why = "not a gzip, bzip2, xz or plain tar file"
         raise UserError(f"{src.path}: corrupt or truncated archive ({why})") from None
     by_base = {Path(n).name: b for n, b in blobs.items()}
+    want = src.name
+    if want in ("cifar100", "cifar100-coarse") and not all(n in by_base for n in CIFAR100_FILES):
+        raise UserError(f"{src.path}: holds no CIFAR-100 pickles ({', '.join(CIFAR100_FILES)}), not {want} data")
+    if want == "svhn" and not all(n in by_base for n in SVHN_FILES):
+        raise UserError(f"{src.path}: holds no SVHN files ({', '.join(SVHN_FILES)}), not svhn data")
     if all(n in by_base for n in CIFAR_TRAIN + ["test_batch"]):
         return _cifar_from_blobs(by_base, src.path)
+    if all(n in by_base for n in CIFAR100_FILES) and want not in ("mnist", "fashion-mnist"):
+        return _cifar100_from_blobs(by_base, want, src.path)
+    if all(n in by_base for n in SVHN_FILES):
+        return _svhn_from_blobs(by_base, src.path)
     idx = {}
     for role, name in IDX_FILES.items():
         for cand in (name, f"{name}.gz"):
@@ -282,6 +377,67 @@ def _cifar_from_blobs(blobs: dict[str, bytes], where: Path) -> Arrays:
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return _arrays(train_x, train_y, test_x, test_y, classes, "cifar10", where)
+
+
+def _cifar100_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Arrays:
+    """cifar-100-python/{train,test,meta}: fine labels (100 classes), or coarse (20) for cifar100-coarse."""
+    coarse = name == "cifar100-coarse"
+    labels_key = b"coarse_labels" if coarse else b"fine_labels"
+
+    def load(part: str) -> dict:
+        try:
+            d = pickle.loads(blobs[part], encoding="bytes")
+        except Exception as e:  # truncated or foreign pickle
+            raise UserError(f"{where}: CIFAR-100 file {part} is corrupt ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: CIFAR-100 file {part} is not a dict but {type(d).__name__}")
+        return d
+
+    def split(part: str) -> tuple[np.ndarray, np.ndarray]:
+        d = load(part)
+        if b"data" not in d or labels_key not in d:
+            raise UserError(f"{where}: CIFAR-100 file {part} lacks {b'data'!r} or {labels_key!r}")
+        try:
+            data = np.asarray(d[b"data"], dtype=np.uint8)
+            labels = np.asarray(d[labels_key], dtype=np.int64)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{where}: CIFAR-100 file {part} is corrupt ({type(e).__name__}: {e})") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
+            raise UserError(f"{where}: CIFAR-100 file {part} has data {data.shape} and {labels.size} labels")
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+    train_x, train_y = split("train")
+    test_x, test_y = split("test")
+    names_key = b"coarse_label_names" if coarse else b"fine_label_names"
+    names = load("meta").get(names_key)
+    if not isinstance(names, (list, tuple)) or not names:
+        raise UserError(f"{where}: CIFAR-100 file meta lacks {names_key!r}")
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return _arrays(train_x, train_y, test_x, test_y, classes, "cifar100-coarse" if coarse else "cifar100", where)
+
+
+def _svhn_from_blobs(blobs: dict[str, bytes], where: Path) -> Arrays:
+    """SVHN's MATLAB files: X (32, 32, 3, N) uint8, y (N, 1) with 1..10, 10 meaning the digit 0."""
+    import scipy.io
+
+    out = []
+    for name in SVHN_FILES:
+        try:
+            mat = scipy.io.loadmat(io.BytesIO(blobs[name]))
+        except Exception as e:  # truncated or not a MATLAB file: scipy raises ValueError, MatReadError, ...
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{where}: SVHN file {name} is corrupt or truncated ({why})") from None
+        x, y = mat.get("X"), mat.get("y")
+        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+            raise UserError(f"{where}: SVHN file {name} lacks the arrays X and y")
+        y = y.reshape(-1)
+        if x.ndim != 4 or x.shape[2] not in (1, 3) or x.shape[3] != len(y):
+            raise UserError(f"{where}: SVHN file {name} has X {x.shape} (expected H x W x C x N) and {len(y)} labels")
+        if x.dtype != np.uint8:
+            raise UserError(f"{where}: SVHN file {name} has X of type {x.dtype}, expected uint8")
+        y = y.astype(np.int64)
+        out += [x.transpose(3, 0, 1, 2), np.where(y == 10, 0, y)]
+    return _arrays(*out, SVHN_CLASSES, "svhn", where)
 
 
 def _idx_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Arrays:

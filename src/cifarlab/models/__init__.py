@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from ..errors import UserError
 from .blocks import ACTIVATIONS, INITS, make_activation, reinit_
 
-__all__ = ["register", "create_model", "model_names", "model_aliases", "count_params", "make_activation"]
+__all__ = ["register", "create_model", "model_names", "model_aliases", "count_params", "flops_per_image",
+           "make_activation"]  # fmt: skip
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}  # canonical name -> factory
 _LOOKUP: dict[str, str] = {}  # lower-case name or alias -> canonical name
@@ -49,6 +51,30 @@ def model_aliases() -> dict[str, str]:
 def count_params(model: nn.Module) -> int:
     """All parameters, trainable or frozen (the number the course and the papers quote)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_image(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Multiply-adds (MACs) of one forward pass on one image of shape (C, H, W).
+
+    Counted by torch.utils.flop_counter.FlopCounterMode, which counts the matrix products
+    (convolutions, linear layers, matmuls) at 2 FLOPs per multiply-add; this returns its total / 2,
+    the number papers quote as "FLOPs" for ResNet-18 (0.56 G at 32x32). Normalization,
+    activations, pooling and additions are not counted. The model runs once in eval mode on its
+    own device, without gradients, and is left in the mode it was in.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
 
 
 def _resolve(name: str) -> str:

@@ -7,8 +7,8 @@ where the shape changes (option B of He et al.), identity elsewhere. An optional
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from .blocks import BasicBlock, Bottleneck, check_fraction, make_activation, mlp
 
 class ResNet(nn.Module):
     def __init__(self, make_block: Callable[[int, int, int], nn.Module], expansion: int, depths: Sequence[int],
-                 widths: Sequence[int], in_channels: int, num_classes: int, activation: str = "relu",
+                 widths: Sequence[int], in_channels: int, num_classes: int, *, activation: str = "relu",
                  head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not bn)
@@ -51,8 +51,8 @@ def cifar_resnet(bottleneck: bool, depths: list[int], num_classes: int, in_chann
         make_block, expansion = partial(Bottleneck, activation=activation), Bottleneck.expansion
     else:
         make_block, expansion = partial(BasicBlock, activation=activation), BasicBlock.expansion
-    return ResNet(make_block, expansion, depths, widths, in_channels, num_classes, activation, head,
-                  check_fraction("dropout", dropout))
+    return ResNet(make_block, expansion, depths, widths, in_channels, num_classes, activation=activation, head=head,
+                  dropout=check_fraction("dropout", dropout))
 
 
 @register("resnet18")
@@ -81,7 +81,7 @@ def resnet50(num_classes: int = 10, in_channels: int = 3, activation: str = "rel
 
 def small_net(residual: bool, num_classes: int, in_channels: int, activation: str, width: float,
               stages: Sequence[int], blocks_per_stage: int | Sequence[int], head: Sequence[int] | None,
-              dropout: float, bn: bool) -> ResNet:
+              *, dropout: float = 0.0, bn: bool = True) -> ResNet:
     stages = list(stages)
     if not stages or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in stages):
         raise UserError(f"stages must be a non-empty list of positive channel counts, got {stages}")
@@ -90,22 +90,22 @@ def small_net(residual: bool, num_classes: int, in_channels: int, activation: st
         raise UserError(f"blocks_per_stage must be a positive integer or one per stage, got {blocks_per_stage}")
     make_block = partial(BasicBlock, activation=activation, bn=bn, residual=residual)
     return ResNet(make_block, 1, depths, [scaled(c, width) for c in stages], in_channels, num_classes,
-                  activation, head, check_fraction("dropout", dropout), bn)
+                  activation=activation, head=head, dropout=check_fraction("dropout", dropout), bn=bn)
 
 
 @register("plainnet")
-def plainnet(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
+def plainnet(num_classes: int = 10, *, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
              stages: Sequence[int] = (32, 64, 128), blocks_per_stage: int | Sequence[int] = 1,
              head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True) -> nn.Module:
     """Stem conv, then per stage `blocks_per_stage` blocks of two 3x3 convs without shortcuts."""
     return small_net(False, num_classes, in_channels, activation, width, stages, blocks_per_stage, head,
-                     dropout, bn)
+                     dropout=dropout, bn=bn)
 
 
 @register("resnet_small")
-def resnet_small(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
+def resnet_small(num_classes: int = 10, *, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
                  stages: Sequence[int] = (32, 64, 128), blocks_per_stage: int | Sequence[int] = 1,
                  head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True) -> nn.Module:
     """plainnet with residual connections (1x1 projections where the shape changes add a few weights)."""
     return small_net(True, num_classes, in_channels, activation, width, stages, blocks_per_stage, head,
-                     dropout, bn)
+                     dropout=dropout, bn=bn)

@@ -12,7 +12,6 @@ A plain folder inside a run or study (an analysis output) adds its figures to th
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..run import read_jsonl
+from ..tables import fmt_value
 from .captions import caption_for
 
 MARKER = ".cifarlab-report"  # in the folder of PNGs a Markdown report writes: never scanned
@@ -86,7 +86,7 @@ class Section:
     markdown: list[tuple[str, str]] = field(default_factory=list)  # (file name, Markdown text)
     tables: list[Table] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
-    children: list["Section"] = field(default_factory=list)
+    children: list[Section] = field(default_factory=list)
     compact: bool = False  # a run inside a sweep: folded, left out of the contents
     anchor: str = ""
     overview: dict[str, Any] = field(default_factory=dict)  # one row of the overview table
@@ -135,18 +135,6 @@ def png_size(path: Path) -> tuple[int, int]:
 def natural_key(name: str) -> list:
     """'run10' after 'run2'."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def fmt_value(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v).lower()
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {fmt_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
 
 
 def fmt_seconds(s: Any) -> str:
@@ -490,8 +478,7 @@ def _fill_study(sec: Section) -> None:
         sec.config_name, sec.config_text = "config.yaml", read_text(d / "config.yaml")
     elif isinstance(cfg, dict):
         sec.config_name, sec.config_text = "config (from summary.json)", yaml.safe_dump(cfg, sort_keys=False)
-    if isinstance(cfg, dict):
-        sec.settings = study_settings(str(study), cfg)
+    sec.settings = study_settings(summary)
     sec.env = env_rows(summary)
     if "seconds" in summary:
         sec.env.append(("time", fmt_seconds(summary["seconds"])))
@@ -514,34 +501,17 @@ def _fill_study(sec: Section) -> None:
                     "device": (summary.get("env") or {}).get("device", "-"), "runs": len(runs)}
 
 
-STUDY_ESSENTIALS = ("data", "dataset", "model", "models", "epochs", "lr", "lrs", "optimizer", "batch_size",
-                    "n_items", "seed")
+STUDY_SKIP = ("name", "progress", "cache_dir")
 
 
-def study_settings(study: str, cfg: dict) -> list[tuple[str, str]]:
-    """A study's essentials and whatever differs from its config dataclass's defaults (all of it
-    when that class cannot be found)."""
-    defaults = _study_defaults(study)
-    skip = ("name", "progress", "cache_dir")
-    return [(k, fmt_value(v)) for k, v in cfg.items() if k not in skip
-            and (defaults is None or k in STUDY_ESSENTIALS or k not in defaults or defaults[k] != v)]
-
-
-def _study_defaults(study: str) -> dict | None:
-    """Defaults of cifarlab.studies.<study>_study.*StudyConfig, if that module and class exist."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"cifarlab.studies.{study}_study")
-    except Exception:
-        return None
-    for obj in vars(mod).values():
-        if isinstance(obj, type) and obj.__name__.endswith("StudyConfig") and dataclasses.is_dataclass(obj):
-            try:
-                return dataclasses.asdict(obj())
-            except Exception:
-                return None
-    return None
+def study_settings(summary: dict) -> list[tuple[str, str]]:
+    """The key settings the study recorded in its summary.json ("settings": its essentials and what
+    differs from its defaults); a folder written before studies recorded them shows its whole config."""
+    settings = summary.get("settings")
+    if not isinstance(settings, dict):
+        cfg = summary.get("config")
+        settings = {k: v for k, v in cfg.items() if k not in STUDY_SKIP} if isinstance(cfg, dict) else {}
+    return [(str(k), fmt_value(v)) for k, v in settings.items()]
 
 
 def _fill_folder(sec: Section) -> None:

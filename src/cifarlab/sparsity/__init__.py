@@ -7,8 +7,8 @@ authors' official LeNet checkpoint.
     recover(opt, model)
 """
 
+from ..train.slbi import SLBI, SLBIAdam, build_slbi, build_slbi_adam  # the optimizers live in train/
 from .prune import format_report, named_states, prune, recover, selection, use_w_star
-from .slbi import SLBI, SLBIAdam, build_slbi, build_slbi_adam
 
 __all__ = [
     "SLBI", "SLBIAdam", "build_slbi", "build_slbi_adam",

@@ -63,9 +63,8 @@ def load_target(path: str | Path, data: str | None = None, device: str | torch.d
 
 def _cifarlab_target(p: Path, ckpt: dict, data: str | None, device: torch.device, ds=None) -> PruneTarget:
     from ..config import OptimConfig, from_dict
-    from ..evaluate import checkpoint_data
     from ..models import create_model
-    from ..train.checkpoint import load_state
+    from ..train.checkpoint import checkpoint_data, load_state
     from ..train.optim import build_optimizer
 
     optim = (ckpt.get("config") or {}).get("optim") or {}

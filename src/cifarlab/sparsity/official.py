@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..train.slbi import SLBI
 from .prune import named_states
-from .slbi import SLBI
 
 _KEYS = ("momentum_buffer", "z_buffer", "gamma_buffer", "w_star", "prune_order", "epoch_record")
 

@@ -17,24 +17,25 @@ solution_path, conv3_weights, lenet_pruning, vgg_pruning (PNG).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..analysis.plotting import figure, save_figure
-from ..config import Config, check_same_run, find_preset, from_dict, load_config, to_dict
+from ..config import Config, deep_merge, find_preset, from_dict, load_config, read_yaml, to_dict
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, make_folder, read_jsonl
 from ..sparsity.evaluate import PruneTarget, load_target, prune_and_measure, tracked_layers
 from ..sparsity.official import accuracy
 from ..sparsity.prune import named_states, prune, recover, selection
-from ..train.engine import pick_device, train
+from ..tables import acc2, csv_text, fmt, md_table
+from ..train.device import pick_device
+from ..train.engine import train
+from .dessilbi_figures import plot_all
+from .settings import key_settings
 
 OPTIMIZERS = ("slbi", "momentum", "slbi_adam")
 SLBI_LIKE = ("slbi", "slbi_adam")
@@ -49,42 +50,67 @@ class DessiLBIStudyConfig:
     chance_acc: float = 0.2  # a run whose final test accuracy is below this stalled at chance
     prune_bias: bool = False  # also zero the biases of pruned conv filters
     n_test: int = 0  # evaluate (training and pruning) on the first n_test test images (0 = all)
-    # Part 1: LeNet on MNIST
+    # Part 1: LeNet on MNIST. Every run is the train preset lenet_run.base <- lenet_run.set <- its optimizer's
+    # entry of lenet_optims (over the preset's optim section; an entry that names another optimizer does not
+    # inherit the preset's optimizer-specific args).
     lenet: bool = True
     lenet_data: str = "mnist"
+    lenet_run: dict = dataclasses.field(default_factory=lambda: {"base": "lenet_mnist_slbi", "set": {}})
+    lenet_optims: dict = dataclasses.field(default_factory=lambda: {
+        "slbi": {}, "momentum": {"name": "momentum"},
+        # the Adam step is lr * kappa, Z moves by lr / mu
+        "slbi_adam": {"name": "slbi_adam", "lr": 0.1, "args": {"kappa": 0.01, "mu": 100.0}}})
     optimizers: list = dataclasses.field(default_factory=lambda: list(OPTIMIZERS))
     seeds: list = dataclasses.field(default_factory=lambda: [1])
-    epochs: int = 60
-    n_items: int = 0  # train on the first n_items images (0 = all)
-    batch_size: int = 128
-    lr: float = 0.1  # SLBI and SGD-momentum (official recipe)
-    momentum: float = 0.9
-    kappa: float = 1.0
-    mu: float = 20.0
-    lr_step: int = 20  # epochs between lr x 0.1
-    adam_lr: float = 0.1  # SLBI-Adam: the Adam step is adam_lr * adam_kappa, Z moves by adam_lr / adam_mu
-    adam_kappa: float = 0.01
-    adam_mu: float = 100.0
     prune_sets: list = dataclasses.field(default_factory=lambda: [["conv3.weight"], ["conv3.weight", "fc1.weight"]])
     percents: list = dataclasses.field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
     prune_percent: float = 80.0  # the headline prune (first prune set) and the weights figure
     path_layer: str = "conv3.weight"  # the solution path and weights figures
-    # Part 2: VGG on CIFAR-10 with SLBI-Adam
+    # Part 2: VGG on CIFAR-10 with SLBI-Adam: the train preset vgg_run.base <- vgg_run.set
     vgg: bool = True
     vgg_data: str = "cifar10"
-    vgg_model: str = "VGG_A_BatchNorm"
-    vgg_model_args: dict = dataclasses.field(default_factory=dict)
+    vgg_run: dict = dataclasses.field(default_factory=lambda: {"base": "vgg_a_bn_slbi_adam", "set": {}})
     vgg_seed: int = 0
-    vgg_epochs: int = 30
-    vgg_n_items: int = 0
-    vgg_batch_size: int = 128
-    vgg_lr: float = 0.1
-    vgg_kappa: float = 0.01
-    vgg_mu: float = 100.0
-    vgg_augment: bool = True  # random crop (padding 4) and horizontal flip
     vgg_sweep_layer: str = ""  # "" = the middle conv kernel of the tracked layers
     vgg_percents: list = dataclasses.field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
     vgg_layer_percent: float = 50.0  # every tracked layer pruned in turn at this percent
+    # Shorthands (None: the preset's value), each an alias of an override above (ALIASES).
+    epochs: int | None = None
+    n_items: int | None = None  # train on the first n_items images (0 = all)
+    batch_size: int | None = None
+    lr: float | None = None  # SLBI and SGD-momentum
+    momentum: float | None = None
+    kappa: float | None = None
+    mu: float | None = None
+    lr_step: int | None = None  # epochs between lr x 0.1
+    adam_lr: float | None = None
+    adam_kappa: float | None = None
+    adam_mu: float | None = None
+    vgg_model: str | None = None
+    vgg_model_args: dict | None = None
+    vgg_epochs: int | None = None
+    vgg_n_items: int | None = None
+    vgg_batch_size: int | None = None
+    vgg_lr: float | None = None
+    vgg_kappa: float | None = None
+    vgg_mu: float | None = None
+    vgg_augment: bool | None = None  # false: no augmentation (the preset's random crop and flip are dropped)
+
+
+# shorthand -> where it lands: (part, key path) with part lenet (every LeNet run), an optimizer of lenet_optims
+# (its optim section), or vgg
+ALIASES = {
+    "epochs": [("lenet", "train.epochs")], "n_items": [("lenet", "data.n_items")],
+    "batch_size": [("lenet", "data.batch_size")], "lr_step": [("lenet", "schedule.step_size")],
+    "lr": [("slbi", "lr"), ("momentum", "lr")], "momentum": [("slbi", "momentum"), ("momentum", "momentum")],
+    "kappa": [("slbi", "args.kappa")], "mu": [("slbi", "args.mu")],
+    "adam_lr": [("slbi_adam", "lr")], "adam_kappa": [("slbi_adam", "args.kappa")],
+    "adam_mu": [("slbi_adam", "args.mu")],
+    "vgg_model": [("vgg", "model.name")], "vgg_model_args": [("vgg", "model.args")],
+    "vgg_epochs": [("vgg", "train.epochs")], "vgg_n_items": [("vgg", "data.n_items")],
+    "vgg_batch_size": [("vgg", "data.batch_size")], "vgg_lr": [("vgg", "optim.lr")],
+    "vgg_kappa": [("vgg", "optim.args.kappa")], "vgg_mu": [("vgg", "optim.args.mu")],
+}
 
 
 # ---------------------------------------------------------------- config
@@ -110,14 +136,22 @@ def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
             or len(set(cfg.seeds)) != len(cfg.seeds):
         bad("seeds", "a non-empty list of distinct integers")
     for key in ("epochs", "batch_size", "lr_step", "vgg_epochs", "vgg_batch_size"):
-        if getattr(cfg, key) < 1:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             bad(key, "a positive integer")
     for key in ("n_items", "n_test", "vgg_n_items"):
-        if getattr(cfg, key) < 0:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             bad(key, "0 or a positive integer")
     for key in ("lr", "adam_lr", "vgg_lr", "kappa", "mu", "adam_kappa", "adam_mu", "vgg_kappa", "vgg_mu"):
-        if not getattr(cfg, key) > 0:
+        if getattr(cfg, key) is not None and not getattr(cfg, key) > 0:
             bad(key, "a positive number")
+    for key in ("lenet_run", "vgg_run"):
+        spec = getattr(cfg, key)
+        if not isinstance(spec, dict) or not isinstance(spec.get("base", ""), str) or set(spec) - {"base", "set"} \
+                or not isinstance(spec.get("set") or {}, dict):
+            bad(key, "a mapping {base: PRESET, set: {...}}")
+    if not isinstance(cfg.lenet_optims, dict) or set(cfg.lenet_optims) - set(OPTIMIZERS) \
+            or not all(isinstance(v, dict) for v in cfg.lenet_optims.values()):
+        bad("lenet_optims", f"a mapping from {', '.join(OPTIMIZERS)} to overrides of the optim section")
     for key in ("percents", "vgg_percents"):
         if not getattr(cfg, key) or not percents_ok(getattr(cfg, key)):
             bad(key, "a non-empty list of numbers in [0, 100]")
@@ -131,6 +165,10 @@ def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
         bad("chance_acc", "in [0, 1)")
     if not (cfg.lenet or cfg.vgg):
         raise UserError("dessilbi: nothing to do (lenet and vgg are both false)")
+    for opt in cfg.optimizers if cfg.lenet else []:  # an unknown or mistyped engine key fails here, before any run
+        lenet_run_config(cfg, opt, cfg.seeds[0])
+    if cfg.vgg:
+        vgg_run_config(cfg)
     return cfg
 
 
@@ -138,49 +176,68 @@ def run_name(part: str, optimizer: str, seed: int) -> str:
     return f"{part}-{optimizer}-seed{seed}"
 
 
+def _preset(spec: dict) -> dict:
+    """A part's {base, set}: the train preset's YAML <- set (dotted keys allowed)."""
+    from ..sweep.grid import nest
+
+    data = read_yaml(find_preset(spec["base"], "train")) if spec.get("base") else {}
+    return deep_merge(data, nest(spec.get("set") or {}))
+
+
+def _aliases(cfg: DessiLBIStudyConfig, part: str) -> dict:
+    """The shorthands that are set, as overrides of `part` (lenet, vgg or an optimizer's optim section)."""
+    out: dict = {}
+    for key, targets in ALIASES.items():
+        value = getattr(cfg, key)
+        for where, path in targets:
+            if value is not None and where == part:
+                node = out
+                *parents, last = path.split(".")
+                for k in parents:
+                    node = node.setdefault(k, {})
+                node[last] = value
+    return out
+
+
+def _where(cfg: DessiLBIStudyConfig, name: str, seed: int, source: str) -> dict:
+    """What the study, not the preset, decides: the run's name and seed, the data source and device."""
+    return {"name": name, "seed": seed, "data": {"source": source, "cache_dir": cfg.cache_dir, "device": cfg.device},
+            "train": {"progress": cfg.progress}}
+
+
 def lenet_run_config(cfg: DessiLBIStudyConfig, optimizer: str, seed: int) -> Config:
-    """The engine config of one LeNet run: the official recipe, with the optimizer swapped."""
-    optim = {
-        "slbi": {"name": "slbi", "lr": cfg.lr, "momentum": cfg.momentum, "args": {"kappa": cfg.kappa, "mu": cfg.mu}},
-        "momentum": {"name": "momentum", "lr": cfg.lr, "momentum": cfg.momentum},
-        "slbi_adam": {"name": "slbi_adam", "lr": cfg.adam_lr, "args": {"kappa": cfg.adam_kappa, "mu": cfg.adam_mu}},
-    }[optimizer]
-    return from_dict(Config, {
-        "name": run_name("lenet", optimizer, seed), "seed": seed,
-        "data": {"source": cfg.lenet_data, "cache_dir": cfg.cache_dir, "normalize": "none",
-                 "batch_size": cfg.batch_size, "n_items": cfg.n_items, "device": cfg.device},
-        "model": {"name": "LeNet"}, "optim": optim,
-        "schedule": {"name": "step", "step_size": cfg.lr_step, "gamma": 0.1},
-        # fp32 as the authors trained it: bf16 autocast would change which filters Gamma picks.
-        "train": {"epochs": cfg.epochs, "loss": "nll", "amp": "off", "progress": cfg.progress},
-    })
+    """The engine config of one LeNet run: the preset (the official recipe) <- set, with the optimizer swapped.
+
+    The optimizer's lenet_optims entry goes over the preset's optim section; an entry naming another
+    optimizer starts without the preset's args (kappa, mu belong to the optimizer they were set for)."""
+    data = deep_merge(_preset(cfg.lenet_run), _aliases(cfg, "lenet"))
+    over = deep_merge(dict(cfg.lenet_optims.get(optimizer) or {}), _aliases(cfg, optimizer))
+    optim = dict(data.get("optim") or {})
+    if over.get("name", optim.get("name")) != optim.get("name"):
+        optim.pop("args", None)
+    data["optim"] = deep_merge(optim, over)
+    return from_dict(Config, deep_merge(data, _where(cfg, run_name("lenet", optimizer, seed), seed, cfg.lenet_data)))
 
 
 def vgg_run_config(cfg: DessiLBIStudyConfig) -> Config:
-    augment = {"crop_padding": 4, "hflip": True} if cfg.vgg_augment else {}
-    return from_dict(Config, {
-        "name": run_name("vgg", "slbi_adam", cfg.vgg_seed), "seed": cfg.vgg_seed,
-        "data": {"source": cfg.vgg_data, "cache_dir": cfg.cache_dir, "normalize": "dataset",
-                 "batch_size": cfg.vgg_batch_size, "n_items": cfg.vgg_n_items, "device": cfg.device},
-        "augment": augment, "model": {"name": cfg.vgg_model, "args": dict(cfg.vgg_model_args)},
-        "optim": {"name": "slbi_adam", "lr": cfg.vgg_lr, "args": {"kappa": cfg.vgg_kappa, "mu": cfg.vgg_mu}},
-        "schedule": {"name": "cosine"},
-        "train": {"epochs": cfg.vgg_epochs, "loss": "ce", "progress": cfg.progress},
-    })
+    """The engine config of the VGG run: the preset <- set <- the shorthands (vgg_augment false: no augmentation)."""
+    data = deep_merge(_preset(cfg.vgg_run), _aliases(cfg, "vgg"))
+    if cfg.vgg_augment is False:
+        data["augment"] = {}
+    name = run_name("vgg", "slbi_adam", cfg.vgg_seed)
+    return from_dict(Config, deep_merge(data, _where(cfg, name, cfg.vgg_seed, cfg.vgg_data)))
+
+
+def vgg_model(cfg: DessiLBIStudyConfig) -> str:
+    return vgg_run_config(cfg).model.name
 
 
 # ---------------------------------------------------------------- runs
 
 # What must agree for a run folder on disk to count as the run the study asks for.
 def train_or_reuse(run_cfg: Config, run_dir: Path, dataset) -> None:
-    """Train into run_dir; skip a finished run (summary.json), resume an interrupted one (last.pt)."""
-    check_same_run(run_dir, run_cfg)
-    if (run_dir / "summary.json").is_file():
-        return
-    resume = (run_dir / "last.pt").is_file()
-    if not resume:  # a kill before the first checkpoint may leave a metrics line: start clean
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    train(run_cfg, run_dir=run_dir, resume=resume, dataset=dataset)
+    """Train into run_dir: skip a finished run, resume an interrupted one, refuse one of other settings."""
+    train(run_cfg, run_dir=run_dir, resume="auto", dataset=dataset)
 
 
 def run_record(run_dir: Path, part: str, optimizer: str, seed: int, chance_acc: float) -> dict:
@@ -276,7 +333,8 @@ def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_data
     headline = headlines(cfg, runs, prune_table)
     write_tables(out_dir, cfg, runs, prune_table, headline)
     summary = {
-        "study": "dessilbi", "config": to_dict(cfg), "seconds": seconds, "headline": headline,
+        "study": "dessilbi", "config": to_dict(cfg), "settings": key_settings(cfg), "seconds": seconds,
+        "headline": headline,
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
         "optimizer_means": optimizer_means(runs), "prune_costs": prune_costs(headline), "pruning": prune_table,
         "figures": figures,
@@ -333,10 +391,10 @@ def _check_layers(target: PruneTarget, layers: list[str]) -> None:
 
 def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
     run_cfg = vgg_run_config(cfg)
-    _say(cfg, f"VGG run: {run_cfg.name} ({cfg.vgg_model})")
+    _say(cfg, f"VGG run: {run_cfg.name} ({run_cfg.model.name})")
     train_or_reuse(run_cfg, out_dir / run_cfg.name, ds)
     run = run_record(out_dir / run_cfg.name, "vgg", "slbi_adam", cfg.vgg_seed, cfg.chance_acc)
-    run["model"] = cfg.vgg_model
+    run["model"] = run_cfg.model.name
     runs.append(run)
     if run["stalled"]:
         _say(cfg, f"{run['run']} stalled at chance (test accuracy {run['final_test_acc']:.2f}%): not pruned")
@@ -359,7 +417,7 @@ def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
     for r in each:
         r["experiment"] = "each_layer"
     prune_table += sweep + each
-    extra["vgg"] = {"layer": layer, "run": run["run"], "path": solution_path(target, layer),
+    extra["vgg"] = {"layer": layer, "run": run["run"], "model": run["model"], "path": solution_path(target, layer),
                     "kept": kept_at(target, layer, cfg.vgg_layer_percent)}
 
 
@@ -413,26 +471,11 @@ def prune_costs(headline: list[dict]) -> list[dict]:
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return "STALLED" if v else ""
-    if isinstance(v, float):
-        return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"  # accuracies 98.61; losses 0.0126
-    return str(v)
+    return fmt(v, none="n/a", true="STALLED", false="", number=acc2)  # accuracies 98.61; losses 0.0126
 
 
 def _md_table(rows: list[dict], cols: list[str], names: list[str] | None = None) -> list[str]:
-    lines = ["| " + " | ".join(names or cols) + " |", "|" + "---|" * len(cols)]
-    return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-
-
-def _csv(rows: list[dict], cols: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    return md_table(rows, cols, names, cell=_fmt)
 
 
 RUN_COLS = ["part", "run", "optimizer", "seed", "epochs", "final_test_acc", "best_test_acc", "final_train_loss",
@@ -443,8 +486,8 @@ PRUNE_COLS = ["part", "run", "optimizer", "seed", "experiment", "layer_set", "pe
 
 def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict],
                  headline: list[dict]) -> None:
-    atomic_write_text(out_dir / "results.csv", _csv(runs, RUN_COLS))
-    atomic_write_text(out_dir / "pruning.csv", _csv(rows, PRUNE_COLS))
+    atomic_write_text(out_dir / "results.csv", csv_text(runs, RUN_COLS))
+    atomic_write_text(out_dir / "pruning.csv", csv_text(rows, PRUNE_COLS))
     lines = [f"# DessiLBI study ({cfg.name})", "", "Accuracies are test accuracies in percent.", ""]
     lines += ["## Runs", ""] + _md_table(runs, RUN_COLS[:-1] + ["accuracy_unpruned"])
     lines += ["", "## Per optimizer (runs that did not stall)", ""]
@@ -473,9 +516,9 @@ def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows
         each = [r for r in vgg_rows if r.get("experiment") == "each_layer"]
         cols = ["unit", "removed", "total", "removed_pct", "accuracy_pruned", "drop"]
         names = ["unit", "removed", "total", "removed (%)", "accuracy", "drop (points)"]
-        lines += ["", f"## {cfg.vgg_model} (SLBI-Adam): pruning-ratio sweep of {sweep[0]['layer']}", ""]
+        lines += ["", f"## {vgg_model(cfg)} (SLBI-Adam): pruning-ratio sweep of {sweep[0]['layer']}", ""]
         lines += _md_table([_pct(r) for r in sweep], ["percent"] + cols, ["percent"] + names)
-        lines += ["", f"## {cfg.vgg_model} (SLBI-Adam): each layer pruned alone at {cfg.vgg_layer_percent:g}", ""]
+        lines += ["", f"## {vgg_model(cfg)} (SLBI-Adam): each layer pruned alone at {cfg.vgg_layer_percent:g}", ""]
         lines += _md_table([_pct(r) for r in each], ["layer"] + cols, ["layer"] + names)
     lines += [
         "",
@@ -509,184 +552,3 @@ def _wide_prune_table(rows: list[dict]) -> list[str]:
     wide = [{**g, "removed": "; ".join(g["removed"])} for g in groups.values()]
     return _md_table(wide, ["run", "layer_set", "percent", "removed", "accuracy_pruned", "drop"],
                      ["run", "layers", "percent", "removed (actual)", "accuracy", "drop (points)"])
-
-
-# ---------------------------------------------------------------- figures
-
-COLORS = {"slbi": "tab:red", "momentum": "tab:blue", "slbi_adam": "tab:green"}
-LABELS = {"slbi": "SLBI", "momentum": "SGD-momentum", "slbi_adam": "SLBI-Adam"}
-STYLES = ["-", "--", ":", "-."]
-FIGURES = ("lenet_curves", "solution_path", "conv3_weights", "lenet_pruning", "vgg_pruning")
-
-
-def plot_all(out_dir: Path, cfg, runs, rows, extra) -> list[str]:
-    made = []
-    lenet = [r for r in runs if r["part"] == "lenet"]
-    if lenet:
-        made.append(plot_curves(out_dir, lenet))
-    if extra.get("paths") or extra.get("vgg", {}).get("path") is not None:
-        made.append(plot_paths(out_dir, cfg, extra))
-    if "weights" in extra:
-        made.append(plot_weights(out_dir, cfg, extra["weights"]))
-    if any(r["part"] == "lenet" for r in rows):
-        made.append(plot_lenet_pruning(out_dir, [r for r in rows if r["part"] == "lenet"], lenet))
-    vgg = [r for r in runs if r["part"] == "vgg"]
-    if vgg:
-        made.append(plot_vgg(out_dir, cfg, vgg[0], [r for r in rows if r["part"] == "vgg"]))
-    for name in FIGURES:  # a figure of an earlier pass that this one could not draw would mislead
-        if name not in made:
-            (out_dir / f"{name}.png").unlink(missing_ok=True)
-    return made
-
-
-def _run_label(r: dict) -> str:
-    return f"{LABELS[r['optimizer']]} seed {r['seed']}" + (" (STALLED)" if r["stalled"] else "")
-
-
-def plot_curves(out_dir: Path, runs: list[dict]) -> str:
-    fig = figure(11, 4.2)
-    ax_acc, ax_loss = fig.subplots(1, 2)
-    seeds = sorted({r["seed"] for r in runs})
-    for r in runs:
-        h = r["history"]
-        style = dict(color=COLORS[r["optimizer"]], ls=STYLES[seeds.index(r["seed"]) % len(STYLES)], marker=".",
-                     alpha=0.45 if r["stalled"] else 1.0)
-        ax_acc.plot(h["epoch"], [100 * a if a is not None else np.nan for a in h["test_acc"]], label=_run_label(r), **style)
-        ax_loss.plot(h["epoch"], h["train_loss"], label=_run_label(r), **style)
-    top = [100 * max(a for a in r["history"]["test_acc"] if a is not None) for r in runs if not r["stalled"]]
-    if top:  # zoom on the trained runs; a stalled one is in the legend and the loss panel
-        ax_acc.set_ylim(min(top) - 3, 100)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="LeNet on MNIST: test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="training loss (NLL)", yscale="log", title="training loss")
-    ax_acc.legend(fontsize=8)
-    ax_loss.legend(fontsize=8)
-    save_figure(fig, out_dir / "lenet_curves.png")
-    return "lenet_curves"
-
-
-def _path_panel(ax, path: np.ndarray, kept: np.ndarray, color: str, title: str, kept_what: str) -> None:
-    epochs = np.arange(1, path.shape[0] + 1)
-    for i in np.nonzero(~kept)[0]:
-        ax.plot(epochs, path[:, i], color="0.6", lw=0.6, alpha=0.6)
-    for i in np.nonzero(kept)[0]:
-        ax.plot(epochs, path[:, i], color=color, lw=1.1, alpha=0.9)
-    if path.shape[0] == 1:  # one epoch: lines have no length, show the points
-        ax.scatter(np.ones(path.shape[1]), path[0], c=np.where(kept, color, "0.6"), s=8)
-    ax.plot([], [], color=color, label=f"{int(kept.sum())} {kept_what}")
-    ax.plot([], [], color="0.6", label=f"{int((~kept).sum())} pruned")
-    ax.set(xlabel="epoch", ylabel="||Gamma|| per filter", title=title)
-    ax.legend(fontsize=8)
-
-
-def plot_paths(out_dir: Path, cfg, extra: dict) -> str:
-    panels = [(LABELS[o] + f" ({run}), {cfg.path_layer}", v, COLORS[o], cfg.prune_percent)
-              for (o, run), v in extra.get("paths", {}).items() if v["path"] is not None]
-    vgg = extra.get("vgg")
-    if vgg and vgg.get("path") is not None:
-        panels.append((f"{cfg.vgg_model} SLBI-Adam, {vgg['layer']}", vgg, "tab:purple", cfg.vgg_layer_percent))
-    fig = figure(5.2 * max(1, len(panels)), 4.2)
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
-    for ax, (title, v, color, pct) in zip(axes, panels):
-        _path_panel(ax, v["path"], v["kept"], color, title, f"kept at {pct:g}% pruning")
-    fig.suptitle("Solution path: norm of Gamma per filter after each epoch (coloured: the filters that pruning "
-                 "keeps; grey: the ones it removes)", fontsize=10)
-    save_figure(fig, out_dir / "solution_path.png")
-    return "solution_path"
-
-
-def plot_weights(out_dir: Path, cfg, w: dict) -> str:
-    before, after = w["before"].reshape(len(w["before"]), -1), w["after"].reshape(len(w["after"]), -1)
-    lim = float(np.percentile(np.abs(before), 99.5)) or 1.0  # a few large weights would wash the rest out
-    fig = figure(11, 5.5)
-    axes = fig.subplots(1, 2, sharey=True)
-    r = w["report"]
-    for ax, m, title in ((axes[0], before, "before pruning"),
-                         (axes[1], after, f"after pruning at {cfg.prune_percent:g}%: {r['removed']} of {r['total']} "
-                                          f"{r['kind']} removed")):
-        im = ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-        ax.set(title=title, xlabel="weight within the filter (input channel x kernel, flattened)")
-    axes[0].set_ylabel("filter (output channel)")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
-    fig.suptitle(f"{cfg.path_layer} of {w['run']}: pruned filters become zero rows", fontsize=10)
-    save_figure(fig, out_dir / "conv3_weights.png")
-    return "conv3_weights"
-
-
-def _label_percents(ax, pts: list[tuple[float, float, float]], color: str) -> None:
-    """Nominal percent beside each point; points that coincide (ties) share one label, e.g. '10-80'."""
-    groups: dict[tuple, list[float]] = {}
-    for pct, x, y in pts:
-        groups.setdefault((round(100 * x, 1), round(y, 2)), []).append(pct)
-    for (x, y), pcts in groups.items():
-        text = f"{min(pcts):g}" if len(pcts) == 1 else f"{min(pcts):g}-{max(pcts):g}"
-        ax.annotate(text, (x, y), fontsize=6, color=color, textcoords="offset points", xytext=(3, -8))
-
-
-def plot_lenet_pruning(out_dir: Path, rows: list[dict], runs: list[dict]) -> str:
-    layers = list(dict.fromkeys(r["layer"] for r in rows))
-    fig = figure(5.6 * len(layers), 4.6)
-    axes = np.atleast_1d(fig.subplots(1, len(layers)))
-    sets = list(dict.fromkeys(r["layer_set"] for r in rows))
-    markers = ["o", "s", "^", "D"]
-    for ax, layer in zip(axes, layers):
-        for run in dict.fromkeys(r["run"] for r in rows):
-            for k, ls in enumerate(sets):
-                # in the order of the nominal percent: ties can make the removed fraction jump or stand still
-                pts = sorted((r["percent"], r["fraction"], r["accuracy_pruned"]) for r in rows
-                             if r["run"] == run and r["layer_set"] == ls and r["layer"] == layer)
-                if not pts:
-                    continue
-                color = COLORS[next(r["optimizer"] for r in rows if r["run"] == run)]
-                _, x, y = zip(*pts)
-                ax.plot(100 * np.array(x), y, color=color, marker=markers[k % len(markers)],
-                        ls=STYLES[k % len(STYLES)], ms=4, label=f"{run}: prune {ls}")
-                if k == len(sets) - 1 or layer not in sets[-1].split("+"):
-                    _label_percents(ax, pts, color)
-        for run in runs:
-            if run.get("accuracy_unpruned") is not None:
-                ax.axhline(run["accuracy_unpruned"], color=COLORS[run["optimizer"]], lw=0.7, ls=":")
-        ax.set(xlabel=f"fraction of {layer} actually removed (%)", ylabel="test accuracy after pruning (%)",
-               title=f"{layer}")
-        ax.legend(fontsize=7)
-    fig.suptitle("LeNet: accuracy against the fraction actually removed (labels: nominal percent; dotted: "
-                 "unpruned accuracy)", fontsize=10)
-    save_figure(fig, out_dir / "lenet_pruning.png")
-    return "lenet_pruning"
-
-
-def plot_vgg(out_dir: Path, cfg, run: dict, rows: list[dict]) -> str:
-    fig = figure(16, 4.6)
-    ax_curve, ax_sweep, ax_each = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
-    h = run["history"]
-    ax_curve.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker=".", color="tab:purple", label="test")
-    ax_curve.plot(h["epoch"], [100 * a for a in h["train_acc"]], marker=".", color="tab:purple", ls="--",
-                  label="train (running)")
-    ax_curve.set(xlabel="epoch", ylabel="accuracy (%)",
-                 title=f"{cfg.vgg_model}, SLBI-Adam" + (" (STALLED)" if run["stalled"] else ""))
-    ax_curve.legend(fontsize=8)
-    sweep = sorted((r for r in rows if r.get("experiment") == "sweep"), key=lambda r: r["percent"])
-    each = [r for r in rows if r.get("experiment") == "each_layer"]
-    before = run.get("accuracy_unpruned")
-    if sweep:
-        ax_sweep.plot([100 * r["fraction"] for r in sweep], [r["accuracy_pruned"] for r in sweep], marker="o",
-                      color="tab:purple")
-        for r in sweep:
-            ax_sweep.annotate(f"{r['percent']:g}", (100 * r["fraction"], r["accuracy_pruned"]), fontsize=6,
-                              textcoords="offset points", xytext=(3, 3))
-        ax_sweep.axhline(before, color="0.4", ls=":", lw=0.8, label=f"unpruned {before:.2f}%")
-        ax_sweep.set(xlabel=f"fraction of {sweep[0]['layer']} removed (%) (labels: percent)",
-                     ylabel="test accuracy (%)", title=f"pruning-ratio sweep of {sweep[0]['layer']}")
-        ax_sweep.legend(fontsize=8)
-    if each:
-        x = np.arange(len(each))
-        ax_each.bar(x, [r["accuracy_pruned"] for r in each], color=["tab:purple" if r["unit"] == "filters"
-                                                                    else "tab:olive" for r in each])
-        for i, r in enumerate(each):
-            ax_each.annotate(f"{100 * r['fraction']:.0f}%", (i, r["accuracy_pruned"]), ha="center", fontsize=6,
-                             textcoords="offset points", xytext=(0, 2))
-        ax_each.axhline(before, color="0.4", ls=":", lw=0.8)
-        ax_each.set_xticks(x, [r["layer"].removesuffix(".weight") for r in each], rotation=45, ha="right", fontsize=7)
-        ax_each.set(ylabel="test accuracy (%)", title=f"each layer pruned alone at {cfg.vgg_layer_percent:g}% "
-                                                      "(labels: fraction removed; olive: FC weights)")
-    save_figure(fig, out_dir / "vgg_pruning.png")
-    return "vgg_pruning"

@@ -26,15 +26,29 @@ import json
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from ..config import Config, check_same_run, deep_merge, find_preset, from_dict, load_config, read_yaml, resolve_preset, save_config, to_dict
+from ..config import (
+    Config,
+    check_same_run,
+    deep_merge,
+    find_preset,
+    from_dict,
+    load_config,
+    read_yaml,
+    resolve_preset,
+    save_config,
+    to_dict,
+)
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, make_folder
+from ..tables import fmt_stat, md_table
+from .settings import key_settings
 
 SCALES = ("smoke", "standard", "full")
 PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
@@ -146,14 +160,16 @@ def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
 
 
 def bn_config(cfg: PJ2Config):
-    from .bn_study import BNStudyConfig, check_config as check_bn
+    from .bn_study import BNStudyConfig
+    from .bn_study import check_config as check_bn
 
     return check_bn(study_config(BNStudyConfig, "bn", cfg.bn, {"data": cfg.data, "cache_dir": cfg.cache_dir,
                                                                 "device": cfg.device}))
 
 
 def dessilbi_config(cfg: PJ2Config):
-    from .dessilbi_study import DessiLBIStudyConfig, check_config as check_dessilbi
+    from .dessilbi_study import DessiLBIStudyConfig
+    from .dessilbi_study import check_config as check_dessilbi
 
     forced = {"lenet_data": cfg.mnist, "vgg_data": cfg.data, "cache_dir": cfg.cache_dir, "device": cfg.device}
     return check_dessilbi(study_config(DessiLBIStudyConfig, "dessilbi", cfg.dessilbi, forced))
@@ -222,33 +238,26 @@ class Datasets:
 
 
 def train_run(run_cfg: Config, run_dir: Path, dataset) -> None:
-    """Train into run_dir; resume an interrupted run (last.pt). The caller skips finished runs."""
+    """Train into run_dir: skip a finished run, resume an interrupted one, refuse one of other settings."""
     from ..train.engine import train
 
-    check_same_run(run_dir, run_cfg)
-    resume = (run_dir / "last.pt").is_file()
-    if not resume:  # a kill before the first checkpoint may leave a metrics line: start clean
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    train(run_cfg, run_dir=run_dir, resume=resume, dataset=dataset)
+    train(run_cfg, run_dir=run_dir, resume="auto", dataset=dataset)
 
 
 def run_analysis(run_dir: Path, name: str, out: Path, a: AnalysesConfig, device: str) -> None:
     """One `cifarlab inspect RUN NAME` with this scale's options; writes out/result.json last."""
-    from ..analysis.cli import add_inspect_parser
+    from ..analysis.inspect import inspect
 
-    args = [str(run_dir), name, "--out", str(out), "--device", device, f"--batch-size={a.batch_size}"]
+    options: dict[str, Any] = {"device": device, "batch_size": a.batch_size}
     if name == "features":
-        args.append(f"--n-images={a.feature_images}")
+        options["n_images"] = a.feature_images
     if name == "gradcam":
-        args += [f"--n-images={a.gradcam_images}", f"--methods={a.gradcam_methods}"]
+        options.update(n_images=a.gradcam_images, methods=a.gradcam_methods)
     if name == "landscape":
-        args += [f"--grid={a.landscape_grid}", f"--n={a.landscape_n}"]
+        options.update(grid=a.landscape_grid, n=a.landscape_n)
     if name == "hessian":
-        args.append(f"--n={a.landscape_n}")
-    parser = argparse.ArgumentParser(prog="cifarlab")
-    add_inspect_parser(parser.add_subparsers())
-    ns = parser.parse_args(["inspect", *args])
-    ns.fn(ns)
+        options["n"] = a.landscape_n
+    inspect(run_dir, name, out, echo=True, **options)
 
 
 def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
@@ -310,11 +319,14 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
                           float(eta.get("bn", 0)), same_study(f["bn"], bn_cfg),
                           lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data))))
     if "dessilbi" in cfg.parts:
-        from .dessilbi_study import run_dessilbi_study
+        from .dessilbi_study import lenet_run_config, run_dessilbi_study, vgg_run_config
 
         d_cfg = dessilbi_config(cfg)
-        parts.append(Part("dessilbi", f"Task 3: DessiLBI study (LeNet/MNIST {d_cfg.epochs} epochs"
-                                      + (f", {d_cfg.vgg_model}/CIFAR-10 {d_cfg.vgg_epochs} epochs)" if d_cfg.vgg else ")"),
+        lenet_epochs = lenet_run_config(d_cfg, d_cfg.optimizers[0], d_cfg.seeds[0]).train.epochs
+        vgg_run = vgg_run_config(d_cfg) if d_cfg.vgg else None
+        parts.append(Part("dessilbi", f"Task 3: DessiLBI study (LeNet/MNIST {lenet_epochs} epochs"
+                                      + (f", {vgg_run.model.name}/CIFAR-10 {vgg_run.train.epochs} epochs)" if vgg_run
+                                         else ")"),
                           float(eta.get("dessilbi", 0)), same_study(f["dessilbi"], d_cfg),
                           lambda: run_dessilbi_study(d_cfg, f["dessilbi"],
                                                      lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
@@ -389,7 +401,7 @@ def run_parts(parts: list[Part], label: str) -> None:
 def run_pj2(cfg: PJ2Config, out_dir: str | Path) -> dict:
     """Run (or resume) every part, then write results.md, results.csv, summary.json and report.html."""
     from ..report import report_folder
-    from ..train.engine import pick_device
+    from ..train.device import pick_device
 
     cfg = check_config(cfg)
     out = make_folder(out_dir)
@@ -448,7 +460,7 @@ def best_model_row(run_dir: Path) -> dict | None:
 
 
 def sweep_row(name: str, out_dir: Path) -> dict | None:
-    from ..sweep.results import best_config, collect, direction, fmt_stat, summarize
+    from ..sweep.results import best_config, collect, direction, summarize
 
     if not (out_dir / "sweep.yaml").is_file():
         return None
@@ -470,7 +482,7 @@ def bn_rows(out_dir: Path) -> list[dict]:
     for model in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == model]
         ok = [r for r in mine if not r.get("stalled")]
-        mean = lambda k: sum(r[k] for r in ok) / len(ok) if ok and all(k in r for r in ok) else None  # noqa: E731
+        mean = lambda k: sum(r[k] for r in ok) / len(ok) if ok and all(k in r for r in ok) else None  # noqa: E731, B023 (called in this iteration)
         out.append({"model": model, "best_test_acc": max(r["best_test_acc"] for r in mine), "runs": len(mine),
                     "stalled": len(mine) - len(ok), "loss_variation_width": mean("loss_variation_width"),
                     "beta_smooth_mean": mean("beta_smooth_mean")})
@@ -490,17 +502,8 @@ def dessilbi_rows(out_dir: Path) -> list[dict]:
     return out
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _table(rows: list[dict], cols: list[str], names: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(cols)]
-    return lines + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return md_table(rows, cols, names)
 
 
 def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds: float) -> dict:
@@ -561,7 +564,9 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     atomic_write_text(out / "results.csv", "part,title,status,seconds\n" + "".join(
         f"{r['part']},\"{r['title']}\",{r['status']},{r['seconds']}\n" for r in part_rows))
-    plot_times(out / "time_per_part.png", parts)
+    from .pj2_figures import plot_times
+
+    plot_times(out / "time_per_part.png", parts, clock(sum(p.seconds for p in parts)))
     atomic_write_json(out / "captions.json", {
         "time_per_part.png": "Wall time of each part of the study (grey: complete from an earlier start, "
                              "red: failed)."})
@@ -579,23 +584,9 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
             summary[f"{r['run']}_test_acc"] = r["test_acc"] / 100
             if r["pruned_acc"] is not None:
                 summary[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
-    summary.update({"config": to_dict(cfg), "seconds": sum(p.seconds for p in parts), "parts": part_rows,
+    summary.update({"config": to_dict(cfg), "settings": key_settings(cfg, against_defaults=False),
+                    "seconds": sum(p.seconds for p in parts), "parts": part_rows,
                     "best_model_run": best, "recipes": recipes, "sweeps": sweeps, "bn": bn, "dessilbi": dessilbi,
                     "env": environment(device)})
     atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def plot_times(path: Path, parts: list[Part]) -> None:
-    from ..analysis.plotting import figure, save_figure
-
-    fig = figure(8, 0.9 + 0.38 * len(parts))
-    ax = fig.subplots()
-    colors = {"done": "tab:blue", "skipped": "0.6", "failed": "tab:red"}
-    y = list(range(len(parts)))
-    ax.barh(y, [p.seconds / 60 for p in parts], color=[colors.get(p.status, "0.8") for p in parts])
-    ax.set_yticks(y, [p.title if len(p.title) < 70 else p.title[:67] + "..." for p in parts], fontsize=7)
-    ax.invert_yaxis()
-    ax.set(xlabel="minutes", title=f"Time per part (total {clock(sum(p.seconds for p in parts))})")
-    ax.grid(axis="x", alpha=0.3)
-    save_figure(fig, path)

@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from ..run import atomic_write, read_jsonl
+from .stats import FINISHED, best_config, direction
 
-from ..run import read_jsonl  # noqa: E402
 
-FINISHED = ("done", "diverged")
+def _save(fig: Figure, path: Path) -> Path:
+    """tight_layout, then PNG at 120 dpi via a temporary name (objects, not pyplot: no global state)."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return path
 
 
 def sweep_figures(out_dir: Path, rows: list[dict], groups: list[dict], axis_names: list[str],
                   metrics: list[str]) -> list[Path]:
-    from .results import best_config, direction
-
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     primary = next((m for m in metrics if direction(m)), metrics[0])
@@ -49,7 +50,8 @@ def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) 
     """One panel per axis: the metric over all finished runs with each value (other axes pooled)."""
     scale, ylabel = _scale(metric)
     n = len(axis_names)
-    fig, axs = plt.subplots(1, n, figsize=(max(4.0, 3.2 * n), 3.6), squeeze=False, sharey=True)
+    fig = Figure(figsize=(max(4.0, 3.2 * n), 3.6))
+    axs = fig.subplots(1, n, squeeze=False, sharey=True)
     for ax, name in zip(axs[0], axis_names):
         labels = list(dict.fromkeys(r[name] for r in rows))
         vals = [[r[metric] * scale for r in rows if r[name] == lab and r["status"] in FINISHED
@@ -65,10 +67,7 @@ def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) 
         ax.grid(alpha=0.3)
     axs[0][0].set_ylabel(ylabel)
     fig.suptitle(f"{metric}: mean ± std over runs with each value")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_names: list[str],
@@ -76,7 +75,8 @@ def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_
     """Eval accuracy per epoch of the best configurations: mean over seeds, band = min..max."""
     split = "val" if "val" in metric else "test"
     key = f"{split}_acc"
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     drawn = 0
     for g in best:
         curves = []
@@ -97,7 +97,6 @@ def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_
             ax.fill_between(epochs, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
         drawn += 1
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -105,10 +104,7 @@ def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_
     ax.set_title(f"best {drawn} configurations by {metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _seconds(out_dir: Path, rows: list[dict]) -> dict[str, list[float]]:
@@ -126,14 +122,12 @@ def _run_time(path: Path, groups: list[dict], seconds: dict[str, list[float]], a
     gs = [g for g in groups if g["config_id"] in seconds]
     means = [np.mean(seconds[g["config_id"]]) for g in gs]
     stds = [np.std(seconds[g["config_id"]], ddof=1) if len(seconds[g["config_id"]]) > 1 else 0.0 for g in gs]
-    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.3 * len(gs)))
+    fig = Figure(figsize=(6.4, 1.2 + 0.3 * len(gs)))
+    ax = fig.subplots()
     y = np.arange(len(gs))
     ax.barh(y, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
     ax.set_yticks(y, [_label(g, axis_names) for g in gs], fontsize=8)
     ax.invert_yaxis()  # first configuration on top, as in the table
     ax.set_xlabel("training time (s), mean ± std over seeds")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -29,8 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (Config, deep_merge, find_preset, from_dict, parse_overrides, preset_names, read_yaml,
-                      resolve_preset)
+from ..config import (
+    Config,
+    deep_merge,
+    find_preset,
+    from_dict,
+    parse_overrides,
+    preset_names,
+    read_yaml,
+    resolve_preset,
+)
 from ..errors import UserError
 
 DEFAULT_METRICS = ["best_test_acc", "final_test_acc", "train_seconds"]

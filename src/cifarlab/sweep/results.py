@@ -8,8 +8,6 @@ report, all read the same truth.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -20,9 +18,13 @@ import numpy as np
 from ..config import from_dict, read_yaml
 from ..errors import UserError
 from ..run import atomic_write_text
+from ..tables import csv_text, fmt_stat, md_lines
+from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
+from .stats import FINISHED, best_config, direction
 
-FINISHED = ("done", "diverged")
+__all__ = ["FINISHED", "best_config", "collect", "direction", "fmt_stat", "markdown", "read_sweep", "run_status",
+           "summarize", "tabulate", "write_csv"]
 
 
 def run_status(run_dir: Path) -> str:
@@ -101,34 +103,6 @@ def summarize(rows: list[dict], axis_names: list[str], metrics: list[str]) -> li
     return out
 
 
-def direction(metric: str) -> int:
-    """+1 if higher is better (accuracies), -1 if lower is (losses, times), 0 if neither is known."""
-    if "acc" in metric:
-        return 1
-    if any(w in metric for w in ("loss", "seconds", "time", "error")):
-        return -1
-    return 0
-
-
-def fmt_stat(metric: str, stat: tuple[float, float | None] | None) -> str:
-    if stat is None:
-        return "-"
-    mean, std = stat
-    scale, digits = (100.0, 2) if metric.endswith("acc") else (1.0, 1 if "seconds" in metric else 4)
-    if digits == 4:
-        s = f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
-    else:
-        s = f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
-    return s
-
-
-def best_config(groups: list[dict], metric: str) -> dict | None:
-    scored = [g for g in groups if g.get(metric) is not None]
-    if not scored or direction(metric) == 0:
-        return None
-    return max(scored, key=lambda g: direction(metric) * g[metric][0])
-
-
 def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[str], metrics: list[str]) -> str:
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "diverged", "failed", "partial", "pending")}
     seeds = sorted({r["seed"] for r in rows})
@@ -139,9 +113,8 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
              "times in seconds; the best of each column is in bold.", ""]
     show_failed = any(g["failed"] for g in groups)
     head = axis_names + ["n"] + (["failed"] if show_failed else []) + metrics
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join(["---"] * len(axis_names) + ["---:"] * (len(head) - len(axis_names))) + "|")
     best = {m: best_config(groups, m) for m in metrics}
+    body = []
     for g in groups:
         cells = [str(g[a]) for a in axis_names] + [str(g["n"])] + ([str(g["failed"])] if show_failed else [])
         for m in metrics:
@@ -149,7 +122,8 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
             if best[m] is not None and g[m] is not None and g[m][0] == best[m][m][0]:
                 cell = f"**{cell}**"
             cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines += md_lines(head, body, ["---"] * len(axis_names) + ["---:"] * (len(head) - len(axis_names)))
     primary = next((m for m in metrics if direction(m)), None)
     if primary and best[primary] is not None:
         b = best[primary]
@@ -163,13 +137,7 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    cols = [c for c in rows[0] if c != "config_id"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, csv_text(rows, [c for c in rows[0] if c != "config_id"]))
 
 
 def tabulate(out_dir: str | Path, metrics: list[str] | None = None, figures: bool = True) -> list[dict]:
@@ -182,7 +150,5 @@ def tabulate(out_dir: str | Path, metrics: list[str] | None = None, figures: boo
     atomic_write_text(out_dir / "results.md", markdown(sweep.name if sweep else out_dir.name, rows, groups,
                                                        axis_names, metrics))
     if figures:
-        from .figures import sweep_figures
-
         sweep_figures(out_dir, rows, groups, axis_names, metrics)
     return rows

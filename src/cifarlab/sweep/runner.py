@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-
 from ..config import check_same_run, save_config
 from ..data import load_dataset
 from ..errors import UserError
@@ -96,14 +95,14 @@ def _prepare(spec: RunSpec, out: Path) -> bool:
 
 
 def execute(cfg, run_dir: Path, dataset=None) -> dict:
-    """Train one run in run_dir (resuming from last.pt if there is one). A failure is recorded in
-    error.txt and returned, never raised: one bad configuration must not stop a sweep.
+    """Train one run in run_dir (resume="auto": continue from last.pt if there is one). A failure is
+    recorded in error.txt and returned, never raised: one bad configuration must not stop a sweep.
     KeyboardInterrupt does stop it, leaving last.pt for the next start."""
     from ..train.engine import train
 
     t0 = time.perf_counter()
     try:
-        summary = train(cfg, run_dir=run_dir, resume=(run_dir / "last.pt").is_file(), dataset=dataset)
+        summary = train(cfg, run_dir=run_dir, resume="auto", dataset=dataset)
         return {"status": "done", "summary": summary, "wall_seconds": time.perf_counter() - t0}
     except KeyboardInterrupt:
         raise

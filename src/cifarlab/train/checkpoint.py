@@ -61,3 +61,51 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bo
     state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
     load_state(model, state, f"checkpoint {checkpoint_path(path)}")
     return model.to(device).eval(), ckpt
+
+
+# ---------------------------------------------------------------- what the analyses read off a checkpoint
+
+
+def state_of(ckpt: dict) -> dict:
+    """The weights load_model uses: the EMA copy when the run kept one."""
+    return ckpt["ema"] if ckpt.get("ema") else ckpt["model"]
+
+
+def checkpoint_stats(ckpt: dict, channels: int) -> tuple[list[float], list[float]]:
+    """The normalization the model was trained with (the engine stores it in every checkpoint)."""
+    mean, std = ckpt.get("mean"), ckpt.get("std")
+    if not mean or not std:
+        mode = ckpt.get("config", {}).get("data", {}).get("normalize", "dataset")
+        if mode == "course":
+            return [0.5] * channels, [0.5] * channels
+        if mode == "none":
+            return [0.0] * channels, [1.0] * channels
+        raise UserError("the checkpoint does not store its normalization (mean/std); retrain with this version")
+    return list(mean), list(std)
+
+
+def checkpoint_data(ckpt: dict, source: str | None):
+    """The test split for a checkpoint: `source`, else the source it was trained on; checks the fit."""
+    from ..data import load_dataset
+
+    cfg = ckpt.get("config", {})
+    src = source or cfg.get("data", {}).get("source")
+    if not src:
+        raise UserError("the checkpoint does not record its data source; pass --data")
+    ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None)
+    opts = ckpt.get("model_options", {})
+    if opts.get("in_channels") not in (None, ds.test_x.shape[-1]):
+        raise UserError(f"the checkpoint's model takes {opts['in_channels']}-channel images, "
+                        f"but {ds.name} has {ds.test_x.shape[-1]}")
+    if opts.get("num_classes") not in (None, len(ds.classes)):
+        raise UserError(f"the checkpoint's model has {opts['num_classes']} classes, but {ds.name} has {len(ds.classes)}")
+    return ds
+
+
+def input_shape(ckpt: dict, source: str | None = None) -> tuple[int, int, int]:
+    """(H, W, C) the checkpoint's model takes: stored by the engine, else read off its dataset."""
+    shape = ckpt.get("image_shape")
+    if shape:
+        return tuple(int(v) for v in shape)
+    # older checkpoints: ask the data (slower, needs it present)
+    return tuple(int(v) for v in checkpoint_data(ckpt, source).test_x.shape[1:])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..data import mixed_loss
 from ..errors import UserError
 
 LOSSES = ("ce", "nll", "mse", "smooth_l1", "kl")
@@ -44,3 +45,17 @@ def make_loss(name: str, label_smoothing: float = 0.0, num_classes: int = 10) ->
 def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
     """Sum of |w| over weight tensors of rank >= 2 (conv kernels, linear weights)."""
     return sum(p.abs().sum() for p in model.parameters() if p.ndim >= 2)
+
+
+class TrainingLoss:
+    """What the optimizer minimises: the loss (mean over the batch, mixup/cutmix aware), times the
+    global batch size under reduction 'sum', plus optim.l1 * |w|. Returns (mean loss, total)."""
+
+    def __init__(self, loss_fn: Callable, *, reduction: str = "mean", world: int = 1, l1: float = 0.0):
+        self.loss_fn, self.summed, self.world, self.l1 = loss_fn, reduction == "sum", world, l1
+
+    def __call__(self, logits: torch.Tensor, y, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = mixed_loss(self.loss_fn, logits, y)
+        # sum: the gradient of the (global) batch's summed loss; DDP averages over ranks, hence the world size
+        total = loss * (logits.shape[0] * self.world) if self.summed else loss
+        return loss, total + self.l1 * l1_penalty(model) if self.l1 > 0 else total

@@ -14,7 +14,7 @@ checkpointing and zero_grad work unchanged. The non-Muon groups follow torch.opt
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..config import OptimConfig
 from ..errors import UserError
-
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -90,13 +89,13 @@ def _adagrad(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def _slbi(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    from ..sparsity.slbi import build_slbi
+    from .slbi import build_slbi
 
     return build_slbi(model, cfg)
 
 
 def _slbi_adam(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    from ..sparsity.slbi import build_slbi_adam
+    from .slbi import build_slbi_adam
 
     return build_slbi_adam(model, cfg)
 

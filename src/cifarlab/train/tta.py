@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TTA_MODES = ("none", "flip", "multiview")
+from ..config import TTA_MODES  # noqa: F401  (defined with the config it checks)
 
 
 def mirror_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -6,24 +6,15 @@ and resized to the input size it was trained on (32x32 for CIFAR, 28x28 for MNIS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-
-
-def input_shape(ckpt: dict, source: str | None = None) -> tuple[int, int, int]:
-    """(H, W, C) the checkpoint's model takes: stored by the engine, else read off its dataset."""
-    shape = ckpt.get("image_shape")
-    if shape:
-        return tuple(int(v) for v in shape)
-    from .evaluate import checkpoint_data  # older checkpoints: ask the data (slower, needs it present)
-
-    return tuple(int(v) for v in checkpoint_data(ckpt, source).test_x.shape[1:])
+from ..errors import UserError
+from ..train.checkpoint import checkpoint_stats, input_shape
 
 
 def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -52,19 +43,6 @@ def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).view(h, w, c)
 
 
-def checkpoint_stats(ckpt: dict, channels: int) -> tuple[list[float], list[float]]:
-    """The normalization the model was trained with (the engine stores it in every checkpoint)."""
-    mean, std = ckpt.get("mean"), ckpt.get("std")
-    if not mean or not std:
-        mode = ckpt.get("config", {}).get("data", {}).get("normalize", "dataset")
-        if mode == "course":
-            return [0.5] * channels, [0.5] * channels
-        if mode == "none":
-            return [0.0] * channels, [1.0] * channels
-        raise UserError("the checkpoint does not store its normalization (mean/std); retrain with this version")
-    return list(mean), list(std)
-
-
 @torch.no_grad()
 def classify(model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: int = 3) -> list[list[dict]]:
     """Per image of the normalized batch x: the top-k {"class", "index", "prob"} by softmax."""
@@ -83,9 +61,9 @@ def classify(model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: in
 def gradcam_figure(model: nn.Module, x: torch.Tensor, image: np.ndarray, target: int, layer: str | None,
                    path: str | Path, title: str) -> Path:
     """The resized input beside its Grad-CAM overlay for class `target` (one image), saved as PNG."""
-    from .analysis.attribution import gradcam, overlay
-    from .analysis.layers import default_cam_layer
-    from .analysis.plotting import figure, save_figure, show_image
+    from .attribution import gradcam, overlay
+    from .layers import default_cam_layer
+    from .plotting import figure, save_figure, show_image
 
     layer = layer or default_cam_layer(model, x)
     cam = gradcam(model, x, torch.tensor([target], device=x.device), layer)[0].cpu().numpy()
@@ -103,8 +81,8 @@ def predict_files(model: nn.Module, ckpt: dict, paths: Sequence[str | Path], top
 
     Returns [{"image", "top": [{"class", "index", "prob"}, ...], "gradcam": path or None}].
     """
-    from .analysis.layers import model_device
-    from .analysis.plotting import to_input
+    from .layers import model_device
+    from .plotting import to_input
 
     if not paths:
         raise UserError("name at least one image file")

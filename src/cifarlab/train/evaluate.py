@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .data import DeviceLoader, load_dataset
-from .errors import UserError
-from .train.checkpoint import load_model
-from .train.engine import autocast, pick_device, predict
-
-
-def checkpoint_data(ckpt: dict, source: str | None):
-    """The test split for a checkpoint: `source`, else the source it was trained on; checks the fit."""
-    cfg = ckpt.get("config", {})
-    src = source or cfg.get("data", {}).get("source")
-    if not src:
-        raise UserError("the checkpoint does not record its data source; pass --data")
-    ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None)
-    opts = ckpt.get("model_options", {})
-    if opts.get("in_channels") not in (None, ds.test_x.shape[-1]):
-        raise UserError(f"the checkpoint's model takes {opts['in_channels']}-channel images, "
-                        f"but {ds.name} has {ds.test_x.shape[-1]}")
-    if opts.get("num_classes") not in (None, len(ds.classes)):
-        raise UserError(f"the checkpoint's model has {opts['num_classes']} classes, but {ds.name} has {len(ds.classes)}")
-    return ds
+from ..data import DeviceLoader
+from .checkpoint import checkpoint_data, load_model
+from .device import autocast, pick_device
+from .engine import predict
 
 
 def evaluate_checkpoint(path, source: str | None = None, tta: str = "none", device: str = "auto") -> dict:

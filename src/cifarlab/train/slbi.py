@@ -210,7 +210,7 @@ class SLBI(_LBI):
     layers: names of the weights to track (default: every 4-D conv kernel and 2-D FC weight).
     """
 
-    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, kappa: float = 1.0,
+    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, *, kappa: float = 1.0,
                  mu: float = 100.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  layers: list[str] | None = None, lambda_conv: float = 1.0, lambda_fc: float = 1.0,
                  fc_group: bool = False) -> None:
@@ -257,7 +257,7 @@ class SLBIAdam(_LBI):
     full SLBI step (no momentum) from the Adam-updated weights, untracked parameters included.
     """
 
-    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, kappa: float = 1.0,
+    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, *, kappa: float = 1.0,
                  mu: float = 100.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, layers: list[str] | None = None, lambda_conv: float = 1.0,
                  lambda_fc: float = 1.0, fc_group: bool = False, variant: str = "coupled") -> None:

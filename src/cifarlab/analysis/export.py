@@ -18,14 +18,14 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "dynamo", "legacy")

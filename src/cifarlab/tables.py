@@ -1,0 +1,85 @@
+"""Markdown tables, CSV text and table numbers: the one formatter the sweeps, studies, pj2 and the report share.
+
+Each caller keeps its own conventions (what None or a flag reads as, how many digits a number gets)
+by passing them in; the table shapes are the same everywhere:
+
+    | a | b |        md_table(rows, ["a", "b"])
+    |---|---|        md_lines(head, cells, align=["---", "---:"]) for pre-formatted cells
+    | 1 | x |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def g4(v: float) -> str:
+    """Four significant digits: 0.01257, 98.61, 1.2e+04."""
+    return f"{v:.4g}"
+
+
+def acc2(v: float) -> str:
+    """Two decimals for numbers of 1 and up (accuracies in %: 98.61), three significant digits below (0.0126)."""
+    return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
+
+
+def fmt(v: Any, none: str = "-", true: str = "True", false: str = "False",
+        number: Callable[[float], str] = g4) -> str:
+    """One table cell: None, a flag and a float as the caller's table spells them; anything else as str()."""
+    if v is None:
+        return none
+    if isinstance(v, bool):
+        return true if v else false
+    if isinstance(v, float):
+        return number(v)
+    return str(v)
+
+
+def fmt_value(v: Any) -> str:
+    """A config or JSON value as YAML-ish text: none, true, 0.001, [1, 2], {a: 1}."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {fmt_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return fmt(v, none="none", true="true", false="false")
+
+
+def fmt_stat(metric: str, stat: tuple[float, float | None] | None) -> str:
+    """A (mean, std) over seeds: accuracies in % with 2 decimals, seconds with 1, anything else 4 digits."""
+    if stat is None:
+        return "-"
+    mean, std = stat
+    scale, digits = (100.0, 2) if metric.endswith("acc") else (1.0, 1 if "seconds" in metric else 4)
+    if digits == 4:
+        return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+    return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
+def md_lines(head: Sequence[str], body: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> list[str]:
+    """A Markdown table from cells already formatted; align holds '---' or '---:' per column."""
+    sep = "|" + "|".join(align if align is not None else ["---"] * len(head)) + "|"
+    return ["| " + " | ".join(head) + " |", sep] + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def md_table(rows: Sequence[dict], cols: Sequence[str], names: Sequence[str] | None = None,
+             cell: Callable[[Any], str] = fmt) -> list[str]:
+    """A Markdown table of dict rows: one column per key in cols (a missing key is None), headed by names."""
+    return md_lines(list(names or cols), [[cell(r.get(c)) for c in cols] for r in rows],
+                    ["---"] * len(cols))
+
+
+def csv_text(rows: Sequence[dict], cols: Sequence[str] | None = None) -> str:
+    """CSV of dict rows ('\\n' line ends; None is an empty cell; keys not in cols are left out).
+    cols defaults to the first row's keys."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(cols if cols is not None else rows[0]), extrasaction="ignore",
+                       lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
