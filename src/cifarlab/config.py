@@ -20,7 +20,7 @@ from .errors import UserError
 
 @dataclass
 class DataConfig:
-    source: str = "cifar10"  # cifar10 | mnist | fashion-mnist | a path (archive, folder, IDX dir)
+    source: str = "cifar10"  # cifar10 | cifar100 | cifar100-coarse | svhn | mnist | fashion-mnist | a path
     cache_dir: str = ""  # "" = $CIFARLAB_CACHE or ~/.cache/cifarlab
     val_size: int = 0  # held-out part of the training set (seeded); 0 = evaluate on test
     n_items: int = 0  # train on the first n_items images only (0 = all)
@@ -327,6 +327,64 @@ def check_choices(cfg: Config) -> None:
                                 (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize")]:
         if value not in allowed:
             raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
+    check_ranges(cfg)
+
+
+# (key, lowest, highest, lowest allowed?, highest allowed?): None = no bound on that side
+RANGES = [("train.epochs", 1, None, True, True),
+          ("train.eval_every", 1, None, True, True),
+          ("train.save_every", 0, None, True, True),
+          ("train.label_smoothing", 0, 1, True, False),
+          ("train.ema", 0, 1, True, False),
+          ("train.grad_clip", 0, None, True, True),
+          ("train.lookahead_every", 0, None, True, True),
+          ("train.whiten_images", 1, None, True, True),
+          ("train.whiten_bias_epochs", -1, None, True, True),
+          ("data.n_items", 0, None, True, True),
+          ("data.val_size", 0, None, True, True),
+          ("data.batch_size", 1, None, True, True),
+          ("data.eval_batch_size", 1, None, True, True),
+          ("optim.lr", 0, None, False, True),
+          ("optim.weight_decay", 0, None, True, True),
+          ("optim.momentum", 0, 1, True, False),
+          ("optim.eps", 0, None, True, True),
+          ("optim.l1", 0, None, True, True),
+          ("augment.crop_padding", 0, None, True, True),
+          ("augment.translate", 0, None, True, True),
+          ("augment.cutout", 0, None, True, True),
+          ("augment.rotation", 0, None, True, True),
+          ("augment.color_jitter", 0, None, True, True),
+          ("augment.cutmix", 0, None, True, True),
+          ("augment.mixup", 0, None, True, True),
+          ("augment.mix_prob", 0, 1, True, True),
+          ("schedule.warmup_epochs", 0, None, True, True),
+          ("schedule.min_lr", 0, None, True, True),
+          ("schedule.gamma", 0, None, False, True),
+          ("schedule.t_mult", 1, None, True, True)]
+
+
+def _allowed(lo, hi, lo_in: bool, hi_in: bool) -> str:
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}" + ("" if lo_in else " and finite")
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def check_ranges(cfg: Config) -> None:
+    """Numbers out of their range (epochs=0, lr=-1, eval_every=0, ...) fail here, naming key, value and range,
+    before any data is read or any file is written."""
+    import math
+
+    for key, lo, hi, lo_in, hi_in in RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        bad = isinstance(value, float) and not math.isfinite(value)
+        bad = bad or (value < lo if lo_in else value <= lo)
+        bad = bad or (hi is not None and (value > hi if hi_in else value >= hi))
+        if bad:
+            raise UserError(f"{key}={value!r} is out of range; allowed: {_allowed(lo, hi, lo_in, hi_in)}")
+    for i, b in enumerate(cfg.optim.betas):
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 <= b < 1:
+            raise UserError(f"optim.betas[{i}]={b!r} is out of range; allowed: in [0, 1)")
 
 
 RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")

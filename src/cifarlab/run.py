@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,59 @@ def make_folder(path: str | Path) -> Path:
     path = check_folder(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# The files that make a folder a run's: one holding any of them is taken (train refuses it unless resumed).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
+LOCK_NAME = ".lock"
+
+
+def holds_run(path: str | Path) -> bool:
+    return any((Path(path) / f).is_file() for f in RUN_FILES)
+
+
+@contextlib.contextmanager
+def lock_folder(path: str | Path) -> Iterator[Path]:
+    """Hold path/.lock for the whole block: a second writer into the same folder gets a UserError at once.
+
+    An flock, not an O_EXCL file: the kernel drops it when its process dies (kill -9, OOM), so a
+    stale lock needs no pid check (no pid reuse, no two processes racing to take one over); the
+    pid and host written in it only name the holder. The file is removed when the block ends (and the
+    folder, when the block made it and left it empty)."""
+    created = not Path(path).exists()
+    path = make_folder(path)
+    lock = path / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except FileNotFoundError:  # a first writer that failed at once removed the folder it made
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise UserError(f"{path} is being written by another process (pid and host: {holder}); "
+                            "wait for it to end or use another --out") from None
+        try:  # the holder may have removed the file between our open and flock: lock the new one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)  # still locked here, so no other process holds this file
+        os.close(fd)
+        if created:  # a refused or failed first run leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -82,11 +139,30 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         f.write(json.dumps(record, default=_json_default) + "\n")
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path, partial_tail: bool = False) -> list[dict]:
+    """The records of a JSON-lines file. partial_tail: a last line that is not JSON (a write cut off
+    by a kill) is dropped instead of raising."""
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    lines = [line for line in p.read_text().splitlines() if line.strip()]
+    out = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        try:
+            out.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            if not partial_tail:
+                raise
+    return out
+
+
+def read_summary(path: str | Path, keys: tuple[str, ...] = ()) -> dict | None:
+    """summary.json as a dict, or None when it is missing, not JSON, or lacks one of keys (a partial file)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return d if isinstance(d, dict) and all(k in d for k in keys) else None
 
 
 def environment(device: torch.device | str) -> dict:

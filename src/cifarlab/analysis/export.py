@@ -142,12 +142,17 @@ def check_export(model: nn.Module, path: Path, fmt: str, shape: tuple[int, int, 
 
 
 def export_model(model: nn.Module, shape: tuple[int, int, int], out: str | Path, fmt: str,
-                 exporter: str = "auto") -> dict:
+                 exporter: str = "auto", default_name: str = "model") -> dict:
     """Export model (taking H x W x C = shape images) to `out` as fmt, checked before it is renamed
-    into place. Returns {"path", "format", "exporter", "runtime", "max_abs_diff", "checked"}."""
+    into place; an existing folder `out` receives default_name + the format's suffix (model.onnx).
+    Returns {"path", "format", "exporter", "runtime", "max_abs_diff", "checked"}."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
     out = Path(out)
+    if out.is_dir():  # as cp does: an existing folder receives the file under the default name
+        out = out / f"{default_name}{SUFFIX[fmt]}"
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     example = torch.randn(2, shape[2], shape[0], shape[1], generator=torch.Generator().manual_seed(1))
@@ -158,8 +163,13 @@ def export_model(model: nn.Module, shape: tuple[int, int, int], out: str | Path,
     try:
         try:
             to_onnx(model, example, tmp, used) if fmt == "onnx" else to_torchscript(model, example, tmp)
-        except UserError:
+        except (UserError, OSError):  # OSError: a full or read-only disk is the environment's, not the exporter's
             raise
+        except RuntimeError as e:
+            if any(w in str(e) for w in ("No space left", "Permission denied", "file write failed")):
+                raise
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            raise UserError(f"{fmt} export ({used}) failed: {type(e).__name__}: {first}") from None
         except Exception as e:  # an op the exporter cannot translate: say which, in one line
             first = str(e).splitlines()[0][:200] if str(e) else ""
             raise UserError(f"{fmt} export ({used}) failed: {type(e).__name__}: {first}") from None

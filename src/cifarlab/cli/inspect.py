@@ -163,7 +163,8 @@ def cmd_export(a) -> None:
         raise UserError(f"unknown export format {a.format!r}; use {' or '.join(FORMATS)}")
     path = checkpoint_path(a.checkpoint)
     model, ckpt = load_model(path, "cpu")
-    res = export_model(model, input_shape(ckpt, a.data), a.out or export_out(path, a.format), a.format, a.exporter)
+    res = export_model(model, input_shape(ckpt, a.data), a.out or export_out(path, a.format), a.format, a.exporter,
+                       default_name=path.stem)  # --out FOLDER receives best.onnx for best.pt
     print(f"wrote {res['path']} ({res['format']} via {res['exporter']})")
     if res["checked"]:
         print(f"check: {res['runtime']} vs PyTorch on random inputs, max abs diff {res['max_abs_diff']:.3g}")

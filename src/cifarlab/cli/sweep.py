@@ -10,7 +10,7 @@ from .options import add_set, overrides
 def cmd_sweep(a) -> None:
     from ..data.sources import resolve_source
     from ..sweep.grid import expand, load_sweep
-    from ..sweep.runner import default_out, describe, run_sweep
+    from ..sweep.runner import check_failed, default_out, describe, run_sweep
 
     sets = overrides(a)
     if a.data:  # a folder of sources gives the copy of the dataset the runs name
@@ -28,11 +28,12 @@ def cmd_sweep(a) -> None:
         import torch
 
         gpus = 1.0 if torch.cuda.is_available() else 0.0
-    run_sweep(sweep, out, engine=a.engine, gpus_per_trial=gpus, cpus_per_trial=a.cpus_per_trial,
-              address=a.address, max_concurrent=a.max_concurrent)
+    rows = run_sweep(sweep, out, engine=a.engine, gpus_per_trial=gpus, cpus_per_trial=a.cpus_per_trial,
+                     address=a.address, max_concurrent=a.max_concurrent)
     print()
     print((out / "results.md").read_text())
     print(f"sweep folder: {out}  (results.csv, results.md, figures/)")
+    check_failed(rows, out)  # the others finished; a failed run makes the command fail (exit 2)
 
 
 def register(sub) -> None:
@@ -48,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many runs at once (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep folder (default: runs/<sweep name>)")
-    p.add_argument("--data", default=None, help="data source for every run: cifar10, mnist, fashion-mnist, a path, "
+    p.add_argument("--data", default=None, help="data source for every run: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, "
                                                 "or a folder of them (as CIFARLAB_DATA)")
     add_set(p, "train.epochs=5 (every run) seeds=[0] axes.optim.lr=[0.1] (the sweep)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")

@@ -91,7 +91,7 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train one configuration (a YAML file or a preset name)")
     t.add_argument("config", nargs="?", help="YAML file or preset name (configs/train/NAME.yaml)")
     add_set(t, "train.epochs=5 optim.lr=0.05")
-    t.add_argument("--data", help="data source: cifar10, mnist, fashion-mnist, a path, or a folder of them "
+    t.add_argument("--data", help="data source: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, or a folder of them "
                                   "(as CIFARLAB_DATA)")
     t.add_argument("--out", help="run folder (default: OUT/NAME-TIMESTAMP)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -110,7 +110,7 @@ def register(sub) -> None:
 
     d = sub.add_parser("data", help="inspect or cache a data source")
     d.add_argument("action", choices=["info", "prepare"])
-    d.add_argument("source", help="cifar10, mnist, fashion-mnist or a path")
+    d.add_argument("source", help="cifar10, cifar100, svhn, mnist, fashion-mnist or a path")
     d.add_argument("--cache-dir", default=None)
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_data)

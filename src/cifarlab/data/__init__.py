@@ -56,7 +56,7 @@ class Dataset:
 
 
 def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
-    """A dataset name (cifar10, mnist, fashion-mnist) or a path, decoded once and cached."""
+    """A dataset name (cifar10, cifar100, svhn, mnist, fashion-mnist) or a path, decoded once and cached."""
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     src = sources.locate(str(source), cache_dir / "downloads")
     fp = fingerprint(src)

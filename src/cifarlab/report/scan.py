@@ -167,17 +167,29 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------- what a folder is
 
 
+# The keys by which a summary.json is cifarlab's: the engine's (a run) and the studies' ("study").
+RUN_SUMMARY_KEYS = ("train_seconds", "final_train_loss", "diverged")
+
+
+def cifarlab_summary(d: Path) -> dict | None:
+    """d/summary.json when cifarlab wrote it (a run's or a study's); anything else there is no run."""
+    summary = read_json(d / "summary.json") if (d / "summary.json").is_file() else None
+    if isinstance(summary, dict) and ("study" in summary or any(k in summary for k in RUN_SUMMARY_KEYS)):
+        return summary
+    return None
+
+
 def kind_of(d: Path) -> str:
     if (d / "sweep.yaml").is_file() or any(d.glob("*/run.json")):
         return "sweep"
-    summary = read_json(d / "summary.json") if (d / "summary.json").is_file() else None
-    if isinstance(summary, dict) and "study" in summary:
+    summary = cifarlab_summary(d)
+    if summary is not None and "study" in summary:
         return "study"
-    if (d / "metrics.jsonl").is_file() or (isinstance(summary, dict) and "train_seconds" in summary):
+    if (d / "metrics.jsonl").is_file() or summary is not None:
         return "run"
     if (d / "config.yaml").is_file() and any((d / f).is_file() for f in ("last.pt", "best.pt")):
         return "run"
-    if summary is not None or any((d / f).is_file() for f in ("results.md", "results.csv")):
+    if any((d / f).is_file() for f in ("results.md", "results.csv")):
         return "study"
     return "folder"
 
@@ -294,7 +306,7 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
         cfg = yaml.safe_load(cfg_text) or {}
     except yaml.YAMLError:
         cfg = {}
-    summary = read_json(d / "summary.json") or {}
+    summary = cifarlab_summary(d) or {}
     history = _read_metrics(d / "metrics.jsonl")
     if isinstance(cfg, dict) and cfg:
         sec.settings = key_settings(cfg)

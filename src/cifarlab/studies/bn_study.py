@@ -23,11 +23,11 @@ import torch.nn.functional as F
 
 from ..analysis.bn_probe import grad_change_proxy, ics_measure, model_grads, probe_step, trainable_params
 from ..analysis.plotting import save_arrays
-from ..config import to_dict
+from ..config import check_same_run, read_yaml, save_config, to_dict
 from ..data import DeviceLoader, load_dataset, normalization, subset
 from ..errors import UserError
 from ..models import count_params, create_model
-from ..run import atomic_write_json, atomic_write_text, environment, make_folder
+from ..run import atomic_write_json, atomic_write_text, environment, make_folder, read_summary
 from ..tables import csv_text, fmt, md_table
 from ..train.device import autocast, pick_device, use_channels_last
 from ..train.engine import evaluate
@@ -274,10 +274,37 @@ def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: t
     }
 
 
+# Settings that may differ between two runs of one study (they do not change what it measures).
+NEUTRAL_KEYS = ("name", "progress", "device", "cache_dir")
+
+
+def check_out_folder(cfg: BNStudyConfig, out_dir: Path) -> None:
+    """A rerun may replace a BN study of the same settings only: refuse a sweep's, a run's or another
+    study's folder, and a BN study of other settings (the check sweeps and the runs of a study use)."""
+    summary = read_summary(out_dir / "summary.json") or {}
+    study = summary.get("study")
+    if (out_dir / "sweep.yaml").is_file() or any(out_dir.glob("*/run.json")):
+        what = "a sweep"
+    elif study is not None and study != "bn":
+        what = f"the {study} study"
+    elif study is None and (summary or any((out_dir / f).is_file() for f in ("metrics.jsonl", "last.pt", "best.pt"))):
+        what = "a run"
+    else:
+        what = None
+    if what:
+        raise UserError(f"{out_dir} holds {what}, not a BN study; use another --out or delete that folder")
+    old = read_yaml(out_dir / "config.yaml") if (out_dir / "config.yaml").is_file() else {}
+    if not isinstance(old, dict):
+        old = {}
+    check_same_run(out_dir, dataclasses.replace(cfg, **{k: old[k] for k in NEUTRAL_KEYS if k in old}))
+
+
 def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
     """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
     cfg = check_config(cfg)
     out_dir = make_folder(out_dir)
+    check_out_folder(cfg, out_dir)
+    save_config(cfg, out_dir / "config.yaml")  # what a rerun into this folder is checked against
     device = pick_device(cfg.device)
     specs = model_specs(cfg)
     data = prepare_data(cfg, data_source, dataset, device)

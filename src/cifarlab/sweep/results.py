@@ -23,13 +23,28 @@ from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
 from .stats import FINISHED, best_config, direction
 
-__all__ = ["FINISHED", "best_config", "collect", "direction", "fmt_stat", "markdown", "read_sweep", "run_status",
+__all__ = ["FINISHED", "best_config", "collect", "direction", "fmt_stat", "markdown", "read_summary", "read_sweep", "run_status",
            "summarize", "tabulate", "write_csv"]
 
 
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, or None when it is missing or unreadable (a corrupt file: the run reruns)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def summary_corrupt(run_dir: Path) -> bool:
+    return (run_dir / "summary.json").is_file() and read_summary(run_dir) is None
+
+
 def run_status(run_dir: Path) -> str:
-    if (run_dir / "summary.json").is_file():
-        return "done"
+    """done | diverged (finished, loss went non-finite) | failed | partial | pending."""
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return "diverged" if summary.get("diverged") else "done"
     if (run_dir / "error.txt").is_file():
         return "failed"
     if (run_dir / "last.pt").is_file():
@@ -63,9 +78,7 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list
         row: dict[str, Any] = {"run_id": info["run_id"], "config_id": info["config_id"]}
         row.update({a: info["axes"].get(a, "") for a in axis_names})
         row.update({"seed": info["seed"], "status": status})
-        summary = json.loads((run_dir / "summary.json").read_text()) if status == "done" else {}
-        if summary.get("diverged"):
-            row["status"] = "diverged"
+        summary = (read_summary(run_dir) or {}) if status in FINISHED else {}
         for m in metrics:
             v = summary.get(m)
             row[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -84,9 +97,10 @@ def summarize(rows: list[dict], axis_names: list[str], metrics: list[str]) -> li
     groups: dict[str, dict] = {}
     for r in rows:
         g = groups.setdefault(r["config_id"], {"config_id": r["config_id"], **{a: r[a] for a in axis_names},
-                                                "n": 0, "failed": 0, "values": {m: [] for m in metrics}})
-        if r["status"] in FINISHED:
+                                                "n": 0, "diverged": 0, "failed": 0, "values": {m: [] for m in metrics}})
+        if r["status"] in FINISHED:  # a diverged run is a result of its configuration: it counts, and is marked
             g["n"] += 1
+            g["diverged"] += r["status"] == "diverged"
             for m in metrics:
                 if r[m] is not None and math.isfinite(r[m]):
                     g["values"][m].append(r[m])
@@ -112,11 +126,14 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
              "Each cell is the mean ± sample std over the finished seeds (n); accuracies in %, "
              "times in seconds; the best of each column is in bold.", ""]
     show_failed = any(g["failed"] for g in groups)
-    head = axis_names + ["n"] + (["failed"] if show_failed else []) + metrics
+    show_diverged = any(g.get("diverged") for g in groups)
+    head = (axis_names + ["n"] + (["diverged"] if show_diverged else []) + (["failed"] if show_failed else [])
+            + metrics)
     best = {m: best_config(groups, m) for m in metrics}
     body = []
     for g in groups:
-        cells = [str(g[a]) for a in axis_names] + [str(g["n"])] + ([str(g["failed"])] if show_failed else [])
+        cells = ([str(g[a]) for a in axis_names] + [str(g["n"])] + ([str(g["diverged"])] if show_diverged else [])
+                 + ([str(g["failed"])] if show_failed else []))
         for m in metrics:
             cell = fmt_stat(m, g[m])
             if best[m] is not None and g[m] is not None and g[m][0] == best[m][m][0]:
@@ -129,6 +146,9 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         b = best[primary]
         desc = ", ".join(f"{a}={b[a]}" for a in axis_names) or b["config_id"]
         lines += ["", f"Best by {primary}: **{desc}** ({fmt_stat(primary, b[primary])}, n={b['n']})."]
+    if show_diverged:
+        lines += ["", "Diverged runs (a non-finite loss) count in n and in mean ± std: they are what their "
+                  "configuration gave; the diverged column says how many there are."]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "Failed runs (see error.txt in each folder):"]

@@ -22,7 +22,8 @@ from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, make_folder, read_jsonl
 from .grid import RunSpec, SweepConfig, expand
-from .results import run_status, tabulate
+from .results import run_status, summary_corrupt, tabulate
+from .stats import FINISHED
 
 # Files of a run that travel back to the driver when a Ray worker cannot write to OUT itself
 # (no shared file system). Checkpoints stay on the worker: share OUT (NFS, ...) to keep them.
@@ -62,6 +63,24 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str
     return tabulate(out)
 
 
+class SweepFailed(UserError):
+    """Some runs of a sweep failed; the others finished and the tables were written. `rows` holds them all."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def check_failed(rows: list[dict], out_dir: str | Path) -> None:
+    """Raise SweepFailed naming how many runs failed and where their error.txt is."""
+    failed = [r["run_id"] for r in rows if r["status"] == "failed"]
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        where = f"{Path(out_dir) / failed[0] / 'error.txt'}{more}"
+        raise SweepFailed(f"{len(failed)} of {len(rows)} runs failed; see {where}; "
+                          "fix it and run the same command again (finished runs are skipped)", rows)
+
+
 def _data_key(spec: RunSpec) -> tuple[str, str | None]:
     return spec.config.data.source, spec.config.data.cache_dir or None
 
@@ -75,10 +94,14 @@ def _prepare(spec: RunSpec, out: Path) -> bool:
     """Make the run folder ready; False if the run is already finished."""
     run_dir = out / spec.run_id
     status, resumable = run_status(run_dir), (run_dir / "last.pt").is_file()
-    if status == "done" or resumable:
+    if status in FINISHED or resumable:
         check_same_run(run_dir, spec.config)
-    if status == "done":
+    if status in FINISHED:
         return False
+    if summary_corrupt(run_dir):  # kept aside, not deleted: the run trains (or resumes) again
+        os.replace(run_dir / "summary.json", run_dir / "summary.json.corrupt")
+        print(f"  {spec.run_id}: summary.json is unreadable (kept as summary.json.corrupt); running it again",
+              flush=True)
     spec.config.out = str(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "run.json", {"run_id": spec.run_id, "config_id": spec.config_id,
@@ -122,7 +145,8 @@ def _done_line(spec: RunSpec, result: dict) -> str:
     s = result["summary"]
     accs = "  ".join(f"{k} {s[k]:.4f}" for k in ("best_test_acc", "best_val_acc", "final_test_acc")
                      if isinstance(s.get(k), float))
-    return f"  {spec.run_id}: {accs}  ({s.get('train_seconds', 0):.0f}s training)"
+    tail = "  DIVERGED (a non-finite loss)" if s.get("diverged") else ""
+    return f"  {spec.run_id}: {accs}  ({s.get('train_seconds', 0):.0f}s training){tail}"
 
 
 # ---------------------------------------------------------------- local engine

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,18 @@ from ..config import Config, check_choices, check_same_run, save_config, to_dict
 from ..data import Augment, Dataset, DeviceLoader, dataset_from_config, normalization
 from ..errors import UserError
 from ..models import count_params, create_model
-from ..run import append_jsonl, atomic_write_json, atomic_write_text, check_folder, environment, make_folder, read_jsonl
+from ..run import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    check_folder,
+    environment,
+    holds_run,
+    lock_folder,
+    make_folder,
+    read_jsonl,
+    read_summary,
+)
 from . import distributed, fast
 from .checkpoint import load_state, read_checkpoint, save_checkpoint
 from .device import autocast, pick_device, seed_everything, use_channels_last
@@ -253,6 +265,16 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool | str = "
     rank of a DDP run; rank 0 writes the files."""
     validate(cfg)
     run_dir = check_folder(run_dir) if run_dir else None
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+    # One writer per folder, held from before the folder is judged to the last file written: a
+    # second `train` on the same --out is refused at once instead of mixing two runs. Rank 0 writes.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with lock_folder(run_dir) if run_dir is not None and rank0 else contextlib.nullcontext():
+        return _train(cfg, run_dir, resume, dataset)
+
+
+def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> dict:
     resume, finished = _resume_point(cfg, run_dir, resume)
     if finished is not None:
         return finished
@@ -262,6 +284,8 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool | str = "
         ckpt = read_checkpoint(run_dir / "last.pt", map_location=device) if resume else None
         if ckpt is not None and (name := ckpt.get("config", {}).get("model", {}).get("name")) != cfg.model.name:
             raise UserError(f"{run_dir}/last.pt was trained with model {name}, not {cfg.model.name}")
+        if ckpt is not None:  # continuing with other settings would mix two runs in one folder
+            check_same_run(run_dir, cfg)
         t = build_trainer(cfg, dataset_from_config(cfg.data, cfg.seed, dataset), device, dist)
         history = []
         if ckpt is not None:
@@ -306,21 +330,28 @@ def _resume_point(cfg: Config, run_dir: Path | None, resume: bool | str) -> tupl
         if run_dir is None:
             return False, None
         check_same_run(run_dir, cfg)
-        if (run_dir / "summary.json").is_file():
-            return False, json.loads((run_dir / "summary.json").read_text())
+        # a summary that is not JSON or lacks its keys (a copy cut short) counts as not finished
+        if (summary := read_summary(run_dir / "summary.json", _summary_keys(cfg))) is not None:
+            return False, summary
         if not has_last:  # a kill before the first checkpoint may leave a metrics line: start clean
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         return has_last, None
     if resume and not has_last:
         raise UserError(f"--resume needs a run folder with last.pt (got {run_dir})")
-    if not resume and run_dir is not None and (has_last or (run_dir / "summary.json").is_file()):
+    if not resume and run_dir is not None and holds_run(run_dir):
         raise UserError(f"run folder {run_dir} already holds a run; use --resume or another --out")
     return resume, None
 
 
+def _summary_keys(cfg: Config) -> tuple[str, ...]:
+    split = "val" if cfg.data.val_size else "test"
+    return "run_dir", "train_seconds", f"best_{split}_acc", f"final_{split}_acc"
+
+
 def _resumed_history(run_dir: Path, start_epoch: int, main: bool) -> list[dict]:
-    # Epochs logged after the last checkpoint will run again: drop their lines.
-    history = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["epoch"] <= start_epoch]
+    # Epochs logged after the last checkpoint will run again: drop their lines, and a line cut
+    # short by the kill.
+    history = [r for r in read_jsonl(run_dir / "metrics.jsonl", partial_tail=True) if r["epoch"] <= start_epoch]
     if main:
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     return history
