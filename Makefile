@@ -32,6 +32,7 @@ test: $(VENV)/.test-deps
 lint: $(VENV)/.test-deps
 	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 # A user's install: build the wheel, install it (not editable) into a fresh venv, run it outside the checkout.
 package-check: $(VENV)/.test-deps

@@ -41,8 +41,7 @@ def time_probe_methods(device: torch.device, batch_size: int, etas: list[float],
             for _ in range(repeats):
                 r = probe_step(model, F.cross_entropy, x, y, etas, method=method)
             torch.cuda.synchronize(device)
-            out[f"{name}/{method}"] = {"seconds": (time.perf_counter() - t0) / repeats,
-                                       "beta_smooth": r["beta_smooth"]}
+            out[f"{name}/{method}"] = {"seconds": (time.perf_counter() - t0) / repeats, "beta_smooth": r["beta_smooth"]}
         out[f"{name}/peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
 
@@ -71,17 +70,20 @@ def main() -> None:
     total = time.perf_counter() - t0  # includes loading the data (from the cache after the first time)
     runs = summary["runs"]
     images = summary["n_train"] * cfg.epochs
-    result.update({
-        "total_seconds": total,
-        "study_seconds": summary["seconds"],
-        "under_5_minutes": total < 300,
-        "probe_seconds": sum(r["probe_seconds"] for r in runs),
-        "run_seconds": {f"{r['model']} lr={r['lr']:g}": r["seconds"] for r in runs},
-        "train_images_per_s": {f"{r['model']} lr={r['lr']:g}": images / max(r["seconds"] - r["probe_seconds"], 1e-9)
-                               for r in runs},
-        "probe_method": summary["probe_method"],
-        "runs": runs,
-    })
+    result.update(
+        {
+            "total_seconds": total,
+            "study_seconds": summary["seconds"],
+            "under_5_minutes": total < 300,
+            "probe_seconds": sum(r["probe_seconds"] for r in runs),
+            "run_seconds": {f"{r['model']} lr={r['lr']:g}": r["seconds"] for r in runs},
+            "train_images_per_s": {
+                f"{r['model']} lr={r['lr']:g}": images / max(r["seconds"] - r["probe_seconds"], 1e-9) for r in runs
+            },
+            "probe_method": summary["probe_method"],
+            "runs": runs,
+        }
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("total_seconds", "probe_seconds", "under_5_minutes")}, indent=2))

@@ -48,9 +48,11 @@ def data(args, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         from cifarlab.data import load_dataset
 
         ds = load_dataset(args.data)
-        return to_input(ds.train_x[:args.n], ds.mean, ds.std, device), ds.train_y[:args.n].to(device)
+        return to_input(ds.train_x[: args.n], ds.mean, ds.std, device), ds.train_y[: args.n].to(device)
     g = torch.Generator().manual_seed(0)
-    return torch.randn(args.n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (args.n,), generator=g).to(device)
+    return torch.randn(args.n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (args.n,), generator=g).to(
+        device
+    )
 
 
 def main() -> None:
@@ -84,12 +86,18 @@ def main() -> None:
     kw = dict(batch_size=args.batch_size)
 
     # warm-up (cuDNN autotuning, lazy init) on a slice of the data, outside every timing
-    L.evaluate_points_vmap(model, base, dirs, coords[: args.chunk].to(device), x[: args.batch_size], y[: args.batch_size], amp=amp, **kw)
+    L.evaluate_points_vmap(
+        model, base, dirs, coords[: args.chunk].to(device), x[: args.batch_size], y[: args.batch_size], amp=amp, **kw
+    )
     L.evaluate_points_loop(model, base, dirs, few[:1], x[: args.batch_size], y[: args.batch_size], amp=amp, **kw)
     L.evaluate_points_loop(model, base, dirs, few[:1], x[: args.batch_size], y[: args.batch_size], **kw)
 
-    res, batched_s = timed(lambda: L.evaluate_grid(model, x, y, dirs, axes, method="vmap", chunk=args.chunk, amp=amp,
-                                                   progress=False, **kw), device)
+    res, batched_s = timed(
+        lambda: L.evaluate_grid(
+            model, x, y, dirs, axes, method="vmap", chunk=args.chunk, amp=amp, progress=False, **kw
+        ),
+        device,
+    )
     (loop_loss, loop_acc), loop_s = timed(lambda: L.evaluate_points_loop(model, base, dirs, few, x, y, **kw), device)
     _, loop_amp_s = timed(lambda: L.evaluate_points_loop(model, base, dirs, few, x, y, amp=amp, **kw), device)
     vmap_fp32_chunks = max(1, args.loop_points // args.chunk)
@@ -108,10 +116,18 @@ def main() -> None:
         "batch_size": args.batch_size,
         "chunk": args.chunk,
         "data": args.data or "random normal images",
-        "batched": {"evaluator": "vmap over stacked parameter sets", "autocast_bf16": amp,
-                    "total_s": batched_s, "per_point_s": batched_s / points},
-        "plain_loop": {"evaluator": "one point at a time, fp32", "points_timed": len(few),
-                       "per_point_s": loop_per_point, "extrapolated_total_s": loop_per_point * points},
+        "batched": {
+            "evaluator": "vmap over stacked parameter sets",
+            "autocast_bf16": amp,
+            "total_s": batched_s,
+            "per_point_s": batched_s / points,
+        },
+        "plain_loop": {
+            "evaluator": "one point at a time, fp32",
+            "points_timed": len(few),
+            "per_point_s": loop_per_point,
+            "extrapolated_total_s": loop_per_point * points,
+        },
         "speedup": loop_per_point * points / batched_s,
         "meets_3x": loop_per_point * points / batched_s >= 3,
         "where_the_speed_comes_from": {
@@ -119,14 +135,20 @@ def main() -> None:
             "batched_fp32_per_point_s": vmap_fp32_s / len(c32),
             "speedup_of_batching_alone_same_precision": (loop_amp_s / len(few)) / (batched_s / points),
         },
-        "check": {"max_abs_loss_diff_batched_vs_loop": float(np.max(np.abs(grid_loss - loop_loss.numpy()))),
-                  "loop_loss": loop_loss.tolist(), "batched_loss": grid_loss.tolist()},
+        "check": {
+            "max_abs_loss_diff_batched_vs_loop": float(np.max(np.abs(grid_loss - loop_loss.numpy()))),
+            "loop_loss": loop_loss.tolist(),
+            "batched_loss": grid_loss.tolist(),
+        },
         "env": environment(device),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, out)
     print(json.dumps({k: out[k] for k in ("grid", "batched", "plain_loop", "speedup", "meets_3x")}, indent=1))
-    print(json.dumps(out["where_the_speed_comes_from"], indent=1), json.dumps(out["check"]["max_abs_loss_diff_batched_vs_loop"]))
+    print(
+        json.dumps(out["where_the_speed_comes_from"], indent=1),
+        json.dumps(out["check"]["max_abs_loss_diff_batched_vs_loop"]),
+    )
 
 
 if __name__ == "__main__":

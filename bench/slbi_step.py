@@ -86,10 +86,26 @@ def main(argv: list[str] | None = None) -> dict:
     model = create_model("VGG_A_BatchNorm").to(device)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
-    sgd = measure("sgd_momentum", model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
-                  x, y, args.steps, args.warmup, device)
-    slbi = measure("slbi", model, lambda m: SLBI(list(m.named_parameters()), lr=0.1, kappa=1.0, mu=100.0,
-                                                 momentum=0.9), x, y, args.steps, args.warmup, device)
+    sgd = measure(
+        "sgd_momentum",
+        model,
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+        x,
+        y,
+        args.steps,
+        args.warmup,
+        device,
+    )
+    slbi = measure(
+        "slbi",
+        model,
+        lambda m: SLBI(list(m.named_parameters()), lr=0.1, kappa=1.0, mu=100.0, momentum=0.9),
+        x,
+        y,
+        args.steps,
+        args.warmup,
+        device,
+    )
     result = {
         "benchmark": "slbi_step",
         "model": "VGG_A_BatchNorm",

@@ -75,16 +75,29 @@ def reference(ds, epochs: int, device: torch.device, workers: int, seed: int) ->
     with torch.no_grad():
         for x, y in test_dl:
             correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    return {"seconds_per_epoch": float(np.median(epoch_s)), "epoch_seconds": epoch_s,
-            "test_acc": correct / len(ds.test_y)}
+    return {
+        "seconds_per_epoch": float(np.median(epoch_s)),
+        "epoch_seconds": epoch_s,
+        "test_acc": correct / len(ds.test_y),
+    }
 
 
 def ours(data: str, epochs: int, device: str, seed: int, compile_: bool, out_dir: str, n_items: int) -> dict:
-    cfg = load_config("resnet18_standard", [f"data.n_items={n_items}",
-        f"train.epochs={epochs}", f"data.source={data}", f"data.device={device}", f"seed={seed}",
-        "train.progress=false", "train.save_checkpoints=false", "train.log_tensorboard=false",
-        f"train.compile={str(compile_).lower()}", f"out={out_dir}",
-    ])
+    cfg = load_config(
+        "resnet18_standard",
+        [
+            f"data.n_items={n_items}",
+            f"train.epochs={epochs}",
+            f"data.source={data}",
+            f"data.device={device}",
+            f"seed={seed}",
+            "train.progress=false",
+            "train.save_checkpoints=false",
+            "train.log_tensorboard=false",
+            f"train.compile={str(compile_).lower()}",
+            f"out={out_dir}",
+        ],
+    )
     s = train(cfg)
     from cifarlab.run import read_jsonl
 
@@ -92,8 +105,12 @@ def ours(data: str, epochs: int, device: str, seed: int, compile_: bool, out_dir
     secs = [h["seconds"] for h in hist]
     # With compile, the first epoch includes compilation: report it apart.
     steady = secs[1:] if compile_ and len(secs) > 1 else secs
-    return {"seconds_per_epoch": float(np.median(steady)), "epoch_seconds": secs,
-            "test_acc": s["final_test_acc"], "compile": compile_}
+    return {
+        "seconds_per_epoch": float(np.median(steady)),
+        "epoch_seconds": secs,
+        "test_acc": s["final_test_acc"],
+        "compile": compile_,
+    }
 
 
 def main() -> None:
@@ -112,8 +129,12 @@ def main() -> None:
     if a.n_items:
         ds = subset(ds, a.n_items)
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
-               "torch": torch.__version__, "epochs": a.epochs, "data": a.data}
+        res = {
+            "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
+            "torch": torch.__version__,
+            "epochs": a.epochs,
+            "data": a.data,
+        }
         res["cifarlab"] = ours(a.data, a.epochs, a.device, a.seed, a.compile, tmp, a.n_items)
         if not a.skip_reference:
             res["reference"] = reference(ds, a.epochs, torch.device(a.device), a.workers, a.seed)

@@ -52,9 +52,15 @@ def spread(values: list) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"n": 0, "diverged": failed}
-    return {"diverged": failed, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "median": statistics.median(values),
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "diverged": failed,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def log(msg: str) -> None:
@@ -65,8 +71,13 @@ def log(msg: str) -> None:
 
 
 def run_ours(args, ds, seeds: list[int], out_dir: Path) -> dict:
-    base = [f"data.device={args.device}", "train.progress=false", "train.log_tensorboard=false",
-            "train.save_checkpoints=false", f"out={out_dir}"]
+    base = [
+        f"data.device={args.device}",
+        "train.progress=false",
+        "train.log_tensorboard=false",
+        "train.save_checkpoints=false",
+        f"out={out_dir}",
+    ]
     if args.epochs:
         base += [f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}"]
     if args.device == "cpu":  # inductor's CPU compile takes minutes; a CPU run is a smoke check only
@@ -79,10 +90,15 @@ def run_ours(args, ds, seeds: list[int], out_dir: Path) -> dict:
     for k, seed in enumerate([None] * args.warmup_runs + seeds):
         cfg = load_config(args.preset, base + [f"seed={seed if seed is not None else 10_000 + k}"])
         s = train(cfg, run_dir=out_dir / f"run{k}", dataset=ds)
-        run = {"seed": cfg.seed, "acc_tta": s["final_test_acc"],
-               "acc_no_tta": s.get("final_test_acc_no_tta", s["final_test_acc"]),
-               "train_seconds": s["train_seconds"], "total_seconds": s["train_seconds"] + (s["eval_seconds"] or 0.0),
-               "compile_seconds": s["compile_seconds"], "warmup": seed is None}
+        run = {
+            "seed": cfg.seed,
+            "acc_tta": s["final_test_acc"],
+            "acc_no_tta": s.get("final_test_acc_no_tta", s["final_test_acc"]),
+            "train_seconds": s["train_seconds"],
+            "total_seconds": s["train_seconds"] + (s["eval_seconds"] or 0.0),
+            "compile_seconds": s["compile_seconds"],
+            "warmup": seed is None,
+        }
         log(f"ours {args.preset} {'warm-up' if seed is None else f'seed {seed}'}: {json.dumps(run)}")
         runs.append(run)
     return summarize(runs, {"preset": args.preset, "overrides": base, "tta": cfg.train.tta})
@@ -107,8 +123,10 @@ def import_airbench(whl_dir: Path):
             t.extractall(root, filter="data")
         sys.path.insert(0, str(next(root.iterdir())))
     else:
-        sys.exit(f"airbench is not installed and {whl_dir} holds no airbench wheel or sdist "
-                 f"(pip wheel --no-deps airbench==0.1.8 -w {whl_dir}), or pass --skip-reference")
+        sys.exit(
+            f"airbench is not installed and {whl_dir} holds no airbench wheel or sdist "
+            f"(pip wheel --no-deps airbench==0.1.8 -w {whl_dir}), or pass --skip-reference"
+        )
     return importlib.import_module("airbench")
 
 
@@ -116,8 +134,10 @@ def write_airbench_data(ds, folder: Path) -> None:
     """The files airbench's CifarLoader reads: cifar10/train.pt and cifar10/test.pt."""
     (folder / "cifar10").mkdir(parents=True, exist_ok=True)
     for split, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y)):
-        torch.save({"images": x.contiguous(), "labels": y.long(), "classes": list(ds.classes)},
-                   folder / "cifar10" / f"{split}.pt")
+        torch.save(
+            {"images": x.contiguous(), "labels": y.long(), "classes": list(ds.classes)},
+            folder / "cifar10" / f"{split}.pt",
+        )
 
 
 def run_reference(args, ds, seeds: list[int], work: Path) -> dict:
@@ -131,7 +151,8 @@ def run_reference(args, ds, seeds: list[int], work: Path) -> dict:
     entries: list[dict] = []
     # airbench reports through print_training_details(locals(), ...): keep those numbers
     utils.print_training_details = lambda v, is_final_entry: entries.append(
-        {k: v.get(k) for k in ("epoch", "val_acc", "tta_val_acc", "total_time_seconds")})
+        {k: v.get(k) for k in ("epoch", "val_acc", "tta_val_acc", "total_time_seconds")}
+    )
     fn = getattr(airbench, name)
     kw = {"epochs": args.epochs} if args.epochs else {}
     with contextlib.redirect_stdout(sys.stderr):
@@ -142,9 +163,15 @@ def run_reference(args, ds, seeds: list[int], work: Path) -> dict:
             entries.clear()
             fn(run=k, verbose=True, **kw)
             last_epoch, final = entries[-2], entries[-1]
-            run = {"seed": seed, "acc_tta": final["tta_val_acc"], "acc_no_tta": last_epoch["val_acc"],
-                   "train_seconds": last_epoch["total_time_seconds"], "total_seconds": final["total_time_seconds"],
-                   "compile_seconds": 0.0, "warmup": seed is None}
+            run = {
+                "seed": seed,
+                "acc_tta": final["tta_val_acc"],
+                "acc_no_tta": last_epoch["val_acc"],
+                "train_seconds": last_epoch["total_time_seconds"],
+                "total_seconds": final["total_time_seconds"],
+                "compile_seconds": 0.0,
+                "warmup": seed is None,
+            }
             log(f"airbench {name} {'warm-up' if seed is None else f'seed {seed}'}: {json.dumps(run)}")
             runs.append(run)
     return summarize(runs, {"function": f"airbench.{name}", "version": getattr(airbench, "__version__", "0.1.8")})
@@ -152,11 +179,15 @@ def run_reference(args, ds, seeds: list[int], work: Path) -> dict:
 
 def summarize(runs: list[dict], info: dict) -> dict:
     timed = [r for r in runs if not r["warmup"]]
-    return {**info, "runs": runs, "acc_tta": spread([r["acc_tta"] for r in timed]),
-            "acc_no_tta": spread([r["acc_no_tta"] for r in timed]),
-            "train_seconds": spread([r["train_seconds"] for r in timed]),
-            "total_seconds": spread([r["total_seconds"] for r in timed]),
-            "compile_seconds": spread([r["compile_seconds"] for r in runs])}
+    return {
+        **info,
+        "runs": runs,
+        "acc_tta": spread([r["acc_tta"] for r in timed]),
+        "acc_no_tta": spread([r["acc_no_tta"] for r in timed]),
+        "train_seconds": spread([r["train_seconds"] for r in timed]),
+        "total_seconds": spread([r["total_seconds"] for r in timed]),
+        "compile_seconds": spread([r["compile_seconds"] for r in runs]),
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -173,8 +204,12 @@ def main() -> None:
     p.add_argument("--n-items", type=int, default=0, help="smoke checks: the first n training and test images")
     p.add_argument("--epochs", type=int, default=0, help="override the epochs on both sides (smoke checks)")
     p.add_argument("--set", action="append", default=[], help="extra config override for our runs, key=value")
-    p.add_argument("--warmup-runs", type=int, default=-1,
-                   help="untimed runs per side before the timed ones (default: 1 on CUDA, 0 on a CPU)")
+    p.add_argument(
+        "--warmup-runs",
+        type=int,
+        default=-1,
+        help="untimed runs per side before the timed ones (default: 1 on CUDA, 0 on a CPU)",
+    )
     p.add_argument("--reference", default="", help="airbench function (default: train94/95/96 by preset)")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--whl-dir", type=Path, default=Path(".whl").resolve())
@@ -198,9 +233,14 @@ def main() -> None:
         ds = dataclasses.replace(subset(ds, args.n_items), test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test])
     seeds = list(range(args.seeds))
     work = Path(tempfile.mkdtemp(prefix="time-to-accuracy-"))
-    result = {"data": args.data, "dataset": ds.name, "train_images": len(ds.train_y), "test_images": len(ds.test_y),
-              "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-              "torch": torch.__version__}
+    result = {
+        "data": args.data,
+        "dataset": ds.name,
+        "train_images": len(ds.train_y),
+        "test_images": len(ds.test_y),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+        "torch": torch.__version__,
+    }
     result["ours"] = run_ours(args, ds, seeds, work / "runs")
     if not args.skip_reference:
         ref_seeds = list(range(args.reference_seeds or args.seeds))
@@ -212,7 +252,7 @@ def main() -> None:
             "acc_tta_diff": ours["acc_tta"]["mean"] - ref["acc_tta"]["mean"],
             "acc_no_tta_diff": ours["acc_no_tta"]["mean"] - ref["acc_no_tta"]["mean"],
             "note": "ratios of median seconds per run (ours / airbench), compile time excluded on both sides; "
-                    "diffs are mean test accuracy, ours minus airbench",
+            "diffs are mean test accuracy, ours minus airbench",
         }
     text = json.dumps(result, indent=2)
     print(text)

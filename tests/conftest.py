@@ -31,7 +31,7 @@ def make_image_folder(root: Path, classes=("cat", "dog"), n_train=24, n_test=8, 
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 img = rng.integers(0, 100, (size, size, 3), dtype=np.uint8)
-                img[:, k * size // 2:(k + 1) * size // 2] += 120
+                img[:, k * size // 2 : (k + 1) * size // 2] += 120
                 Image.fromarray(img).save(d / f"{i:04d}.png")
     return root
 
@@ -45,14 +45,23 @@ def tiny_dataset(n_train=256, n_test=64, classes=4, seed=0):
         x = torch.randint(0, 80, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
         for k in range(classes):
             r, c = divmod(k, 2)
-            x[y == k, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] += 150
+            x[y == k, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] += 150
         return x, y
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
     mean = tuple((xtr.float() / 255).mean((0, 1, 2)).tolist())
     std = tuple((xtr.float() / 255).std((0, 1, 2)).tolist())
-    return Dataset(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, classes=[f"c{k}" for k in range(classes)],
-                   name="tiny", fingerprint="tiny", mean=mean, std=std)
+    return Dataset(
+        train_x=xtr,
+        train_y=ytr,
+        test_x=xte,
+        test_y=yte,
+        classes=[f"c{k}" for k in range(classes)],
+        name="tiny",
+        fingerprint="tiny",
+        mean=mean,
+        std=std,
+    )
 
 
 def train_tiny_run(root: Path, folder: Path, **train_opts) -> Path:
@@ -62,12 +71,17 @@ def train_tiny_run(root: Path, folder: Path, **train_opts) -> Path:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFARLAB_CACHE", str(root / "cache"))
-        cfg = from_dict(Config, {
-            "name": "tiny", "out": str(root), "seed": 0,
-            "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
-            "data": {"source": str(folder), "batch_size": 16, "device": "cpu"},
-            "optim": {"name": "adam", "lr": 0.01},
-            "train": {"progress": False, "log_tensorboard": False, **train_opts},
-        })
+        cfg = from_dict(
+            Config,
+            {
+                "name": "tiny",
+                "out": str(root),
+                "seed": 0,
+                "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
+                "data": {"source": str(folder), "batch_size": 16, "device": "cpu"},
+                "optim": {"name": "adam", "lr": 0.01},
+                "train": {"progress": False, "log_tensorboard": False, **train_opts},
+            },
+        )
         train(cfg, run_dir=root / "run")
     return root / "run"

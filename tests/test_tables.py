@@ -8,7 +8,9 @@ def test_cells_follow_the_callers_conventions():
     assert fmt(None, none="n/a") == "n/a" and fmt(False, true="yes", false="") == ""
     assert fmt(98.6123, number=acc2) == "98.61" and fmt(0.012567, number=acc2) == "0.0126"
     assert fmt_value([None, True, 0.5, {"a": 1}]) == "[none, true, 0.5, {a: 1}]" and fmt_value(float("nan")) == "nan"
-    assert fmt_stat("test_acc", (0.91234, 0.0123)) == "91.23 ± 1.23" and fmt_stat("train_seconds", (12.34, None)) == "12.3"
+    assert (
+        fmt_stat("test_acc", (0.91234, 0.0123)) == "91.23 ± 1.23" and fmt_stat("train_seconds", (12.34, None)) == "12.3"
+    )
     assert fmt_stat("loss", (0.123456, 0.01)) == "0.1235 ± 0.01" and fmt_stat("loss", None) == "-"
 
 

@@ -320,47 +320,51 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def check_choices(cfg: Config) -> None:
     """The settings with a fixed set of values; the registry names (models, optimizers, ...) are
     checked by the engine, which knows the registries."""
-    for value, allowed, key in [(cfg.train.tta, TTA_MODES, "train.tta"),
-                                (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
-                                (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
-                                (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
-                                (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize")]:
+    for value, allowed, key in [
+        (cfg.train.tta, TTA_MODES, "train.tta"),
+        (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
+        (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
+        (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
+        (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize"),
+    ]:
         if value not in allowed:
             raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
     check_ranges(cfg)
 
 
 # (key, lowest, highest, lowest allowed?, highest allowed?): None = no bound on that side
-RANGES = [("train.epochs", 1, None, True, True),
-          ("train.eval_every", 1, None, True, True),
-          ("train.save_every", 0, None, True, True),
-          ("train.label_smoothing", 0, 1, True, False),
-          ("train.ema", 0, 1, True, False),
-          ("train.grad_clip", 0, None, True, True),
-          ("train.lookahead_every", 0, None, True, True),
-          ("train.whiten_images", 1, None, True, True),
-          ("train.whiten_bias_epochs", -1, None, True, True),
-          ("data.n_items", 0, None, True, True),
-          ("data.val_size", 0, None, True, True),
-          ("data.batch_size", 1, None, True, True),
-          ("data.eval_batch_size", 1, None, True, True),
-          ("optim.lr", 0, None, False, True),
-          ("optim.weight_decay", 0, None, True, True),
-          ("optim.momentum", 0, 1, True, False),
-          ("optim.eps", 0, None, True, True),
-          ("optim.l1", 0, None, True, True),
-          ("augment.crop_padding", 0, None, True, True),
-          ("augment.translate", 0, None, True, True),
-          ("augment.cutout", 0, None, True, True),
-          ("augment.rotation", 0, None, True, True),
-          ("augment.color_jitter", 0, None, True, True),
-          ("augment.cutmix", 0, None, True, True),
-          ("augment.mixup", 0, None, True, True),
-          ("augment.mix_prob", 0, 1, True, True),
-          ("schedule.warmup_epochs", 0, None, True, True),
-          ("schedule.min_lr", 0, None, True, True),
-          ("schedule.gamma", 0, None, False, True),
-          ("schedule.t_mult", 1, None, True, True)]
+RANGES = [
+    ("train.epochs", 1, None, True, True),
+    ("train.eval_every", 1, None, True, True),
+    ("train.save_every", 0, None, True, True),
+    ("train.label_smoothing", 0, 1, True, False),
+    ("train.ema", 0, 1, True, False),
+    ("train.grad_clip", 0, None, True, True),
+    ("train.lookahead_every", 0, None, True, True),
+    ("train.whiten_images", 1, None, True, True),
+    ("train.whiten_bias_epochs", -1, None, True, True),
+    ("data.n_items", 0, None, True, True),
+    ("data.val_size", 0, None, True, True),
+    ("data.batch_size", 1, None, True, True),
+    ("data.eval_batch_size", 1, None, True, True),
+    ("optim.lr", 0, None, False, True),
+    ("optim.weight_decay", 0, None, True, True),
+    ("optim.momentum", 0, 1, True, False),
+    ("optim.eps", 0, None, True, True),
+    ("optim.l1", 0, None, True, True),
+    ("augment.crop_padding", 0, None, True, True),
+    ("augment.translate", 0, None, True, True),
+    ("augment.cutout", 0, None, True, True),
+    ("augment.rotation", 0, None, True, True),
+    ("augment.color_jitter", 0, None, True, True),
+    ("augment.cutmix", 0, None, True, True),
+    ("augment.mixup", 0, None, True, True),
+    ("augment.mix_prob", 0, 1, True, True),
+    ("schedule.warmup_epochs", 0, None, True, True),
+    ("schedule.min_lr", 0, None, True, True),
+    ("schedule.gamma", 0, None, False, True),
+    ("schedule.t_mult", 1, None, True, True),
+]
 
 
 def _allowed(lo, hi, lo_in: bool, hi_in: bool) -> str:
@@ -411,8 +415,10 @@ def check_same_run(run_dir: str | Path, cfg: Config) -> None:
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RUN_NEUTRAL_KEYS]
     if diff:
         k = diff[0]
-        raise UserError(f"{run_dir} holds a run with other settings ({k}: {old.get(k)!r} there, {new.get(k)!r} now); "
-                        "use another --out or delete that folder")
+        raise UserError(
+            f"{run_dir} holds a run with other settings ({k}: {old.get(k)!r} there, {new.get(k)!r} now); "
+            "use another --out or delete that folder"
+        )
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

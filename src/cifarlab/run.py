@@ -70,8 +70,10 @@ def lock_folder(path: str | Path) -> Iterator[Path]:
             os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise UserError(f"{path} is being written by another process (pid and host: {holder}); "
-                            "wait for it to end or use another --out") from None
+            raise UserError(
+                f"{path} is being written by another process (pid and host: {holder}); "
+                "wait for it to end or use another --out"
+            ) from None
         try:  # the holder may have removed the file between our open and flock: lock the new one
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 break

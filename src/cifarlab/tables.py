@@ -27,8 +27,7 @@ def acc2(v: float) -> str:
     return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
 
 
-def fmt(v: Any, none: str = "-", true: str = "True", false: str = "False",
-        number: Callable[[float], str] = g4) -> str:
+def fmt(v: Any, none: str = "-", true: str = "True", false: str = "False", number: Callable[[float], str] = g4) -> str:
     """One table cell: None, a flag and a float as the caller's table spells them; anything else as str()."""
     if v is None:
         return none
@@ -67,19 +66,20 @@ def md_lines(head: Sequence[str], body: Sequence[Sequence[str]], align: Sequence
     return ["| " + " | ".join(head) + " |", sep] + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
-def md_table(rows: Sequence[dict], cols: Sequence[str], names: Sequence[str] | None = None,
-             cell: Callable[[Any], str] = fmt) -> list[str]:
+def md_table(
+    rows: Sequence[dict], cols: Sequence[str], names: Sequence[str] | None = None, cell: Callable[[Any], str] = fmt
+) -> list[str]:
     """A Markdown table of dict rows: one column per key in cols (a missing key is None), headed by names."""
-    return md_lines(list(names or cols), [[cell(r.get(c)) for c in cols] for r in rows],
-                    ["---"] * len(cols))
+    return md_lines(list(names or cols), [[cell(r.get(c)) for c in cols] for r in rows], ["---"] * len(cols))
 
 
 def csv_text(rows: Sequence[dict], cols: Sequence[str] | None = None) -> str:
     """CSV of dict rows ('\\n' line ends; None is an empty cell; keys not in cols are left out).
     cols defaults to the first row's keys."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(cols if cols is not None else rows[0]), extrasaction="ignore",
-                       lineterminator="\n")
+    w = csv.DictWriter(
+        buf, fieldnames=list(cols if cols is not None else rows[0]), extrasaction="ignore", lineterminator="\n"
+    )
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()

@@ -63,8 +63,9 @@ def test_gradcam_equals_direct_hook_computation(layer):
     assert cam.shape == (6, 16, 16)
     torch.testing.assert_close(cam, F.interpolate(want[:, None], (16, 16), mode="bilinear")[:, 0], rtol=1e-5, atol=1e-7)
     other = torch.full_like(target, 3)  # a chosen class gives its own map
-    torch.testing.assert_close(A.gradcam(m, x, other, layer, upsample=False), direct_gradcam(m, x, other, layer)[0],
-                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        A.gradcam(m, x, other, layer, upsample=False), direct_gradcam(m, x, other, layer)[0], rtol=1e-5, atol=1e-7
+    )
 
 
 def test_layercam_and_gradcam_reduce_to_cam_on_a_gap_linear_head():
@@ -114,8 +115,9 @@ def test_run_attribution_writes_maps_and_grid(tmp_path):
     m, x = net()
     y = torch.tensor([0, 1, 2, 3, 4, 0])
     flags = [mod.inplace for mod in m.modules() if hasattr(mod, "inplace")]
-    out = A.run_attribution(m, x, tmp_path, y=y, classes=["a", "b", "c", "d", "e"], mean=[0.5] * 3, std=[0.25] * 3,
-                            batch_size=4, ig_steps=8)
+    out = A.run_attribution(
+        m, x, tmp_path, y=y, classes=["a", "b", "c", "d", "e"], mean=[0.5] * 3, std=[0.25] * 3, batch_size=4, ig_steps=8
+    )
     assert out["layer"] == "block3" and out["methods"] == list(A.METHODS)
     with np.load(tmp_path / "attribution.npz") as z:
         assert z["gradcam"].shape == (6, 16, 16) and z["gradcampp"].shape == (6, 16, 16)
@@ -126,7 +128,9 @@ def test_run_attribution_writes_maps_and_grid(tmp_path):
         np.testing.assert_array_equal(z["targets"], z["predictions"])  # default target: the predicted class
         # batching (4 + 2) gives the same maps as one batch
         target = torch.as_tensor(z["targets"])
-        torch.testing.assert_close(torch.as_tensor(z["gradcam"]), A.gradcam(m, x, target, "block3"), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(
+            torch.as_tensor(z["gradcam"]), A.gradcam(m, x, target, "block3"), rtol=1e-5, atol=1e-7
+        )
     assert (tmp_path / "attribution.png").stat().st_size > 5000
     assert [mod.inplace for mod in m.modules() if hasattr(mod, "inplace")] == flags and not m.training
     assert all(p.grad is None for p in m.parameters())

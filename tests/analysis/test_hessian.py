@@ -58,7 +58,9 @@ def test_top_eigenvalues_match_the_full_hessian():
     eig = torch.linalg.eigvalsh(h)
     by_magnitude = eig[eig.abs().argsort(descending=True)]
     hvp, params = H.make_hvp(m, [(x, y)])
-    values, vectors = H.top_eigenvalues(hvp, params, k=2, iters=5000, tol=1e-13, generator=torch.Generator().manual_seed(0))
+    values, vectors = H.top_eigenvalues(
+        hvp, params, k=2, iters=5000, tol=1e-13, generator=torch.Generator().manual_seed(0)
+    )
     assert values[0] == pytest.approx(float(by_magnitude[0]), rel=1e-3)
     assert values[1] == pytest.approx(float(by_magnitude[1]), rel=1e-3)
     names = list(params)
@@ -96,7 +98,7 @@ def test_hutchinson_samples_are_vHv_and_average_to_the_trace():
         v = flat(H.rademacher(params, g), names)
         assert s == pytest.approx(float(v @ h @ v), rel=1e-9)
     # E[v^T H v] = tr(H), Var = 2 * sum_{i != j} H_ij^2 for Rademacher v: the mean is within 4 SE
-    se = math.sqrt(2 * float((h ** 2).sum() - (h.diagonal() ** 2).sum()) / n)
+    se = math.sqrt(2 * float((h**2).sum() - (h.diagonal() ** 2).sum()) / n)
     assert abs(mean - float(h.trace())) < 4 * se
     assert mean == pytest.approx(float(np.mean(samples)))
 
@@ -112,9 +114,9 @@ def test_hutchinson_is_exact_for_a_diagonal_hessian():
 
     torch.manual_seed(0)
     m, x = Scale(), torch.randn(10, 6, dtype=torch.float64)
-    loss = lambda out, y: (out ** 4).mean() + (out * y).mean()  # separable in w: diagonal Hessian
+    loss = lambda out, y: (out**4).mean() + (out * y).mean()  # separable in w: diagonal Hessian
     hvp, params = H.make_hvp(m, [(x, x)], loss)
-    diag = 12 * (x ** 4 * m.w.detach() ** 2).mean(0) / 6  # d2/dw_i2 of the mean over (sample, i) of (x w)^4
+    diag = 12 * (x**4 * m.w.detach() ** 2).mean(0) / 6  # d2/dw_i2 of the mean over (sample, i) of (x w)^4
     mean, samples = H.hutchinson_trace(hvp, params, 4, torch.Generator().manual_seed(0))
     np.testing.assert_allclose(samples, float(diag.sum()), rtol=1e-10)
     top, _ = H.top_eigenvalues(hvp, params, 1, iters=2000, tol=1e-14)

@@ -55,17 +55,35 @@ def test_engine_keeps_epoch_checkpoints_and_input_shape(run):
     assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), last.parameters()))
 
 
-@pytest.mark.parametrize("analysis,options,files", [
-    ("filters", [], ["filters_first.png", "kernels_layer1.0.conv1.png", "kernels_layer2.0.conv1.png", "filters.npz"]),
-    ("features", ["--n-images", 2, "--layer", "layer1,conv1"],
-     ["features_0.png", "features_1.png", "features_1_00_layer1.png", "features_1_01_conv1.png", "features.npz"]),
-    ("gradcam", ["--n-images", 3, "--target", "dog", "--layer", "layer1"], ["attribution.png", "attribution.npz"]),
-    ("metrics", [], ["confusion.png", "per_class.png", "misclassified.png", "metrics.npz"]),
-    ("hessian", ["--n", 16, "--k", 1, "--iters", 10, "--trace-samples", 3], ["hessian.json", "hessian.npz"]),
-    ("trajectory", ["--steps", 3, "--n", 16],
-     ["trajectory_contour.png", "trajectory_contourf.png", "trajectory_surface.png", "trajectory_heatmap.png",
-      "trajectory_pca.npz"]),
-])
+@pytest.mark.parametrize(
+    "analysis,options,files",
+    [
+        (
+            "filters",
+            [],
+            ["filters_first.png", "kernels_layer1.0.conv1.png", "kernels_layer2.0.conv1.png", "filters.npz"],
+        ),
+        (
+            "features",
+            ["--n-images", 2, "--layer", "layer1,conv1"],
+            ["features_0.png", "features_1.png", "features_1_00_layer1.png", "features_1_01_conv1.png", "features.npz"],
+        ),
+        ("gradcam", ["--n-images", 3, "--target", "dog", "--layer", "layer1"], ["attribution.png", "attribution.npz"]),
+        ("metrics", [], ["confusion.png", "per_class.png", "misclassified.png", "metrics.npz"]),
+        ("hessian", ["--n", 16, "--k", 1, "--iters", 10, "--trace-samples", 3], ["hessian.json", "hessian.npz"]),
+        (
+            "trajectory",
+            ["--steps", 3, "--n", 16],
+            [
+                "trajectory_contour.png",
+                "trajectory_contourf.png",
+                "trajectory_surface.png",
+                "trajectory_heatmap.png",
+                "trajectory_pca.npz",
+            ],
+        ),
+    ],
+)
 def test_each_analysis_writes_its_files(run, capsys, analysis, options, files):
     code, out, err = cli(run, analysis, *options, capsys=capsys)
     assert code == 0, err
@@ -89,15 +107,34 @@ def test_each_analysis_writes_its_files(run, capsys, analysis, options, files):
 
 def test_landscape_centre_is_the_models_loss_and_shards_merge(run, tmp_path, capsys):
     grid = ["--grid", "-1:1:3", "--n", 20, "--batch-size", 8]
-    code, out, err = cli(run, "landscape", *grid, "--out", tmp_path / "whole", "--hessian-grid", "-1:1:2",
-                         "--hessian-n", 8, "--iters", 3, capsys=capsys)
+    code, out, err = cli(
+        run,
+        "landscape",
+        *grid,
+        "--out",
+        tmp_path / "whole",
+        "--hessian-grid",
+        "-1:1:2",
+        "--hessian-n",
+        8,
+        "--iters",
+        3,
+        capsys=capsys,
+    )
     assert code == 0, err
     whole = json.loads((tmp_path / "whole" / "result.json").read_text())
     loss, acc = own_loss(run, 20)
     assert whole["complete"] and whole["loss_at_centre"] == pytest.approx(loss, rel=1e-5)
     assert whole["acc_at_centre"] == pytest.approx(acc)
-    for f in ["landscape_contour.png", "landscape_contourf.png", "landscape_surface.png", "landscape_heatmap.png",
-              "landscape_slice_d1.png", "hessian_grid.png", "hessian_grid.npz"]:
+    for f in [
+        "landscape_contour.png",
+        "landscape_contourf.png",
+        "landscape_surface.png",
+        "landscape_heatmap.png",
+        "landscape_slice_d1.png",
+        "hessian_grid.png",
+        "hessian_grid.npz",
+    ]:
         assert (tmp_path / "whole" / f).is_file(), f
     for i in (0, 1):
         code, out, err = cli(run, "landscape", *grid, "--out", tmp_path / "parts", "--shard", f"{i}/2", capsys=capsys)
@@ -111,11 +148,23 @@ def test_landscape_centre_is_the_models_loss_and_shards_merge(run, tmp_path, cap
 
 
 def test_1d_landscape_and_interpolation_endpoints(run, tmp_path, capsys):
-    code, _, err = cli(run, "landscape", "--dims", 1, "--grid", "-1:1:5", "--n", 12, "--out", tmp_path / "l1",
-                       capsys=capsys)
+    code, _, err = cli(
+        run, "landscape", "--dims", 1, "--grid", "-1:1:5", "--n", 12, "--out", tmp_path / "l1", capsys=capsys
+    )
     assert code == 0 and (tmp_path / "l1" / "landscape_1d.png").is_file(), err
-    code, _, err = cli(run, "interpolate", "--other", run / "ckpt_epoch001.pt", "--grid", "0:1:3", "--n", 12,
-                       "--out", tmp_path / "i", capsys=capsys)
+    code, _, err = cli(
+        run,
+        "interpolate",
+        "--other",
+        run / "ckpt_epoch001.pt",
+        "--grid",
+        "0:1:3",
+        "--n",
+        12,
+        "--out",
+        tmp_path / "i",
+        capsys=capsys,
+    )
     assert code == 0, err
     z = np.load(tmp_path / "i" / "interpolation.npz")
     assert z["loss"][0] == pytest.approx(own_loss(run, 12)[0], rel=1e-5)
@@ -128,8 +177,19 @@ def test_diverged_interpolation_points_are_left_out_and_named(run, tmp_path, cap
     ckpt = torch.load(run / "best.pt", weights_only=False)
     ckpt["model"] = {k: v * 0 if k.endswith("running_var") else v for k, v in ckpt["model"].items()}
     torch.save(ckpt, tmp_path / "zero_var.pt")
-    code, out, err = cli(run, "interpolate", "--other", tmp_path / "zero_var.pt", "--grid", "0:1.5:4", "--n", 8,
-                         "--out", tmp_path / "i", capsys=capsys)
+    code, out, err = cli(
+        run,
+        "interpolate",
+        "--other",
+        tmp_path / "zero_var.pt",
+        "--grid",
+        "0:1.5:4",
+        "--n",
+        8,
+        "--out",
+        tmp_path / "i",
+        capsys=capsys,
+    )
     assert code == 0 and "1 of 4 points have a non-finite loss" in err and "--bn train" in err
     z = np.load(tmp_path / "i" / "interpolation.npz")
     assert np.isfinite(z["loss"][:3]).all() and np.isnan(z["loss"][3]) and np.isnan(z["acc"][3])
@@ -137,31 +197,51 @@ def test_diverged_interpolation_points_are_left_out_and_named(run, tmp_path, cap
 
 
 def test_all_beside_a_bare_checkpoint(run, capsys):
-    code, out, err = cli(run / "last.pt", "all", "--grid", "-1:1:3", "--n", 8, "--n-images", 2,
-                         "--methods", "gradcam,layercam", capsys=capsys)
+    code, out, err = cli(
+        run / "last.pt",
+        "all",
+        "--grid",
+        "-1:1:3",
+        "--n",
+        8,
+        "--n-images",
+        2,
+        "--methods",
+        "gradcam,layercam",
+        capsys=capsys,
+    )
     assert code == 0, err
     base = run / "analysis-last"
-    for f in ["filters/filters_first.png", "features/features_0.png", "gradcam/attribution.png",
-              "metrics/confusion.png", "landscape-coarse/landscape_contour.png", "landscape-coarse/result.json"]:
+    for f in [
+        "filters/filters_first.png",
+        "features/features_0.png",
+        "gradcam/attribution.png",
+        "metrics/confusion.png",
+        "landscape-coarse/landscape_contour.png",
+        "landscape-coarse/result.json",
+    ]:
         assert (base / f).is_file(), f
     assert [line.split(":")[0] for line in out.splitlines()] == list(ALL)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["filterz"], "unknown analysis 'filterz'"),
-    (["filters", "--layer", "layer9"], "no layer 'layer9'"),
-    (["gradcam", "--layer", "layer1,layer2"], "one --layer"),
-    (["gradcam", "--target", "horse"], "unknown class 'horse'"),
-    (["gradcam", "--methods", "saliency"], "unknown attribution methods"),
-    (["landscape", "--shard", "2/2"], "bad --shard"),
-    (["landscape", "--grid", "1:2", "--n", 4], "bad grid range"),
-    (["landscape", "--n", 0], "--n must be at least 1"),
-    (["landscape", "--merge", 3], "missing shard files"),
-    (["landscape", "--dims", 1, "--hessian-grid"], "needs a 2D landscape"),
-    (["interpolate", "--n", 4], "needs --other"),
-    (["trajectory"], "a trajectory needs at least 3"),
-    (["filters", "--data", "/no/such/data"], None),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["filterz"], "unknown analysis 'filterz'"),
+        (["filters", "--layer", "layer9"], "no layer 'layer9'"),
+        (["gradcam", "--layer", "layer1,layer2"], "one --layer"),
+        (["gradcam", "--target", "horse"], "unknown class 'horse'"),
+        (["gradcam", "--methods", "saliency"], "unknown attribution methods"),
+        (["landscape", "--shard", "2/2"], "bad --shard"),
+        (["landscape", "--grid", "1:2", "--n", 4], "bad grid range"),
+        (["landscape", "--n", 0], "--n must be at least 1"),
+        (["landscape", "--merge", 3], "missing shard files"),
+        (["landscape", "--dims", 1, "--hessian-grid"], "needs a 2D landscape"),
+        (["interpolate", "--n", 4], "needs --other"),
+        (["trajectory"], "a trajectory needs at least 3"),
+        (["filters", "--data", "/no/such/data"], None),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(run, tmp_path, capsys, args, needle):
     target = run
     if args == ["trajectory"]:  # a run folder without epoch checkpoints

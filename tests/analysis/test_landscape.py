@@ -49,8 +49,9 @@ def test_filter_normalization_matches_weight_filters_and_zeroes_1d():
             dn = t.reshape(len(t), -1).norm(dim=1)
             wn = w[n].detach().reshape(len(t), -1).norm(dim=1)
             torch.testing.assert_close(dn, wn, rtol=1e-5, atol=1e-7)
-            assert not torch.allclose(t / dn.view(-1, *[1] * (t.dim() - 1)),
-                                      w[n].detach() / wn.view(-1, *[1] * (t.dim() - 1)))  # random, not w
+            assert not torch.allclose(
+                t / dn.view(-1, *[1] * (t.dim() - 1)), w[n].detach() / wn.view(-1, *[1] * (t.dim() - 1))
+            )  # random, not w
 
 
 def test_layer_norm_and_ignore_none():
@@ -129,7 +130,9 @@ def test_interrupted_grid_resumes_only_missing_points(tmp_path, monkeypatch):
     assert partial["done"].sum() == 5 and np.isnan(partial["loss"][~partial["done"]]).all()
 
     counted = []
-    monkeypatch.setattr(L, "evaluate_points_vmap", lambda mm, b, d, c, *a, **k: counted.append(len(c)) or real(mm, b, d, c, *a, **k))
+    monkeypatch.setattr(
+        L, "evaluate_points_vmap", lambda mm, b, d, c, *a, **k: counted.append(len(c)) or real(mm, b, d, c, *a, **k)
+    )
     res = L.evaluate_grid(m, x, y, dirs, axes, path=tmp_path / "grid", chunk=5, method="vmap", progress=False)
     assert sum(counted) == 12 - 5 and res["evaluated"] == 7
     np.testing.assert_allclose(res["loss"], full["loss"], rtol=1e-5)
@@ -170,8 +173,11 @@ def test_sharded_run_landscape_merges_and_plots(tmp_path):
     assert res["complete"] and (tmp_path / "landscape_contour.png").stat().st_size > 1000
     whole = L.run_landscape(m, x, y, tmp_path / "whole", xrange="-1:1:3", progress=False)
     assert whole["complete"]
-    np.testing.assert_allclose(L.load_grid(tmp_path / "landscape.npz")["loss"],
-                               L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        L.load_grid(tmp_path / "landscape.npz")["loss"],
+        L.load_grid(tmp_path / "whole" / "landscape.npz")["loss"],
+        rtol=1e-5,
+    )
     with pytest.raises(UserError, match="missing shard"):
         L.run_merge_shards(tmp_path, 3)
 
@@ -195,8 +201,9 @@ def test_vmap_failure_falls_back_to_the_loop():
 def test_interpolation_endpoints_are_the_two_checkpoints(tmp_path):
     a, x, y = tiny(0)
     b, _, _ = tiny(1)
-    res = L.run_interpolation(a, a.state_dict(), b.state_dict(), x, y, tmp_path, alphas=[0.0, 0.5, 1.0], method="vmap",
-                              progress=False)
+    res = L.run_interpolation(
+        a, a.state_dict(), b.state_dict(), x, y, tmp_path, alphas=[0.0, 0.5, 1.0], method="vmap", progress=False
+    )
     grid = L.load_grid(tmp_path / "interpolation.npz")
     with torch.no_grad():
         la, lb = float(F.cross_entropy(a(x), y)), float(F.cross_entropy(b(x), y))
@@ -239,8 +246,10 @@ def test_run_landscape_trajectory_figures(tmp_path):
         L.run_landscape(m, x, y, tmp_path / "l2", xrange="-1:1:4", seed=5, progress=False)
     one = L.run_landscape(m, x, y, tmp_path / "l1", dims=1, xrange="-1:1:7", progress=False)
     assert one["points"] == 7 and (tmp_path / "l1" / "landscape_1d.png").stat().st_size > 1000
-    states = [{n: t + 0.1 * k * torch.randn_like(t) if t.is_floating_point() else t for n, t in m.state_dict().items()}
-              for k in range(4, 0, -1)] + [m.state_dict()]
+    states = [
+        {n: t + 0.1 * k * torch.randn_like(t) if t.is_floating_point() else t for n, t in m.state_dict().items()}
+        for k in range(4, 0, -1)
+    ] + [m.state_dict()]
     tr = L.run_trajectory(m, states, x, y, tmp_path / "tr", steps=4, progress=False)
     assert tr["complete"] and (tmp_path / "tr" / "trajectory_contour.png").stat().st_size > 1000
 

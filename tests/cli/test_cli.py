@@ -16,8 +16,20 @@ def run_cli(*args, capsys):
     return code, out.out, out.err
 
 
-TINY = ["--set", "model.name=plainnet", "--set", "model.args={stages: [8, 16]}", "--set", "train.epochs=2",
-        "--set", "data.batch_size=16", "--set", "train.progress=false", "--set", "data.device=cpu"]
+TINY = [
+    "--set",
+    "model.name=plainnet",
+    "--set",
+    "model.args={stages: [8, 16]}",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "data.device=cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +52,18 @@ def test_train_eval_resume(tmp_path, folder, capsys, monkeypatch):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["train", "quick", "--set", "optim.lrr=1"], "unknown key 'optim.lrr'"),
-    (["train", "quick", "--set", "model.name=resnet999"], "unknown model"),
-    (["train", "quick", "--set", "optim.name=adamx"], "unknown optimizer"),
-    (["train", "nope.yaml"], "config file not found"),
-    (["train", "quick", "--data", "/no/such/place"], "/no/such/place"),
-    (["eval", "/no/such.pt"], "checkpoint not found"),
-    (["train"], "needs a CONFIG"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "quick", "--set", "optim.lrr=1"], "unknown key 'optim.lrr'"),
+        (["train", "quick", "--set", "model.name=resnet999"], "unknown model"),
+        (["train", "quick", "--set", "optim.name=adamx"], "unknown optimizer"),
+        (["train", "nope.yaml"], "config file not found"),
+        (["train", "quick", "--data", "/no/such/place"], "/no/such/place"),
+        (["eval", "/no/such.pt"], "checkpoint not found"),
+        (["train"], "needs a CONFIG"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(args, needle, capsys, folder, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     if args[0] == "train" and len(args) > 1:  # the case's own settings come last, so they win
@@ -62,13 +77,16 @@ def test_bad_input_is_one_line_exit_2(args, needle, capsys, folder, tmp_path, mo
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["train", "quick", *TINY],
-    ["sweep", "ablation_lr", "--set", "seeds=[0]"],
-    ["bn-study", "--set", "epochs=1"],
-    ["dessilbi", "--set", "epochs=1 vgg=false"],
-    ["pj2", "--scale", "smoke"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "quick", *TINY],
+        ["sweep", "ablation_lr", "--set", "seeds=[0]"],
+        ["bn-study", "--set", "epochs=1"],
+        ["dessilbi", "--set", "epochs=1 vgg=false"],
+        ["pj2", "--scale", "smoke"],
+    ],
+)
 def test_out_that_is_a_file_is_one_line_exit_2(command, capsys, folder, tmp_path, monkeypatch):
     """Every command that writes a folder refuses a file as --out before any work, and leaves it alone."""
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
@@ -100,8 +118,12 @@ def test_corrupt_checkpoint_and_wrong_architecture(tmp_path, folder, capsys, mon
 def test_models_lists_course_counts(capsys):
     code, out, _ = run_cli("models", capsys=capsys)
     assert code == 0
-    for name, n in [("VGG_A ", "9,750,922"), ("VGG_A_BatchNorm", "9,756,426"), ("VGG_A_Light", "285,162"),
-                    ("LeNet", "61,706")]:
+    for name, n in [
+        ("VGG_A ", "9,750,922"),
+        ("VGG_A_BatchNorm", "9,756,426"),
+        ("VGG_A_Light", "285,162"),
+        ("LeNet", "61,706"),
+    ]:
         assert any(line.startswith(name) and n in line for line in out.splitlines()), (name, out)
 
 

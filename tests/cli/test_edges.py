@@ -29,9 +29,22 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-TINY = ["--set", "model.name=plainnet", "--set", "model.args={stages: [8, 16]}", "--set", "train.epochs=1",
-        "--set", "data.batch_size=16", "--set", "train.progress=false", "--set", "data.device=cpu",
-        "--set", "train.log_tensorboard=false"]
+TINY = [
+    "--set",
+    "model.name=plainnet",
+    "--set",
+    "model.args={stages: [8, 16]}",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "data.device=cpu",
+    "--set",
+    "train.log_tensorboard=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +61,29 @@ def run(tmp_path_factory):
 # ---------------------------------------------------------------- 1. values out of range
 
 
-@pytest.mark.parametrize("key,value,allowed", [
-    ("train.epochs", 0, ">= 1"), ("train.epochs", -1, ">= 1"), ("optim.lr", -1, "> 0"),
-    ("optim.lr", 0, "> 0"), ("optim.lr", float("inf"), "finite"), ("optim.lr", float("nan"), "finite"),
-    ("train.eval_every", 0, ">= 1"), ("data.n_items", -5, ">= 0"), ("data.val_size", -1, ">= 0"),
-    ("data.batch_size", 0, ">= 1"), ("data.eval_batch_size", 0, ">= 1"), ("train.label_smoothing", 1.0, "[0, 1)"),
-    ("train.label_smoothing", -0.1, "[0, 1)"), ("train.ema", 1.0, "[0, 1)"), ("train.grad_clip", -1.0, ">= 0"),
-    ("optim.weight_decay", -1e-4, ">= 0"), ("train.save_every", -1, ">= 0"), ("optim.momentum", 1.5, "[0, 1)"),
-])
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("train.epochs", 0, ">= 1"),
+        ("train.epochs", -1, ">= 1"),
+        ("optim.lr", -1, "> 0"),
+        ("optim.lr", 0, "> 0"),
+        ("optim.lr", float("inf"), "finite"),
+        ("optim.lr", float("nan"), "finite"),
+        ("train.eval_every", 0, ">= 1"),
+        ("data.n_items", -5, ">= 0"),
+        ("data.val_size", -1, ">= 0"),
+        ("data.batch_size", 0, ">= 1"),
+        ("data.eval_batch_size", 0, ">= 1"),
+        ("train.label_smoothing", 1.0, "[0, 1)"),
+        ("train.label_smoothing", -0.1, "[0, 1)"),
+        ("train.ema", 1.0, "[0, 1)"),
+        ("train.grad_clip", -1.0, ">= 0"),
+        ("optim.weight_decay", -1e-4, ">= 0"),
+        ("train.save_every", -1, ">= 0"),
+        ("optim.momentum", 1.5, "[0, 1)"),
+    ],
+)
 def test_out_of_range_values_name_key_value_and_range(key, value, allowed):
     section, name = key.split(".")
     cfg = from_dict(Config, {section: {name: value}})
@@ -73,11 +101,19 @@ def test_defaults_and_presets_are_in_range():
         check_choices(load_config(name))
 
 
-@pytest.mark.parametrize("setting,needle", [("train.epochs=0", "train.epochs=0"), ("train.epochs=-1", "train.epochs=-1"),
-                                            ("optim.lr=-1", "optim.lr=-1.0"), ("train.eval_every=0", "eval_every=0"),
-                                            ("data.n_items=-5", "data.n_items=-5")])
-def test_cli_out_of_range_is_one_line_exit_2_and_writes_no_summary(setting, needle, folder, tmp_path, capsys,
-                                                                   monkeypatch):
+@pytest.mark.parametrize(
+    "setting,needle",
+    [
+        ("train.epochs=0", "train.epochs=0"),
+        ("train.epochs=-1", "train.epochs=-1"),
+        ("optim.lr=-1", "optim.lr=-1.0"),
+        ("train.eval_every=0", "eval_every=0"),
+        ("data.n_items=-5", "data.n_items=-5"),
+    ],
+)
+def test_cli_out_of_range_is_one_line_exit_2_and_writes_no_summary(
+    setting, needle, folder, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "r"
     code, _, err = cli("train", "quick", "--data", folder, "--out", out, *TINY, "--set", setting, capsys=capsys)
@@ -100,8 +136,10 @@ def test_full_disk_in_train_is_one_line_exit_1(folder, tmp_path, capsys, monkeyp
 
     def full(obj, f, *a, **k):
         if str(f).startswith(str(out)):  # the run's checkpoints, not the data cache
-            raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0\n"
-                               "PytorchStreamWriter failed writing file data/0: file write failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0\n"
+                "PytorchStreamWriter failed writing file data/0: file write failed"
+            )
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", full)
@@ -133,7 +171,10 @@ def test_write_error_messages():
     assert write_error(e) == "cannot write /a/best.pt: Read-only file system"
     e = OSError(errno.ENOSPC, "No space left on device", "/a/.m.onnx.k2j_9a0b.onnx")
     assert write_error(e) == "cannot write /a/m.onnx: No space left on device"
-    assert write_error(PermissionError(errno.EACCES, "Permission denied", "/a/b")) == "cannot write /a/b: Permission denied"
+    assert (
+        write_error(PermissionError(errno.EACCES, "Permission denied", "/a/b"))
+        == "cannot write /a/b: Permission denied"
+    )
 
 
 def test_export_onto_a_full_disk_is_exit_1_and_keeps_the_old_file(run, tmp_path, capsys, monkeypatch):
@@ -181,8 +222,15 @@ def test_export_into_an_existing_folder_is_named_after_the_checkpoint(run, tmp_p
 
 
 def write_sweep(path: Path, **fields) -> Path:
-    run_set = {"model.name": "plainnet", "model.args": {"stages": [8, 16]}, "data.batch_size": 32,
-               "data.device": "cpu", "train.epochs": 1, "train.progress": False, "train.log_tensorboard": False}
+    run_set = {
+        "model.name": "plainnet",
+        "model.args": {"stages": [8, 16]},
+        "data.batch_size": 32,
+        "data.device": "cpu",
+        "train.epochs": 1,
+        "train.progress": False,
+        "train.log_tensorboard": False,
+    }
     path.write_text(yaml.safe_dump({"name": "tiny", "set": run_set, "seeds": [0], **fields}, sort_keys=False))
     return path
 
@@ -222,10 +270,12 @@ def test_a_diverged_run_has_its_own_status_and_is_marked(tmp_path):
     for i, (rid, diverged, acc) in enumerate([("a-s0", False, 0.8), ("a-s1", True, 0.1)]):
         d = tmp_path / rid
         d.mkdir()
-        (d / "run.json").write_text(json.dumps({"run_id": rid, "config_id": "a", "axes": {"x": "a"},
-                                                "values": {}, "seed": i, "index": i}))
-        (d / "summary.json").write_text(json.dumps({"diverged": diverged, "best_test_acc": acc,
-                                                    "final_test_acc": acc, "train_seconds": 1.0}))
+        (d / "run.json").write_text(
+            json.dumps({"run_id": rid, "config_id": "a", "axes": {"x": "a"}, "values": {}, "seed": i, "index": i})
+        )
+        (d / "summary.json").write_text(
+            json.dumps({"diverged": diverged, "best_test_acc": acc, "final_test_acc": acc, "train_seconds": 1.0})
+        )
     rows = tabulate(tmp_path, figures=False)
     assert [r["status"] for r in rows] == ["done", "diverged"]
     assert "diverged" in (tmp_path / "results.csv").read_text()

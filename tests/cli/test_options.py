@@ -11,12 +11,15 @@ from cifarlab.data.sources import resolve_source
 from cifarlab.errors import UserError
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "quick", "--set", "data.n_items=256", "train.epochs=1"],  # as argparse users write it
-    ["train", "quick", "--set", "data.n_items=256 train.epochs=1"],  # one quoted string
-    ["train", "quick", "--set", "data.n_items=256", "--set", "train.epochs=1"],  # the repeated flag
-    ["train", "--set", "data.n_items=256", "train.epochs=1", "quick"],  # the config after --set's values
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "quick", "--set", "data.n_items=256", "train.epochs=1"],  # as argparse users write it
+        ["train", "quick", "--set", "data.n_items=256 train.epochs=1"],  # one quoted string
+        ["train", "quick", "--set", "data.n_items=256", "--set", "train.epochs=1"],  # the repeated flag
+        ["train", "--set", "data.n_items=256", "train.epochs=1", "quick"],  # the config after --set's values
+    ],
+)
 def test_set_takes_several_assignments_in_every_spelling(argv):
     a = build_parser().parse_args(argv)
     sets = overrides(a, "config")
@@ -27,8 +30,12 @@ def test_set_takes_several_assignments_in_every_spelling(argv):
 
 
 def test_every_study_command_takes_several_assignments():
-    for argv in (["pj2", "--scale", "smoke", "--set", "a=1", "b=2"], ["bn-study", "--set", "a=1", "b=2"],
-                 ["dessilbi", "--set", "a=1", "b=2"], ["sweep", "ablation_lr", "--set", "a=1", "b=2"]):
+    for argv in (
+        ["pj2", "--scale", "smoke", "--set", "a=1", "b=2"],
+        ["bn-study", "--set", "a=1", "b=2"],
+        ["dessilbi", "--set", "a=1", "b=2"],
+        ["sweep", "ablation_lr", "--set", "a=1", "b=2"],
+    ):
         assert overrides(build_parser().parse_args(argv)) == ["a=1", "b=2"], argv
 
 

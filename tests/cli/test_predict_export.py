@@ -66,8 +66,9 @@ def test_predict_any_size_and_mode_with_gradcam(run, tmp_path, capsys):
     assert [r["top"][0]["class"] for r in res] == ["dog", "dog", "cat"]
     for r, p in zip(res, paths):
         assert r["gradcam"] == str(p.with_name(p.stem + ".gradcam.png")) and Image.open(r["gradcam"]).size[0] > 100
-    code, out, err = cli("predict", run, paths[0], "--gradcam", "--layer", "layer1", "--out", tmp_path / "cams",
-                         capsys=capsys)
+    code, out, err = cli(
+        "predict", run, paths[0], "--gradcam", "--layer", "layer1", "--out", tmp_path / "cams", capsys=capsys
+    )
     assert code == 0 and (tmp_path / "cams" / "dog_big.gradcam.png").is_file(), err
 
 
@@ -123,16 +124,19 @@ def test_export_default_path_is_beside_the_checkpoint(run, capsys):
     (run / "last.torchscript.pt").unlink()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["predict", "RUN", "NOTE"], "cannot read image"),
-    (["predict", "RUN", "/no/such.png"], "image not found"),
-    (["predict", "RUN", "IMG", "--topk", "0"], "--topk must be at least 1"),
-    (["predict", "RUN", "IMG", "--gradcam", "--layer", "fc"], "N x C x H x W"),
-    (["predict", "/no/such.pt", "IMG"], "checkpoint not found"),
-    (["export", "RUN", "--format", "tflite"], "unknown export format 'tflite'"),
-    (["export", "RUN", "--format", "onnx", "--exporter", "tvm"], "unknown ONNX exporter"),
-    (["export", "NOTE", "--format", "onnx"], "cannot read checkpoint"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["predict", "RUN", "NOTE"], "cannot read image"),
+        (["predict", "RUN", "/no/such.png"], "image not found"),
+        (["predict", "RUN", "IMG", "--topk", "0"], "--topk must be at least 1"),
+        (["predict", "RUN", "IMG", "--gradcam", "--layer", "fc"], "N x C x H x W"),
+        (["predict", "/no/such.pt", "IMG"], "checkpoint not found"),
+        (["export", "RUN", "--format", "tflite"], "unknown export format 'tflite'"),
+        (["export", "RUN", "--format", "onnx", "--exporter", "tvm"], "unknown ONNX exporter"),
+        (["export", "NOTE", "--format", "onnx"], "cannot read checkpoint"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(run, tmp_path, capsys, args, needle):
     note = tmp_path / "note.png"
     note.write_text("not an image")

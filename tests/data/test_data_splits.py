@@ -112,11 +112,17 @@ def test_engine_trains_on_the_prepared_split(tmp_path):
     from cifarlab.config import Config, from_dict
     from cifarlab.train.engine import train
 
-    cfg = from_dict(Config, {
-        "name": "split", "out": str(tmp_path), "seed": 0, "model": {"name": "plainnet", "args": {"stages": [4]}},
-        "data": {"batch_size": 5, "device": "cpu", "n_items": 10, "val_size": 5},
-        "train": {"epochs": 1, "progress": False, "log_tensorboard": False, "save_checkpoints": False},
-    })
+    cfg = from_dict(
+        Config,
+        {
+            "name": "split",
+            "out": str(tmp_path),
+            "seed": 0,
+            "model": {"name": "plainnet", "args": {"stages": [4]}},
+            "data": {"batch_size": 5, "device": "cpu", "n_items": 10, "val_size": 5},
+            "train": {"epochs": 1, "progress": False, "log_tensorboard": False, "save_checkpoints": False},
+        },
+    )
     s = train(cfg, run_dir=tmp_path / "r", dataset=tiny_dataset(n_train=40, n_test=8))
     line = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["images"] == 10 and "val_acc" in line and s["final_test_acc"] is not None

@@ -50,8 +50,10 @@ def test_stage_names_resolve_in_forward_order(name):
     model = build(name).eval()
     assert model.stage_names, "every model names its stages"
     seen = []
-    hooks = [model.get_submodule(s).register_forward_hook(lambda m, i, o, s=s: seen.append((s, o.dim())))
-             for s in model.stage_names]
+    hooks = [
+        model.get_submodule(s).register_forward_hook(lambda m, i, o, s=s: seen.append((s, o.dim())))
+        for s in model.stage_names
+    ]
     with torch.no_grad():
         model(input_for(name, 1))
     for h in hooks:
@@ -69,16 +71,19 @@ def test_lenet_runs_on_cifar_shaped_input():
 # ---------------------------------------------------------------- exact architectures
 
 
-@pytest.mark.parametrize("name, options, expected", [
-    ("VGG_A", {}, 9_750_922),
-    ("VGG_A_BatchNorm", {}, 9_756_426),
-    ("VGG_A_BatchNorm", {"bn1d": True}, 9_758_474),
-    ("VGG_A_Light", {}, 285_162),
-    ("VGG_A_Dropout", {}, 9_750_922),
-    ("LeNet", {"in_channels": 1}, 61_706),
-    ("resnet18", {}, 11_173_962),
-    ("resnet50", {}, 23_520_842),
-])
+@pytest.mark.parametrize(
+    "name, options, expected",
+    [
+        ("VGG_A", {}, 9_750_922),
+        ("VGG_A_BatchNorm", {}, 9_756_426),
+        ("VGG_A_BatchNorm", {"bn1d": True}, 9_758_474),
+        ("VGG_A_Light", {}, 285_162),
+        ("VGG_A_Dropout", {}, 9_750_922),
+        ("LeNet", {"in_channels": 1}, 61_706),
+        ("resnet18", {}, 11_173_962),
+        ("resnet50", {}, 23_520_842),
+    ],
+)
 def test_parameter_counts(name, options, expected):
     assert count_params(create_model(name, **options)) == expected
 
@@ -158,7 +163,11 @@ def test_resnet18_half_width_and_mlp_head():
 
 
 def test_resvgg_classifiers():
-    assert [x.out_features for x in create_model("resvgg16_light").classifier if isinstance(x, nn.Linear)] == [1024, 512, 10]
+    assert [x.out_features for x in create_model("resvgg16_light").classifier if isinstance(x, nn.Linear)] == [
+        1024,
+        512,
+        10,
+    ]
     large = create_model("resvgg16", classifier="large", width=0.125)
     assert [x.out_features for x in large.classifier if isinstance(x, nn.Linear)] == [4096, 4096, 10]
     assert [len(getattr(large, s)) for s in large.stage_names] == [2, 2, 3, 3, 3]
@@ -192,7 +201,9 @@ def test_fastnet_follows_airbench():
     assert m.whiten.bias.requires_grad and m.head.bias is None
     bns = [x for x in m.modules() if isinstance(x, nn.BatchNorm2d)]
     assert len(bns) == 6
-    assert all(b.eps == 1e-12 and b.momentum == 0.4 and not b.weight.requires_grad and b.bias.requires_grad for b in bns)
+    assert all(
+        b.eps == 1e-12 and b.momentum == 0.4 and not b.weight.requires_grad and b.bias.requires_grad for b in bns
+    )
     assert [getattr(m, s).conv2.out_channels for s in m.stage_names] == [64, 256, 256]
     # the first filters of each 3x3 conv start as identities
     w = m.block2.conv1.weight
@@ -219,8 +230,9 @@ def test_fastnet_compiled_under_bf16_has_finite_gradients():
         loss = nn.functional.cross_entropy(torch.compile(m)(x), y)
     loss.backward()
     grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
-    assert all(g is not None and g.isfinite().all() and g.abs().sum() > 0 for g in grads.values()), \
-        [n for n, g in grads.items() if g is None or not g.isfinite().all()]
+    assert all(g is not None and g.isfinite().all() and g.abs().sum() > 0 for g in grads.values()), [
+        n for n, g in grads.items() if g is None or not g.isfinite().all()
+    ]
     torch._dynamo.reset()
 
 
@@ -230,8 +242,13 @@ def test_fastnet_compiled_under_bf16_has_finite_gradients():
 def test_names_and_aliases_are_case_insensitive():
     assert model_names() == sorted(model_names(), key=str.lower)
     assert model_aliases()["VGG_BatchNorm"] == "VGG_A_BatchNorm"
-    for name, canonical in [("VGG_BatchNorm", "VGG_A_BatchNorm"), ("vgg_batchnorm", "VGG_A_BatchNorm"),
-                            ("lenet", "LeNet"), ("RESNET18", "resnet18"), ("vgg_a", "VGG_A")]:
+    for name, canonical in [
+        ("VGG_BatchNorm", "VGG_A_BatchNorm"),
+        ("vgg_batchnorm", "VGG_A_BatchNorm"),
+        ("lenet", "LeNet"),
+        ("RESNET18", "resnet18"),
+        ("vgg_a", "VGG_A"),
+    ]:
         kw = {"in_channels": 1} if canonical == "LeNet" else {}
         assert create_model(name, **kw).cifarlab_name == canonical
 
@@ -239,30 +256,39 @@ def test_names_and_aliases_are_case_insensitive():
 def test_options_are_recorded_and_rebuild_the_model():
     m = create_model("resnet_small", activation="gelu", stages=[8, 16], head=[32], dropout=0.1, init="xavier_uniform")
     assert m.cifarlab_name == "resnet_small"
-    assert m.cifarlab_options == {"num_classes": 10, "in_channels": 3, "activation": "gelu", "dropout": 0.1,
-                                  "stages": [8, 16], "head": [32]}  # None options (width) are not passed
+    assert m.cifarlab_options == {
+        "num_classes": 10,
+        "in_channels": 3,
+        "activation": "gelu",
+        "dropout": 0.1,
+        "stages": [8, 16],
+        "head": [32],
+    }  # None options (width) are not passed
     again = create_model(m.cifarlab_name, **m.cifarlab_options)
     again.load_state_dict(m.state_dict(), strict=True)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: create_model("resnet19"), "unknown model 'resnet19'; choose one of: "),
-    (lambda: create_model("resnet18", foo=1), "model resnet18 does not take option 'foo'; it takes: num_classes,"),
-    (lambda: create_model("LeNet", width=0.5), "model LeNet does not take option 'width'"),
-    (lambda: create_model("VGG_A", dropout=0.5), "model VGG_A does not take option 'dropout'"),
-    (lambda: create_model("resnet18", activation="swishy"), "unknown activation 'swishy'"),
-    (lambda: create_model("resnet18", width=0), "width must be a number > 0"),
-    (lambda: create_model("resnet18", width=-1.0), "width must be a number > 0"),
-    (lambda: create_model("resnet18", dropout=1.5), "dropout must be in [0, 1)"),
-    (lambda: create_model("resnet18", num_classes=0), "num_classes must be a positive integer"),
-    (lambda: create_model("resnet18", init="orthogonal"), "unknown init 'orthogonal'"),
-    (lambda: create_model("plainnet", stages=[]), "stages must be"),
-    (lambda: create_model("plainnet", stages=[8, 16], blocks_per_stage=[1]), "blocks_per_stage must be"),
-    (lambda: create_model("resnet18", head=[0]), "positive integers"),
-    (lambda: create_model("resvgg16", classifier="huge"), "unknown classifier 'huge'"),
-    (lambda: create_model("fastnet", widths=[8, 8]), "fastnet widths must be 3"),
-    (lambda: make_activation("relu6"), "unknown activation 'relu6'; choose one of: relu, leaky_relu"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: create_model("resnet19"), "unknown model 'resnet19'; choose one of: "),
+        (lambda: create_model("resnet18", foo=1), "model resnet18 does not take option 'foo'; it takes: num_classes,"),
+        (lambda: create_model("LeNet", width=0.5), "model LeNet does not take option 'width'"),
+        (lambda: create_model("VGG_A", dropout=0.5), "model VGG_A does not take option 'dropout'"),
+        (lambda: create_model("resnet18", activation="swishy"), "unknown activation 'swishy'"),
+        (lambda: create_model("resnet18", width=0), "width must be a number > 0"),
+        (lambda: create_model("resnet18", width=-1.0), "width must be a number > 0"),
+        (lambda: create_model("resnet18", dropout=1.5), "dropout must be in [0, 1)"),
+        (lambda: create_model("resnet18", num_classes=0), "num_classes must be a positive integer"),
+        (lambda: create_model("resnet18", init="orthogonal"), "unknown init 'orthogonal'"),
+        (lambda: create_model("plainnet", stages=[]), "stages must be"),
+        (lambda: create_model("plainnet", stages=[8, 16], blocks_per_stage=[1]), "blocks_per_stage must be"),
+        (lambda: create_model("resnet18", head=[0]), "positive integers"),
+        (lambda: create_model("resvgg16", classifier="huge"), "unknown classifier 'huge'"),
+        (lambda: create_model("fastnet", widths=[8, 8]), "fastnet widths must be 3"),
+        (lambda: make_activation("relu6"), "unknown activation 'relu6'; choose one of: relu, leaky_relu"),
+    ],
+)
 def test_user_errors_name_the_problem(call, message):
     with pytest.raises(UserError) as e:
         call()
@@ -275,13 +301,16 @@ def test_unknown_model_lists_the_names():
     assert all(n in str(e.value) for n in model_names())
 
 
-@pytest.mark.parametrize("scheme, expected_std", [
-    ("kaiming_normal", lambda fi, fo, s: math.sqrt(2 / fi)),
-    ("kaiming_uniform", lambda fi, fo, s: math.sqrt(2 / fi)),
-    ("xavier_normal", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
-    ("xavier_uniform", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
-    ("normal", lambda fi, fo, s: s),
-])
+@pytest.mark.parametrize(
+    "scheme, expected_std",
+    [
+        ("kaiming_normal", lambda fi, fo, s: math.sqrt(2 / fi)),
+        ("kaiming_uniform", lambda fi, fo, s: math.sqrt(2 / fi)),
+        ("xavier_normal", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
+        ("xavier_uniform", lambda fi, fo, s: math.sqrt(2 / (fi + fo))),
+        ("normal", lambda fi, fo, s: s),
+    ],
+)
 def test_init_schemes_apply(scheme, expected_std):
     torch.manual_seed(0)
     std = 0.05

@@ -1,9 +1,9 @@
 """A small but real folder tree for the report tests, built once per session:
 
-    tree/task1/best/            an engine run with analysis/{filters,metrics,features,landscape}
-    tree/task1/broken/          a run killed after 2 of 4 epochs (metrics.jsonl, no summary.json)
-    tree/task1/ablation_lr/     a 2-run sweep made by the sweep module (skipped if it is missing)
-    tree/task2_bn/              a tiny BN study (skipped if the study module is missing)
+tree/task1/best/            an engine run with analysis/{filters,metrics,features,landscape}
+tree/task1/broken/          a run killed after 2 of 4 epochs (metrics.jsonl, no summary.json)
+tree/task1/ablation_lr/     a 2-run sweep made by the sweep module (skipped if it is missing)
+tree/task2_bn/              a tiny BN study (skipped if the study module is missing)
 """
 
 import json
@@ -16,9 +16,17 @@ from conftest import tiny_dataset  # the shared one in tests/conftest.py
 from cifarlab.config import Config, from_dict
 from cifarlab.data import Dataset
 
-RUN = {"model.name": "plainnet", "model.args": {"stages": [8, 16]}, "data.batch_size": 32, "data.device": "cpu",
-       "optim.name": "momentum", "optim.lr": 0.05, "schedule.name": "cosine", "train.progress": False,
-       "train.log_tensorboard": False}
+RUN = {
+    "model.name": "plainnet",
+    "model.args": {"stages": [8, 16]},
+    "data.batch_size": 32,
+    "data.device": "cpu",
+    "optim.name": "momentum",
+    "optim.lr": 0.05,
+    "schedule.name": "cosine",
+    "train.progress": False,
+    "train.log_tensorboard": False,
+}
 
 
 def tiny_cfg(out, **over) -> Config:
@@ -52,8 +60,11 @@ def _sweep(root):
     except ImportError:
         return None
     spec = root / "ablation_lr.yaml"
-    spec.write_text(json.dumps({"name": "ablation_lr", "set": {**RUN, "train.epochs": 2}, "seeds": [0],
-                                "axes": {"optim.lr": [0.1, 0.02]}}))
+    spec.write_text(
+        json.dumps(
+            {"name": "ablation_lr", "set": {**RUN, "train.epochs": 2}, "seeds": [0], "axes": {"optim.lr": [0.1, 0.02]}}
+        )
+    )
     out = root / "task1" / "ablation_lr"
     run_sweep(load_sweep(spec), out, engine="local", data=tiny_dataset())
     spec.unlink()
@@ -66,15 +77,32 @@ def _bn_study(root):
         from cifarlab.studies.bn_study import BNStudyConfig, run_bn_study
     except ImportError:
         return None
-    cfg = load_config(None, ["n_items=128 n_test=64 epochs=1 batch_size=64 probe_every=2 lrs=[1e-3,1e-4] "
-                             "n_etas=2 proxies=false progress=false device=cpu"], cls=BNStudyConfig)
-    cfg.models = [{"name": "plainnet", "stages": [8, 16], "bn": False, "label": "plain"},
-                  {"name": "plainnet", "stages": [8, 16], "bn": True, "label": "plain_bn"}]
+    cfg = load_config(
+        None,
+        [
+            "n_items=128 n_test=64 epochs=1 batch_size=64 probe_every=2 lrs=[1e-3,1e-4] "
+            "n_etas=2 proxies=false progress=false device=cpu"
+        ],
+        cls=BNStudyConfig,
+    )
+    cfg.models = [
+        {"name": "plainnet", "stages": [8, 16], "bn": False, "label": "plain"},
+        {"name": "plainnet", "stages": [8, 16], "bn": True, "label": "plain_bn"},
+    ]
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 10, (320,), generator=g)
     x = ((y.float() * 25).view(-1, 1, 1, 1) + 40 * torch.randn(320, 32, 32, 3, generator=g)).clamp(0, 255)
-    ds = Dataset(x[:256].to(torch.uint8), y[:256], x[256:].to(torch.uint8), y[256:], [str(i) for i in range(10)],
-                 "synthetic", "synthetic", (0.5,) * 3, (0.25,) * 3)
+    ds = Dataset(
+        x[:256].to(torch.uint8),
+        y[:256],
+        x[256:].to(torch.uint8),
+        y[256:],
+        [str(i) for i in range(10)],
+        "synthetic",
+        "synthetic",
+        (0.5,) * 3,
+        (0.25,) * 3,
+    )
     run_bn_study(cfg, root / "task2_bn", dataset=ds)
     return root / "task2_bn"
 

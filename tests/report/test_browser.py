@@ -31,6 +31,13 @@ def test_report_renders_in_headless_chromium(report_tree, tmp_path):
         assert result["scrollWidth"] <= result["innerWidth"], (name, result["scrollWidth"], result["innerWidth"])
         shot = artifacts / f"report-{name}.png"
         height = min(int(result["height"]) + 40, 16000)  # the whole page (Chromium caps a capture near 16k px)
-        res = run_chromium(browser, tmp_path / f"profile-{name}", width, height, "--virtual-time-budget=5000",
-                           f"--screenshot={shot}", page.as_uri())
+        res = run_chromium(
+            browser,
+            tmp_path / f"profile-{name}",
+            width,
+            height,
+            "--virtual-time-budget=5000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        )
         assert shot.is_file() and shot.stat().st_size > 10_000, res.stderr[-2000:]

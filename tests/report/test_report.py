@@ -85,8 +85,10 @@ def test_every_png_of_the_tree_is_embedded_with_a_caption(report, report_tree):
     for img in page.imgs:  # each is a PNG whose stated size is its real size
         data = base64.b64decode(img["src"].split(",", 1)[1])
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (int(img["width"]), int(img["height"])) == (int.from_bytes(data[16:20], "big"),
-                                                           int.from_bytes(data[20:24], "big"))
+        assert (int(img["width"]), int(img["height"])) == (
+            int.from_bytes(data[16:20], "big"),
+            int.from_bytes(data[20:24], "big"),
+        )
         assert img["alt"]
     # every figure the analyses, sweep and study wrote has a real caption, not the fallback
     assert not [c for c in page.captions if c.startswith("Figure:")]

@@ -47,8 +47,11 @@ def test_official_state_is_what_our_end_epoch_computes():
     g = opt.param_groups[0]
     assert (g["kappa"], g["mu"], g["momentum"], g["weight_decay"]) == (1.0, 20.0, 0.9, 0.0)
     assert opt.tracked_names() == ["conv1.weight", "conv2.weight", "conv3.weight", "fc1.weight", "fc2.weight"]
-    saved = {n: {k: opt.state[p][k].clone() for k in ("epoch_record", "prune_order", "w_star")}
-             for n, p in opt.named_parameters() if "z_buffer" in opt.state[p]}
+    saved = {
+        n: {k: opt.state[p][k].clone() for k in ("epoch_record", "prune_order", "w_star")}
+        for n, p in opt.named_parameters()
+        if "z_buffer" in opt.state[p]
+    }
     assert saved["conv3.weight"]["epoch_record"].shape == (120,)
     opt.end_epoch(59)
     for n, p in opt.named_parameters():

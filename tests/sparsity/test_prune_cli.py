@@ -21,8 +21,21 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 def test_official_checkpoint_conv3_then_conv3_fc1(capsys):
     ckpt, mnist = shared_file("dessilbi-official/lenet.pth"), shared_file("mnist")
-    rc, out, err = run(capsys, "prune", ckpt, "--layers", "conv3.weight", "--percent", 80, "--data", mnist,
-                       "--prune-bias", "--json", "--device", "cpu")
+    rc, out, err = run(
+        capsys,
+        "prune",
+        ckpt,
+        "--layers",
+        "conv3.weight",
+        "--percent",
+        80,
+        "--data",
+        mnist,
+        "--prune-bias",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     res = json.loads(out)
     assert res["accuracy_before"] == pytest.approx(98.61, abs=1e-9)
@@ -31,8 +44,20 @@ def test_official_checkpoint_conv3_then_conv3_fc1(capsys):
     conv3 = res["report"]["layers"]["conv3.weight"]
     assert (conv3["kind"], conv3["removed"], conv3["total"]) == ("filters", 96, 120)
 
-    rc, out, err = run(capsys, "prune", ckpt, "--layers", "conv3.weight", "fc1.weight", "--percent", 80,
-                       "--data", mnist, "--device", "cpu")
+    rc, out, err = run(
+        capsys,
+        "prune",
+        ckpt,
+        "--layers",
+        "conv3.weight",
+        "fc1.weight",
+        "--percent",
+        80,
+        "--data",
+        mnist,
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     assert "accuracy before pruning: 98.61%" in out
     assert "| fc1.weight | weights | 8,335 | 10,080 | 82.7% |" in out  # not the nominal 80%
@@ -47,17 +72,37 @@ def runs(tmp_path_factory):
     data = make_image_folder(root / "imgs", n_train=32, n_test=16, size=28)
     out = {}
     for opt in ("slbi", "momentum"):
-        cfg = load_config("lenet_mnist_slbi" if opt == "slbi" else "lenet_mnist",
-                          [f"data.source={data}", "data.batch_size=16", "train.epochs=2", "train.progress=false",
-                           "train.log_tensorboard=false", "data.device=cpu", "seed=1"])
+        cfg = load_config(
+            "lenet_mnist_slbi" if opt == "slbi" else "lenet_mnist",
+            [
+                f"data.source={data}",
+                "data.batch_size=16",
+                "train.epochs=2",
+                "train.progress=false",
+                "train.log_tensorboard=false",
+                "data.device=cpu",
+                "seed=1",
+            ],
+        )
         train(cfg, run_dir=root / opt)
         out[opt] = root / opt
     return out
 
 
 def test_own_slbi_run_prunes_and_recovers(runs, capsys):
-    rc, out, err = run(capsys, "prune", runs["slbi"], "--layers", "conv3.weight", "fc1.weight", "--percent", 50,
-                       "--json", "--device", "cpu")
+    rc, out, err = run(
+        capsys,
+        "prune",
+        runs["slbi"],
+        "--layers",
+        "conv3.weight",
+        "fc1.weight",
+        "--percent",
+        50,
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     res = json.loads(out)
     layers = res["report"]["layers"]
@@ -75,11 +120,17 @@ def test_own_slbi_run_prunes_and_recovers(runs, capsys):
     assert torch.count_nonzero(conv3.flatten(1).norm(dim=1) == 0) == 0  # the file itself is never pruned
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--layers", "conv3.bias", "--percent", 50], "unknown layer conv3.bias; tracked layers: conv1.weight, "
-                                                  "conv2.weight, conv3.weight, fc1.weight, fc2.weight"),
-    (["--layers", "conv3.weight", "--percent", 150], "prune percent must be in [0, 100]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--layers", "conv3.bias", "--percent", 50],
+            "unknown layer conv3.bias; tracked layers: conv1.weight, "
+            "conv2.weight, conv3.weight, fc1.weight, fc2.weight",
+        ),
+        (["--layers", "conv3.weight", "--percent", 150], "prune percent must be in [0, 100]"),
+    ],
+)
 def test_bad_layer_or_percent_exit_2_with_one_line(runs, capsys, args, message):
     rc, out, err = run(capsys, "prune", runs["slbi"], *args, "--device", "cpu")
     assert rc == 2 and out == ""

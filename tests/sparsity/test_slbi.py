@@ -112,8 +112,23 @@ def test_slbi_steps_match_spec(momentum, wd, kappa):
             p.grad = torch.randn(p.shape, generator=gen)
             tracked = p.ndim > 1
             w, buf, z, gamma = ref[n]
-            ref[n] = list(spec_slbi_step(w, p.grad, buf, z, gamma, lr=0.3, kappa=kappa, mu=5.0, momentum=momentum,
-                                         wd=wd, tracked=tracked, kind="conv" if p.ndim == 4 else "fc", name=n))
+            ref[n] = list(
+                spec_slbi_step(
+                    w,
+                    p.grad,
+                    buf,
+                    z,
+                    gamma,
+                    lr=0.3,
+                    kappa=kappa,
+                    mu=5.0,
+                    momentum=momentum,
+                    wd=wd,
+                    tracked=tracked,
+                    kind="conv" if p.ndim == 4 else "fc",
+                    name=n,
+                )
+            )
         opt.step()
         for n, p in named:
             w, buf, z, gamma = ref[n]
@@ -130,8 +145,9 @@ def test_weight_decay_skips_1d_and_bn_names():
     w = nn.Parameter(torch.ones(2, 2))
     bn = nn.Parameter(torch.ones(2, 2))
     b = nn.Parameter(torch.ones(2))
-    opt = SLBI([("fc.weight", w), ("layer.bn.weight", bn), ("fc.bias", b)], lr=1.0, momentum=0.0,
-               weight_decay=0.5, layers=[])
+    opt = SLBI(
+        [("fc.weight", w), ("layer.bn.weight", bn), ("fc.bias", b)], lr=1.0, momentum=0.0, weight_decay=0.5, layers=[]
+    )
     for p in (w, bn, b):
         p.grad = torch.zeros_like(p)
     opt.step()
@@ -168,8 +184,7 @@ def test_layers_choose_tracked_and_errors():
 def test_per_type_lambda_and_fc_group():
     fc = nn.Parameter(torch.zeros(2, 2))
     conv = nn.Parameter(torch.zeros(1, 1, 1, 2))
-    opt = SLBI([("fc.weight", fc), ("conv.weight", conv)], lr=1.0, mu=1.0, momentum=0.0,
-               lambda_fc=0.5, lambda_conv=2.0)
+    opt = SLBI([("fc.weight", fc), ("conv.weight", conv)], lr=1.0, mu=1.0, momentum=0.0, lambda_fc=0.5, lambda_conv=2.0)
     fc.grad, conv.grad = torch.zeros_like(fc), torch.zeros_like(conv)
     opt.state[fc]["z_buffer"] = torch.tensor([[0.7, -0.4], [0.3, 0.3]])
     opt.state[conv]["z_buffer"] = torch.tensor([[[[3.0, 4.0]]]])
@@ -214,8 +229,15 @@ def test_state_dict_round_trip_keeps_names_and_trajectory():
     for p, q in zip(model.parameters(), clone.parameters()):
         assert torch.equal(p, q)
         assert torch.equal(opt.state[p].get("gamma_buffer", p), opt2.state[q].get("gamma_buffer", q))
-    other = SLBI([("a.weight", nn.Parameter(torch.zeros(3, 1, 3, 3))), ("a.bias", nn.Parameter(torch.zeros(3))),
-                  ("b.weight", nn.Parameter(torch.zeros(4, 48))), ("b.bias", nn.Parameter(torch.zeros(4)))], lr=0.1)
+    other = SLBI(
+        [
+            ("a.weight", nn.Parameter(torch.zeros(3, 1, 3, 3))),
+            ("a.bias", nn.Parameter(torch.zeros(3))),
+            ("b.weight", nn.Parameter(torch.zeros(4, 48))),
+            ("b.bias", nn.Parameter(torch.zeros(4))),
+        ],
+        lr=0.1,
+    )
     with pytest.raises(UserError, match="names differ"):
         other.load_state_dict(saved["opt"])
 
@@ -271,8 +293,9 @@ def test_slbi_adam_untracked_is_adam_and_tracked_uses_coupled_gradient():
     opt = SLBIAdam(named, lr=0.1, kappa=2.0, mu=4.0, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.01)
     seed_shadows(opt, named)
     adam = torch.optim.Adam([q for _, q in twins], lr=0.2, betas=(0.8, 0.95), eps=1e-6, foreach=False)
-    shadows = {n: (opt.state[p]["z_buffer"].clone(), opt.state[p]["gamma_buffer"].clone())
-               for n, p in named if p.ndim > 1}
+    shadows = {
+        n: (opt.state[p]["z_buffer"].clone(), opt.state[p]["gamma_buffer"].clone()) for n, p in named if p.ndim > 1
+    }
     gen = torch.Generator().manual_seed(3)
     for _ in range(3):
         for (n, p), (_, q) in zip(named, twins):
@@ -300,8 +323,12 @@ def test_slbi_adam_legacy_variant_is_adam_then_slbi():
     opt = SLBIAdam(named, lr=0.1, mu=4.0, variant="adam_then_slbi")
     seed_shadows(opt, named)
     adam = torch.optim.Adam([q for _, q in twins], lr=0.1)
-    ref = {n: [None, opt.state[p]["z_buffer"].clone(), opt.state[p]["gamma_buffer"].clone()] if p.ndim > 1
-           else [None, None, None] for n, p in named}
+    ref = {
+        n: [None, opt.state[p]["z_buffer"].clone(), opt.state[p]["gamma_buffer"].clone()]
+        if p.ndim > 1
+        else [None, None, None]
+        for n, p in named
+    }
     gen = torch.Generator().manual_seed(4)
     for _ in range(2):
         for (_, p), (_, q) in zip(named, twins):
@@ -312,9 +339,20 @@ def test_slbi_adam_legacy_variant_is_adam_then_slbi():
         with torch.no_grad():
             for (n, p), (_, q) in zip(named, twins):
                 _, z, gamma = ref[n]
-                w, _, z, gamma = spec_slbi_step(q.detach().clone(), q.grad, None, z, gamma, lr=0.1, kappa=1.0, mu=4.0,
-                                                momentum=0.0, wd=0.0, tracked=q.ndim > 1,
-                                                kind="conv" if q.ndim == 4 else "fc")
+                w, _, z, gamma = spec_slbi_step(
+                    q.detach().clone(),
+                    q.grad,
+                    None,
+                    z,
+                    gamma,
+                    lr=0.1,
+                    kappa=1.0,
+                    mu=4.0,
+                    momentum=0.0,
+                    wd=0.0,
+                    tracked=q.ndim > 1,
+                    kind="conv" if q.ndim == 4 else "fc",
+                )
                 q.copy_(w)
                 ref[n] = [None, z, gamma]
                 assert torch.allclose(p, q, atol=1e-12, rtol=0), n
@@ -332,8 +370,13 @@ def test_builders_read_the_config():
     g = opt.param_groups[0]
     assert (g["lr"], g["momentum"], g["weight_decay"], g["kappa"], g["mu"]) == (0.05, 0.8, 1e-4, 2, 20)
     assert opt.tracked_names() == ["0.weight", "2.weight"]
-    cfg = OptimConfig(name="slbi_adam", lr=1e-3, betas=[0.5, 0.9], eps=1e-7,
-                      args={"layers": ["2.weight"], "variant": "adam_then_slbi"})
+    cfg = OptimConfig(
+        name="slbi_adam",
+        lr=1e-3,
+        betas=[0.5, 0.9],
+        eps=1e-7,
+        args={"layers": ["2.weight"], "variant": "adam_then_slbi"},
+    )
     opt = build_slbi_adam(model, cfg)
     assert opt.param_groups[0]["betas"] == (0.5, 0.9) and opt.tracked_names() == ["2.weight"]
     with pytest.raises(UserError, match="allowed: kappa, mu, layers"):

@@ -22,8 +22,17 @@ def synthetic(n_train: int = 600, n_test: int = 100) -> Dataset:
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
     base = (y.float() * 25).view(-1, 1, 1, 1)
     x = (base + 40 * torch.randn(n_train + n_test, 32, 32, 3, generator=g)).clamp(0, 255).to(torch.uint8)
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], [str(i) for i in range(10)],
-                   "synthetic", "synthetic", (0.5,) * 3, (0.25,) * 3)
+    return Dataset(
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        [str(i) for i in range(10)],
+        "synthetic",
+        "synthetic",
+        (0.5,) * 3,
+        (0.25,) * 3,
+    )
 
 
 def test_study_writes_arrays_tables_and_figures(tmp_path, capsys):
@@ -76,8 +85,17 @@ def test_steps_to_loss_and_eta_grid():
     assert eta_grid(cfg, 1e-3).max() == pytest.approx(0.04)
 
 
-@pytest.mark.parametrize("override", ["optimizer=rmsprop", "lrs=[]", "eta_range=[0.4,0.05]",
-                                      "models=[VGG_A,VGG_A]", "probe_method=fast", "normalize=imagenet"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer=rmsprop",
+        "lrs=[]",
+        "eta_range=[0.4,0.05]",
+        "models=[VGG_A,VGG_A]",
+        "probe_method=fast",
+        "normalize=imagenet",
+    ],
+)
 def test_bad_config_is_a_user_error(tmp_path, override):
     cfg = load_config(None, [override, "epochs=1"], cls=BNStudyConfig)
     with pytest.raises(UserError):
@@ -87,10 +105,15 @@ def test_bad_config_is_a_user_error(tmp_path, override):
 def test_stalled_runs_are_flagged_and_left_out_of_the_means():
     S, P, E = 200, 4, 3
     loss = np.stack([np.linspace(2.3, 0.2, S), np.full(S, np.log(10) + 0.01)])  # lr 0 learns, lr 1 stalls
-    a = {"models": np.array(["m"]), "lrs": np.array([1e-3, 2e-3]), "step_loss": loss[None],
-         "test_acc": np.array([[[0.5, 0.7], [0.1, 0.1]]]),
-         "probe_loss": np.zeros((1, 2, P, E)), "probe_grad_diff": np.zeros((1, 2, P, E)),
-         "probe_beta": np.stack([np.full(P, 2.0), np.full(P, 50.0)])[None]}
+    a = {
+        "models": np.array(["m"]),
+        "lrs": np.array([1e-3, 2e-3]),
+        "step_loss": loss[None],
+        "test_acc": np.array([[[0.5, 0.7], [0.1, 0.1]]]),
+        "probe_loss": np.zeros((1, 2, P, E)),
+        "probe_grad_diff": np.zeros((1, 2, P, E)),
+        "probe_beta": np.stack([np.full(P, 2.0), np.full(P, 50.0)])[None],
+    }
     a["probe_loss"][0, :, :, 1] = [[0.1] * P, [9.0] * P]  # band widths 0.1 and 9
     runs = {(0, l): {"seconds": 1.0, "probe_seconds": 0.1, "params": 10} for l in range(2)}
     rows = result_rows(a, runs, num_classes=10)

@@ -13,8 +13,25 @@ def test_default_bn_study_on_cpu(tmp_path, monkeypatch):
     data = shared_file("cifar10-jpeg.tar.gz")
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bn"
-    code = main(["bn-study", "--data", str(data), "--out", str(out), "--set", "n_items=512", "--set", "epochs=1",
-                 "--set", "n_test=500", "--set", "device=cpu", "--set", "progress=false"])
+    code = main(
+        [
+            "bn-study",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--set",
+            "n_items=512",
+            "--set",
+            "epochs=1",
+            "--set",
+            "n_test=500",
+            "--set",
+            "device=cpu",
+            "--set",
+            "progress=false",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     runs = summary["runs"]

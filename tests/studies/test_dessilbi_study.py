@@ -12,8 +12,10 @@ from cifarlab.data import Dataset
 from cifarlab.errors import UserError
 from cifarlab.studies.dessilbi_study import lenet_run_config, load_study_config, prune_costs, run_dessilbi_study
 
-TINY = ("epochs=1 n_items=256 percents=[50,80] vgg_percents=[30,60] vgg_layer_percent=50 "
-        "vgg_model=VGG_A_Light vgg_epochs=1 vgg_n_items=128 progress=false device=cpu chance_acc=0")
+TINY = (
+    "epochs=1 n_items=256 percents=[50,80] vgg_percents=[30,60] vgg_layer_percent=50 "
+    "vgg_model=VGG_A_Light vgg_epochs=1 vgg_n_items=128 progress=false device=cpu chance_acc=0"
+)
 FIGURES = ["lenet_curves", "solution_path", "conv3_weights", "lenet_pruning", "vgg_pruning"]
 
 
@@ -23,10 +25,19 @@ def synthetic(n_train: int, n_test: int, size: int, channels: int) -> Dataset:
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
     x = 30 * torch.randn(n_train + n_test, size, size, channels, generator=g) + 60
     for k in range(10):
-        x[y == k, 2 * k + 4:2 * k + 7] += 150
+        x[y == k, 2 * k + 4 : 2 * k + 7] += 150
     x = x.clamp(0, 255).to(torch.uint8)
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], [str(i) for i in range(10)], "synthetic",
-                   "synthetic", (0.3,) * channels, (0.3,) * channels)
+    return Dataset(
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        [str(i) for i in range(10)],
+        "synthetic",
+        "synthetic",
+        (0.3,) * channels,
+        (0.3,) * channels,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,12 @@ def test_study_writes_runs_tables_and_figures(study):
     assert len(lenet) == 2 * (2 + 2 * 2) and {r["optimizer"] for r in lenet} == {"slbi", "slbi_adam"}
     assert len(vgg) == 2 + 5
     assert [r["layer"] for r in vgg if r["experiment"] == "each_layer"] == [
-        "stage1.0.weight", "stage2.0.weight", "classifier.0.weight", "classifier.2.weight", "classifier.4.weight"]
+        "stage1.0.weight",
+        "stage2.0.weight",
+        "classifier.0.weight",
+        "classifier.2.weight",
+        "classifier.4.weight",
+    ]
     for r in prune:
         assert float(r["accuracy_recovered"]) == float(r["accuracy_before"])  # recover() undoes every prune
         n, total = int(r["removed"]), int(r["total"])
@@ -77,8 +93,13 @@ def test_study_writes_runs_tables_and_figures(study):
     assert [h["run"] for h in s["headline"]] == runs[:3]
     slbi = s["headline"][0]
     assert slbi["percent"] == 80 and slbi["removed"]["conv3.weight"].endswith("/120")
-    ok = [float(r["percent"]) for r in lenet if r["run"] == slbi["run"] and r["layer_set"] == "conv3.weight"
-          and float(r["accuracy_before"]) - float(r["accuracy_pruned"]) <= 1]
+    ok = [
+        float(r["percent"])
+        for r in lenet
+        if r["run"] == slbi["run"]
+        and r["layer_set"] == "conv3.weight"
+        and float(r["accuracy_before"]) - float(r["accuracy_pruned"]) <= 1
+    ]
     assert slbi["max_percent_within_1pt"] == (max(ok) if ok else None)
     assert "cost_points" not in s["headline"][1]  # momentum has no SLBI state: not pruned
     md = (out / "results.md").read_text()
@@ -90,8 +111,17 @@ def test_study_writes_runs_tables_and_figures(study):
 def test_prune_cost_over_seeds_and_fp32_lenet():
     head = [{"optimizer": "slbi", "cost_points": c} for c in (0.5, 4.0, 1.0, 2.0)]
     head += [{"optimizer": "slbi"}, {"optimizer": "momentum"}]  # a stalled run, an unpruned optimizer
-    assert prune_costs(head) == [{"optimizer": "slbi", "runs": 4, "median_cost": 1.5, "mean_cost": 1.875,
-                                  "min_cost": 0.5, "max_cost": 4.0, "within_1pt": 2}]
+    assert prune_costs(head) == [
+        {
+            "optimizer": "slbi",
+            "runs": 4,
+            "median_cost": 1.5,
+            "mean_cost": 1.875,
+            "min_cost": 0.5,
+            "max_cost": 4.0,
+            "within_1pt": 2,
+        }
+    ]
     cfg = lenet_run_config(load_study_config(), "slbi", 1)
     assert cfg.train.amp == "off"  # the authors trained in fp32; bf16 autocast would change the selection
 
@@ -116,11 +146,17 @@ def test_finished_runs_are_reused_and_stalled_runs_flagged(study, capsys):
         run_dessilbi_study(cfg, out, **data)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optimizers=[adam]", "optimizers must be"), ("seeds=[]", "seeds must be"), ("percents=[50,120]", "percents"),
-    ("prune_sets=[conv3.weight]", "prune_sets"), ("lenet=false vgg=false", "nothing to do"),
-    ("no_such_key=1", "unknown key 'no_such_key'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizers=[adam]", "optimizers must be"),
+        ("seeds=[]", "seeds must be"),
+        ("percents=[50,120]", "percents"),
+        ("prune_sets=[conv3.weight]", "prune_sets"),
+        ("lenet=false vgg=false", "nothing to do"),
+        ("no_such_key=1", "unknown key 'no_such_key'"),
+    ],
+)
 def test_bad_settings_are_user_errors(override, message):
     with pytest.raises(UserError, match=message):
         load_study_config(None, [override])
@@ -128,8 +164,15 @@ def test_bad_settings_are_user_errors(override, message):
 
 def test_command_runs_the_lenet_part_and_names_unknown_layers(tmp_path, monkeypatch, capsys):
     data = make_image_folder(tmp_path / "imgs", n_train=16, n_test=8, size=28)
-    args = ["dessilbi", "--out", str(tmp_path / "study"), "--data", str(data), "--set",
-            "epochs=1 batch_size=16 percents=[50] optimizers=[slbi] vgg=false progress=false device=cpu chance_acc=0"]
+    args = [
+        "dessilbi",
+        "--out",
+        str(tmp_path / "study"),
+        "--data",
+        str(data),
+        "--set",
+        "epochs=1 batch_size=16 percents=[50] optimizers=[slbi] vgg=false progress=false device=cpu chance_acc=0",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "| lenet-slbi-seed1 | conv3.weight | 50.00 |" in out and "study folder:" in out
@@ -145,13 +188,20 @@ def test_runs_are_the_train_presets_plus_overrides_and_the_shorthands_are_aliase
 
     preset = to_dict(load_config("lenet_mnist_slbi"))
     slbi = to_dict(lenet_run_config(load_study_config(), "slbi", 1))
-    assert {k: slbi[k] for k in ("model", "optim", "schedule")} == {k: preset[k] for k in ("model", "optim", "schedule")}
+    assert {k: slbi[k] for k in ("model", "optim", "schedule")} == {
+        k: preset[k] for k in ("model", "optim", "schedule")
+    }
     momentum = lenet_run_config(load_study_config(), "momentum", 1)
     assert momentum.optim.name == "momentum" and momentum.optim.args == {}  # kappa, mu belong to SLBI
     short = load_study_config(None, ["epochs=2 lr=0.05 lr_step=1 vgg_epochs=3 vgg_model=VGG_A_Light"])
-    long = load_study_config(None, ["lenet_run.set.train.epochs=2 lenet_run.set.schedule.step_size=1 "
-                                    "lenet_optims.slbi.lr=0.05 lenet_optims.momentum.lr=0.05 "
-                                    "vgg_run.set.train.epochs=3 vgg_run.set.model.name=VGG_A_Light"])
+    long = load_study_config(
+        None,
+        [
+            "lenet_run.set.train.epochs=2 lenet_run.set.schedule.step_size=1 "
+            "lenet_optims.slbi.lr=0.05 lenet_optims.momentum.lr=0.05 "
+            "vgg_run.set.train.epochs=3 vgg_run.set.model.name=VGG_A_Light"
+        ],
+    )
     for opt in ("slbi", "momentum", "slbi_adam"):
         assert to_dict(lenet_run_config(short, opt, 1)) == to_dict(lenet_run_config(long, opt, 1))
     assert to_dict(vgg_run_config(short)) == to_dict(vgg_run_config(long))

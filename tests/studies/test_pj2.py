@@ -24,12 +24,22 @@ from cifarlab.studies.pj2 import PARTS, load_pj2_config, run_pj2
 
 # the figures each part must have written (file names under the study folder)
 FIGURES = {
-    "best model analyses": ["filters_first.png", "features_0.png", "attribution.png", "landscape_contour.png",
-                            "landscape_surface.png"],
+    "best model analyses": [
+        "filters_first.png",
+        "features_0.png",
+        "attribution.png",
+        "landscape_contour.png",
+        "landscape_surface.png",
+    ],
     "sweeps": ["metric_by_axis.png", "curves.png", "run_time.png"],
     "bn study": ["training_curves.png", "loss_band.png", "probes.png", "proxies.png"],
-    "dessilbi study": ["lenet_curves.png", "solution_path.png", "conv3_weights.png", "lenet_pruning.png",
-                       "vgg_pruning.png"],
+    "dessilbi study": [
+        "lenet_curves.png",
+        "solution_path.png",
+        "conv3_weights.png",
+        "lenet_pruning.png",
+        "vgg_pruning.png",
+    ],
     "pj2": ["time_per_part.png"],
 }
 
@@ -38,8 +48,21 @@ def _pj2(out: Path, cifar: Path, mnist: Path, *extra: str) -> subprocess.Complet
     """The real command in a fresh process (its own threads, as a user runs it)."""
     src = str(Path(cifarlab.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "cifarlab", "pj2", "--scale", "smoke", "--data", str(cifar),
-           "--set", f"mnist={mnist}", "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "pj2",
+        "--scale",
+        "smoke",
+        "--data",
+        str(cifar),
+        "--set",
+        f"mnist={mnist}",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
 
 
@@ -62,8 +85,15 @@ def test_every_part_runs_and_shows_its_progress(smoke):
     assert summary["study"] == "pj2" and summary["scale"] == "smoke"
     assert [p["status"] for p in summary["parts"]] == ["done"] * len(summary["parts"])
     keys = [p["part"] for p in summary["parts"]]
-    assert keys == ["best", "analyses", "recipe:resnet_head_best", "sweep:resnet50_anchors",
-                    "sweep:grid_resvgg16_24", "bn", "dessilbi"]
+    assert keys == [
+        "best",
+        "analyses",
+        "recipe:resnet_head_best",
+        "sweep:resnet50_anchors",
+        "sweep:grid_resvgg16_24",
+        "bn",
+        "dessilbi",
+    ]
     # a progress line when each part starts and ends, with the elapsed time and the time left
     n = len(keys)
     for i in range(1, n + 1):
@@ -83,8 +113,12 @@ def test_every_part_runs_and_shows_its_progress(smoke):
     bn = json.loads((out / "task2_batchnorm" / "summary.json").read_text())
     assert [r["model"] for r in bn["runs"]] == ["plainnet"] * 2 + ["plainnet_bn"] * 2
     dessilbi = json.loads((out / "task3_dessilbi" / "summary.json").read_text())
-    assert [r["run"] for r in dessilbi["runs"]] == ["lenet-slbi-seed1", "lenet-momentum-seed1",
-                                                    "lenet-slbi_adam-seed1", "vgg-slbi_adam-seed0"]
+    assert [r["run"] for r in dessilbi["runs"]] == [
+        "lenet-slbi-seed1",
+        "lenet-momentum-seed1",
+        "lenet-slbi_adam-seed1",
+        "vgg-slbi_adam-seed0",
+    ]
     # every run saw the data it was given: CIFAR-10 from the shared tarball, MNIST from the shared folder
     assert "cifar10-jpeg.tar.gz" in (t1 / "best_model" / "config.yaml").read_text()
     assert str(smoke["mnist"].resolve()) in (out / "task3_dessilbi" / "lenet-slbi-seed1" / "config.yaml").read_text()
@@ -92,9 +126,14 @@ def test_every_part_runs_and_shows_its_progress(smoke):
 
 def test_results_hold_every_task(smoke):
     md = (smoke["out"] / "results.md").read_text()
-    for heading in ("## Task 1: the best model", "## Task 1: the reports' recipes at this scale",
-                    "## Task 1: ablation sweeps", "## Task 2: batch normalization", "## Task 3: DessiLBI",
-                    "## Time per part"):
+    for heading in (
+        "## Task 1: the best model",
+        "## Task 1: the reports' recipes at this scale",
+        "## Task 1: ablation sweeps",
+        "## Task 2: batch normalization",
+        "## Task 3: DessiLBI",
+        "## Time per part",
+    ):
         assert heading in md, heading
     assert "never quote these numbers as CIFAR-10 numbers" in md  # the JPEG copy is named as such
     assert "| resnet_head_best | resnet18 | 1 |" in md and "95.28" in md
@@ -132,8 +171,9 @@ def test_report_renders_in_headless_chromium(smoke):
         assert result["scrollWidth"] <= result["innerWidth"], (name, result["scrollWidth"], result["innerWidth"])
         shot = shots / f"report-{name}.png"
         height = min(int(result["height"]) + 40, 16000)  # Chromium caps a capture near 16k px
-        res = run_chromium(browser, profile, width, height, "--virtual-time-budget=5000", f"--screenshot={shot}",
-                           page.as_uri())
+        res = run_chromium(
+            browser, profile, width, height, "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri()
+        )
         assert shot.is_file() and shot.stat().st_size > 10_000, res.stderr[-2000:]
         if os.environ.get("CIFARLAB_ARTIFACTS"):
             artifacts = Path(os.environ["CIFARLAB_ARTIFACTS"])
@@ -147,8 +187,17 @@ def test_a_second_start_skips_every_finished_part(smoke, capsys, monkeypatch):
     mtime = (out / "task1_cifar10" / "best_model" / "last.pt").stat().st_mtime
     # the same data spelled another way (relative paths) is the same study
     monkeypatch.chdir(smoke["cifar"].parent)
-    args = ["pj2", "--scale", "smoke", "--out", str(out), "--data", smoke["cifar"].name, "--set",
-            f"mnist=./{smoke['mnist'].name}"]
+    args = [
+        "pj2",
+        "--scale",
+        "smoke",
+        "--out",
+        str(out),
+        "--data",
+        smoke["cifar"].name,
+        "--set",
+        f"mnist=./{smoke['mnist'].name}",
+    ]
     assert cli.main(args) == 0
     stdout = capsys.readouterr().out
     assert stdout.count("already complete, skipped") == len(before)

@@ -52,8 +52,11 @@ def test_grid_zip_variants_times_seeds(tmp_path):
 
 
 def test_zip_without_labels_and_numeric_values_name_their_key(tmp_path):
-    doc = {"zip": {"sched": {"schedule.t0": [10, 20], "schedule.t_mult": [1, 2]}},
-           "axes": {"model.args.stages": [[8, 16], [16, 32]], "augment.hflip": [True, False]}, "seeds": [3]}
+    doc = {
+        "zip": {"sched": {"schedule.t0": [10, 20], "schedule.t_mult": [1, 2]}},
+        "axes": {"model.args.stages": [[8, 16], [16, 32]], "augment.hflip": [True, False]},
+        "seeds": [3],
+    }
     ids = [r.run_id for r in expand(load_sweep(sweep_file(tmp_path, **doc)))]
     assert ids[0] == "stages8x16-hfliptrue-t010_t_mult1-s3"
     assert len(set(ids)) == 8
@@ -73,16 +76,19 @@ def test_command_line_overrides(tmp_path):
         load_sweep(p, ["seed=3"])
 
 
-@pytest.mark.parametrize("doc, match", [
-    ({"axes": {"optim.lr": [0.1]}, "sedes": [0]}, "unknown key 'sedes'"),
-    ({"axes": {"optim.lrr": [0.1]}}, "unknown key 'optim.lrr'"),
-    ({"axes": {"optim.lr": 0.1}}, "non-empty list"),
-    ({"axes": {"optim.lr": [0.1, 0.1]}}, "same value twice"),
-    ({"zip": {"g": {"optim.lr": [0.1, 0.2], "optim.momentum": [0.9]}}}, "one length"),
-    ({"variants": {False: {}}}, "quote it"),
-    ({"seeds": []}, "seeds"),
-    ({"name": "a b"}, "name"),
-])
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ({"axes": {"optim.lr": [0.1]}, "sedes": [0]}, "unknown key 'sedes'"),
+        ({"axes": {"optim.lrr": [0.1]}}, "unknown key 'optim.lrr'"),
+        ({"axes": {"optim.lr": 0.1}}, "non-empty list"),
+        ({"axes": {"optim.lr": [0.1, 0.1]}}, "same value twice"),
+        ({"zip": {"g": {"optim.lr": [0.1, 0.2], "optim.momentum": [0.9]}}}, "one length"),
+        ({"variants": {False: {}}}, "quote it"),
+        ({"seeds": []}, "seeds"),
+        ({"name": "a b"}, "name"),
+    ],
+)
 def test_bad_sweep_files_are_user_errors(tmp_path, doc, match):
     with pytest.raises(UserError, match=match):
         expand(load_sweep(sweep_file(tmp_path, **doc)))
@@ -111,16 +117,19 @@ def test_resvgg16_grid_has_24_configurations():
     assert (best.optim.name, best.optim.lr, best.train.epochs) == ("momentum", 0.01, 60)
 
 
-def fake_run(out: Path, run_id: str, config_id: str, axes: dict, seed: int, index: int, summary=None,
-             error=None, partial=False):
+def fake_run(
+    out: Path, run_id: str, config_id: str, axes: dict, seed: int, index: int, summary=None, error=None, partial=False
+):
     d = out / run_id
     d.mkdir(parents=True)
-    (d / "run.json").write_text(json.dumps({"run_id": run_id, "config_id": config_id, "axes": axes,
-                                            "values": {}, "seed": seed, "index": index}))
+    (d / "run.json").write_text(
+        json.dumps({"run_id": run_id, "config_id": config_id, "axes": axes, "values": {}, "seed": seed, "index": index})
+    )
     if summary is not None:
         (d / "summary.json").write_text(json.dumps(summary))
-        (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "test_acc": summary["best_test_acc"] * e / 2})
-                                                 + "\n" for e in (1, 2)))
+        (d / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e, "test_acc": summary["best_test_acc"] * e / 2}) + "\n" for e in (1, 2))
+        )
     if error:
         (d / "error.txt").write_text(f"Traceback...\n{error}\n")
     if partial:
@@ -131,16 +140,26 @@ def test_tabulate_from_folders_alone(tmp_path):
     accs = {("a", 0): 0.80, ("a", 1): 0.84, ("b", 0): 0.90, ("b", 1): 0.86, ("c", 0): 0.5}
     i = 0
     for (cfg, seed), acc in accs.items():
-        fake_run(tmp_path, f"{cfg}-s{seed}", cfg, {"variant": cfg}, seed, i,
-                 {"best_test_acc": acc, "final_test_acc": acc - 0.01, "train_seconds": 10.0 + seed})
+        fake_run(
+            tmp_path,
+            f"{cfg}-s{seed}",
+            cfg,
+            {"variant": cfg},
+            seed,
+            i,
+            {"best_test_acc": acc, "final_test_acc": acc - 0.01, "train_seconds": 10.0 + seed},
+        )
         i += 1
     fake_run(tmp_path, "c-s1", "c", {"variant": "c"}, 1, i, error="UserError: boom")
     fake_run(tmp_path, "d-s0", "d", {"variant": "d"}, 0, i + 1, partial=True)
     rows = tabulate(tmp_path)
     assert [r["status"] for r in rows] == ["done"] * 5 + ["failed", "partial"]
     md = (tmp_path / "results.md").read_text()
-    lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip().strip("|").split("|")]
-             for ln in md.splitlines() if ln.startswith("| ")}
+    lines = {
+        ln.split("|")[1].strip(): [c.strip() for c in ln.strip().strip("|").split("|")]
+        for ln in md.splitlines()
+        if ln.startswith("| ")
+    }
     assert lines["a"][1:4] == ["2", "0", "82.00 ± 2.83"]  # sample std of 80 and 84
     assert lines["b"][1:4] == ["2", "0", "**88.00 ± 2.83**"]
     assert lines["c"][1:4] == ["1", "1", "50.00"]  # one finished seed: no spread to show
@@ -173,14 +192,25 @@ def test_cli_runs_a_sweep_on_real_data(tmp_path, capsys):
     from conftest import shared_file
 
     mnist = shared_file("mnist")
-    doc = {"set": {"model.name": "plainnet", "model.args": {"stages": [4, 8]}, "data.n_items": 256,
-                   "data.batch_size": 64, "data.eval_batch_size": 2000, "data.device": "cpu",
-                   "data.cache_dir": str(tmp_path / "cache"), "train.progress": False,
-                   "train.log_tensorboard": False, "train.save_checkpoints": False},
-           "axes": {"optim.lr": [0.1, 0.01]}}
+    doc = {
+        "set": {
+            "model.name": "plainnet",
+            "model.args": {"stages": [4, 8]},
+            "data.n_items": 256,
+            "data.batch_size": 64,
+            "data.eval_batch_size": 2000,
+            "data.device": "cpu",
+            "data.cache_dir": str(tmp_path / "cache"),
+            "train.progress": False,
+            "train.log_tensorboard": False,
+            "train.save_checkpoints": False,
+        },
+        "axes": {"optim.lr": [0.1, 0.01]},
+    }
     out = tmp_path / "out"
-    a = parse(["sweep", str(sweep_file(tmp_path, **doc)), "--data", str(mnist), "--set", "train.epochs=1",
-               "--out", str(out)])
+    a = parse(
+        ["sweep", str(sweep_file(tmp_path, **doc)), "--data", str(mnist), "--set", "train.epochs=1", "--out", str(out)]
+    )
     a.fn(a)
     printed = capsys.readouterr().out
     assert "| optim.lr | n | best_test_acc" in printed and f"sweep folder: {out}" in printed

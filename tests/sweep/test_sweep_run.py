@@ -28,8 +28,15 @@ def tiny_dataset() -> Dataset:
     return Dataset(tx, ty, vx, vy, ["a", "b", "c", "d"], "synthetic", "synthetic-0", mean, std)
 
 
-RUN_SET = {"model.name": "plainnet", "model.args": {"stages": [8, 16]}, "data.batch_size": 32,
-           "data.device": "cpu", "train.epochs": 1, "train.progress": False, "train.log_tensorboard": False}
+RUN_SET = {
+    "model.name": "plainnet",
+    "model.args": {"stages": [8, 16]},
+    "data.batch_size": 32,
+    "data.device": "cpu",
+    "train.epochs": 1,
+    "train.progress": False,
+    "train.log_tensorboard": False,
+}
 
 
 def write_sweep(path, **fields):
@@ -65,8 +72,15 @@ def test_local_sweep_runs_every_configuration_and_seed(local_sweep):
     with open(out / "results.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [c["run_id"] for c in csv_rows] == [r["run_id"] for r in rows]
-    assert set(csv_rows[0]) >= {"optim.lr", "model.activation", "seed", "status", "best_test_acc",
-                                "final_test_acc", "train_seconds"}
+    assert set(csv_rows[0]) >= {
+        "optim.lr",
+        "model.activation",
+        "seed",
+        "status",
+        "best_test_acc",
+        "final_test_acc",
+        "train_seconds",
+    }
     for name in ("metric_by_axis.png", "curves.png", "run_time.png"):
         assert (out / "figures" / name).stat().st_size > 1000
 
@@ -101,8 +115,7 @@ def test_ray_engine_gives_the_same_runs(local_sweep, tmp_path):
     sweep, local_out, local_rows = local_sweep
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        rows = run_sweep(sweep, tmp_path / "ray", engine="ray", gpus_per_trial=0, cpus_per_trial=1,
-                         data=tiny_dataset())
+        rows = run_sweep(sweep, tmp_path / "ray", engine="ray", gpus_per_trial=0, cpus_per_trial=1, data=tiny_dataset())
     finally:
         ray.shutdown()
     assert [r["status"] for r in rows] == ["done"] * 8
@@ -160,13 +173,16 @@ def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
 
 def test_failing_run_is_recorded_and_the_rest_complete(tmp_path):
     variants = {"good": {}, "bad": {"model.args": {"stages": [8, 16], "no_such_option": 1}}}
-    sweep = load_sweep(write_sweep(tmp_path / "tiny.yaml", variants=variants, seeds=[0]),
-                       ["axes.optim.lr=[0.1,0.02]"])
+    sweep = load_sweep(write_sweep(tmp_path / "tiny.yaml", variants=variants, seeds=[0]), ["axes.optim.lr=[0.1,0.02]"])
     out = tmp_path / "out"
     rows = run_sweep(sweep, out, data=tiny_dataset())
     status = {r["run_id"]: r["status"] for r in rows}
-    assert status == {"lr0.1-good-s0": "done", "lr0.1-bad-s0": "failed",
-                      "lr0.02-good-s0": "done", "lr0.02-bad-s0": "failed"}
+    assert status == {
+        "lr0.1-good-s0": "done",
+        "lr0.1-bad-s0": "failed",
+        "lr0.02-good-s0": "done",
+        "lr0.02-bad-s0": "failed",
+    }
     err = (out / "lr0.1-bad-s0" / "error.txt").read_text()
     assert "no_such_option" in err
     md = (out / "results.md").read_text()

@@ -33,13 +33,16 @@ def test_on_off_settings_read_by_yaml_as_booleans():
     assert cfg.train.amp == "off" and cfg.train.channels_last == "on"
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"optim": {"lrr": 0.1}}, "unknown key 'optim.lrr'"),
-    ({"bogus": 1}, "unknown key 'bogus'"),
-    ({"train": {"epochs": "ten"}}, "'train.epochs' must be int"),
-    ({"augment": {"hflip": "yes"}}, "'augment.hflip' must be bool"),
-    ({"model": 3}, "'model' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"optim": {"lrr": 0.1}}, "unknown key 'optim.lrr'"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"train": {"epochs": "ten"}}, "'train.epochs' must be int"),
+        ({"augment": {"hflip": "yes"}}, "'augment.hflip' must be bool"),
+        ({"model": 3}, "'model' must be a mapping"),
+    ],
+)
 def test_bad_config_names_the_key(data, needle):
     with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         from_dict(Config, data)

@@ -29,8 +29,22 @@ def test_ddp_two_processes_equal_one(tmp_path):
     cfg.write_text(CONFIG)
     common = [str(cfg), "--data", str(data)]
     _run([sys.executable, "-m", "cifarlab", "train", *common, "--out", str(tmp_path / "single")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
-          "-m", "cifarlab", "train", *common, "--out", str(tmp_path / "ddp")], env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29613",
+            "-m",
+            "cifarlab",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env,
+    )
     a = torch.load(tmp_path / "single" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
     for k in a["model"]:

@@ -14,7 +14,9 @@ from cifarlab.train.engine import train
 
 def tiny_cfg(tmp_path, **over):
     base = {
-        "name": "t", "out": str(tmp_path), "seed": 1,
+        "name": "t",
+        "out": str(tmp_path),
+        "seed": 1,
         "model": {"name": "plainnet", "args": {"stages": [8, 16]}},
         "data": {"batch_size": 32, "device": "cpu"},
         "optim": {"name": "momentum", "lr": 0.05, "weight_decay": 5e-4},
@@ -47,8 +49,13 @@ def test_run_folder_and_learning(tmp_path):
 
 def test_resume_is_bit_exact(tmp_path):
     ds = tiny_dataset()
-    over = {"train.epochs": 3, "augment.crop_padding": 2, "augment.hflip": True, "model.dropout": 0.2,
-            "model.args": {"stages": [8, 16], "head": [16]}}
+    over = {
+        "train.epochs": 3,
+        "augment.crop_padding": 2,
+        "augment.hflip": True,
+        "model.dropout": 0.2,
+        "model.args": {"stages": [8, 16], "head": [16]},
+    }
     full = train(tiny_cfg(tmp_path, **over), run_dir=tmp_path / "full", dataset=ds)
     part_cfg = tiny_cfg(tmp_path, **{**over, "train.epochs": 3})
     # Simulate a kill after epoch 2: train 2 epochs of the 3-epoch schedule by stopping early.
@@ -76,13 +83,16 @@ def test_resume_is_bit_exact(tmp_path):
     assert resumed["final_test_acc"] == full["final_test_acc"]
 
 
-@pytest.mark.parametrize("over", [
-    {"train.ema": 0.9, "train.tta": "flip"},
-    {"optim.l1": 1e-4, "train.grad_clip": 1.0, "train.loss": "mse"},
-    {"augment.cutmix": 1.0, "augment.mixup": 0.2, "train.label_smoothing": 0.1},
-    {"optim.name": "adamw", "optim.lr": 1e-3, "schedule.name": "onecycle"},
-    {"data.val_size": 64},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"train.ema": 0.9, "train.tta": "flip"},
+        {"optim.l1": 1e-4, "train.grad_clip": 1.0, "train.loss": "mse"},
+        {"augment.cutmix": 1.0, "augment.mixup": 0.2, "train.label_smoothing": 0.1},
+        {"optim.name": "adamw", "optim.lr": 1e-3, "schedule.name": "onecycle"},
+        {"data.val_size": 64},
+    ],
+)
 def test_options_run(tmp_path, over):
     s = train(tiny_cfg(tmp_path, **{"train.epochs": 1, **over}), run_dir=tmp_path / "r", dataset=tiny_dataset())
     assert s["final_test_acc"] is not None and not s["diverged"]
@@ -98,8 +108,12 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     with pytest.raises(UserError, match="needs a run folder with last.pt"):
         train(tiny_cfg(tmp_path), run_dir=tmp_path / "empty", resume=True, dataset=ds)
     with pytest.raises(UserError, match="trained with model plainnet, not resnet18"):
-        train(tiny_cfg(tmp_path, **{"model.name": "resnet18", "model.args": {}}), run_dir=tmp_path / "r",
-              resume=True, dataset=ds)
+        train(
+            tiny_cfg(tmp_path, **{"model.name": "resnet18", "model.args": {}}),
+            run_dir=tmp_path / "r",
+            resume=True,
+            dataset=ds,
+        )
 
 
 def test_unknown_model_option_is_user_error(tmp_path):
@@ -114,12 +128,19 @@ def test_resume_auto_skips_resumes_and_refuses(tmp_path):
     ds, cfg = tiny_dataset(), tiny_cfg(tmp_path, **{"train.epochs": 2, "train.log_tensorboard": False})
     done = train(cfg, run_dir=tmp_path / "done", dataset=ds)
     before = (tmp_path / "done" / "last.pt").stat().st_mtime_ns
-    assert train(cfg, run_dir=tmp_path / "done", resume="auto", dataset=ds) == json.loads(
-        (tmp_path / "done" / "summary.json").read_text()) == json.loads(json.dumps(done))
+    assert (
+        train(cfg, run_dir=tmp_path / "done", resume="auto", dataset=ds)
+        == json.loads((tmp_path / "done" / "summary.json").read_text())
+        == json.loads(json.dumps(done))
+    )
     assert (tmp_path / "done" / "last.pt").stat().st_mtime_ns == before  # nothing ran again
     with pytest.raises(UserError, match="holds a run with other settings"):
-        train(tiny_cfg(tmp_path, **{"train.epochs": 3, "train.log_tensorboard": False}), run_dir=tmp_path / "done",
-              resume="auto", dataset=ds)
+        train(
+            tiny_cfg(tmp_path, **{"train.epochs": 3, "train.log_tensorboard": False}),
+            run_dir=tmp_path / "done",
+            resume="auto",
+            dataset=ds,
+        )
 
     real, epochs = eng.Trainer.train_epoch, []
 

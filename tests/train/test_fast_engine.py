@@ -14,8 +14,10 @@ from cifarlab.train.optim import build_optimizer
 
 def cifar_like(n_train=64, n_test=16, size=32, classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    mk = lambda n: (torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8),
-                    torch.randint(0, classes, (n,), generator=g))  # noqa: E731
+    mk = lambda n: (
+        torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8),
+        torch.randint(0, classes, (n,), generator=g),
+    )  # noqa: E731
     (xtr, ytr), (xte, yte) = mk(n_train), mk(n_test)
     return Dataset(xtr, ytr, xte, yte, [f"c{k}" for k in range(classes)], "tiny", "tiny", (0.5,) * 3, (0.25,) * 3)
 
@@ -24,15 +26,25 @@ QUIET = ["data.device=cpu", "train.progress=false", "train.log_tensorboard=false
 
 
 def weights_after(tmp_path, name, reduction, lr):
-    cfg = from_dict(Config, {
-        "name": name, "out": str(tmp_path), "seed": 3,
-        "model": {"name": "fastnet_small", "args": {"widths": [8, 8, 8]}},
-        "data": {"batch_size": 16, "device": "cpu", "drop_last": True},
-        "augment": {"translate": 2, "alternating_flip": True},
-        "optim": {"name": "nesterov", "lr": lr, "momentum": 0.85, "norm_lr_scale": 4.0},
-        "train": {"epochs": 1, "progress": False, "log_tensorboard": False, "loss_reduction": reduction,
-                  "label_smoothing": 0.2},
-    })
+    cfg = from_dict(
+        Config,
+        {
+            "name": name,
+            "out": str(tmp_path),
+            "seed": 3,
+            "model": {"name": "fastnet_small", "args": {"widths": [8, 8, 8]}},
+            "data": {"batch_size": 16, "device": "cpu", "drop_last": True},
+            "augment": {"translate": 2, "alternating_flip": True},
+            "optim": {"name": "nesterov", "lr": lr, "momentum": 0.85, "norm_lr_scale": 4.0},
+            "train": {
+                "epochs": 1,
+                "progress": False,
+                "log_tensorboard": False,
+                "loss_reduction": reduction,
+                "label_smoothing": 0.2,
+            },
+        },
+    )
     train(cfg, run_dir=tmp_path / name, dataset=cifar_like(n_train=48, size=16))
     return torch.load(tmp_path / name / "last.pt", weights_only=False)["model"]
 
@@ -54,8 +66,17 @@ def test_warm_up_leaves_no_trace():
     opt_before = opt.state_dict()
     batch = (torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))
     rng = torch.get_rng_state()
-    seconds = warm_up(model, model, opt, batch, torch.nn.functional.cross_entropy, torch.autocast("cpu", enabled=False),
-                      torch.device("cpu"), compile=False, steps=2)
+    seconds = warm_up(
+        model,
+        model,
+        opt,
+        batch,
+        torch.nn.functional.cross_entropy,
+        torch.autocast("cpu", enabled=False),
+        torch.device("cpu"),
+        compile=False,
+        steps=2,
+    )
     assert seconds >= 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert opt.state_dict()["state"] == opt_before["state"] == {} and torch.equal(torch.get_rng_state(), rng)
@@ -64,8 +85,15 @@ def test_warm_up_leaves_no_trace():
 
 @pytest.mark.parametrize("preset, widths", [("fast94", None), ("fast95", [16, 32, 32]), ("fast96", [16, 32, 32])])
 def test_fast_presets_run_on_cpu(tmp_path, preset, widths):
-    over = QUIET + ["data.n_items=64", "data.batch_size=32", "data.eval_batch_size=16", "train.epochs=1",
-                    "train.compile=false", "train.eval_every=1", f"out={tmp_path}"]
+    over = QUIET + [
+        "data.n_items=64",
+        "data.batch_size=32",
+        "data.eval_batch_size=16",
+        "train.epochs=1",
+        "train.compile=false",
+        "train.eval_every=1",
+        f"out={tmp_path}",
+    ]
     if widths:  # the full widths cost minutes on one CPU thread; the methods are what is tested
         over.append(f"model.args.widths={widths}")
     cfg = load_config(preset, over)

@@ -45,7 +45,7 @@ def test_muon_update_on_a_conv_weight_is_orthogonal():
     assert s.min() > 0.65 and s.max() < 1.25
     # normalize: the weight is first scaled to norm sqrt(out_channels), then stepped
     after = muon_step(p0, g, ns_steps=0, normalize=True)
-    assert torch.allclose(after, p0 * (8 ** 0.5 / p0.norm()) - 0.1 * exact, atol=1e-5)
+    assert torch.allclose(after, p0 * (8**0.5 / p0.norm()) - 0.1 * exact, atol=1e-5)
 
 
 def test_muon_momentum_is_nesterov_on_the_gradient():
@@ -63,8 +63,16 @@ def test_muon_momentum_is_nesterov_on_the_gradient():
 
 
 def muon_cfg(**kw):
-    base = dict(name="muon", lr=0.2, momentum=0.85, weight_decay=0.01, norm_lr_scale=0.25, bias_lr_scale=0.5,
-                head_lr_scale=2.0, args={"muon_momentum": 0.6})
+    base = dict(
+        name="muon",
+        lr=0.2,
+        momentum=0.85,
+        weight_decay=0.01,
+        norm_lr_scale=0.25,
+        bias_lr_scale=0.5,
+        head_lr_scale=2.0,
+        args={"muon_momentum": 0.6},
+    )
     return OptimConfig(**{**base, **kw})
 
 
@@ -94,8 +102,12 @@ def test_non_filter_parameters_follow_torch_sgd():
     opt = build_optimizer(model, muon_cfg())
     sgd_groups = [g for g in opt.param_groups if not g["muon"]]
     twins = [[torch.nn.Parameter(p.detach().clone()) for p in g["params"]] for g in sgd_groups]
-    ref = torch.optim.SGD([{"params": t, "lr": g["lr"], "weight_decay": g["weight_decay"]}
-                           for t, g in zip(twins, sgd_groups)], lr=1.0, momentum=0.85, nesterov=True)
+    ref = torch.optim.SGD(
+        [{"params": t, "lr": g["lr"], "weight_decay": g["weight_decay"]} for t, g in zip(twins, sgd_groups)],
+        lr=1.0,
+        momentum=0.85,
+        nesterov=True,
+    )
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         for g, t in zip(sgd_groups, twins):

@@ -64,21 +64,34 @@ def test_bad_whitening_layers_are_user_errors():
 
 def tiny_cifar(n_train=64, n_test=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    mk = lambda n: (torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 4, (n,), generator=g))  # noqa: E731
+    mk = lambda n: (
+        torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8),
+        torch.randint(0, 4, (n,), generator=g),
+    )  # noqa: E731
     (xtr, ytr), (xte, yte) = mk(n_train), mk(n_test)
     return Dataset(xtr, ytr, xte, yte, [f"c{k}" for k in range(4)], "tiny", "tiny", (0.5,) * 3, (0.29,) * 3)
 
 
 def run_and_watch_whiten(tmp_path, bias_epochs, epochs=3):
-    cfg = from_dict(Config, {
-        "name": "w", "out": str(tmp_path), "seed": 0,
-        "model": {"name": "fastnet_small", "args": {"widths": [8, 8, 8]}},
-        "data": {"batch_size": 32, "device": "cpu", "drop_last": True},
-        "optim": {"name": "nesterov", "lr": 0.05, "weight_decay": 5e-4},
-        "train": {"epochs": epochs, "progress": False, "save_checkpoints": False, "log_tensorboard": False,
-                  "whiten": True, "whiten_bias_epochs": bias_epochs},
-    })
+    cfg = from_dict(
+        Config,
+        {
+            "name": "w",
+            "out": str(tmp_path),
+            "seed": 0,
+            "model": {"name": "fastnet_small", "args": {"widths": [8, 8, 8]}},
+            "data": {"batch_size": 32, "device": "cpu", "drop_last": True},
+            "optim": {"name": "nesterov", "lr": 0.05, "weight_decay": 5e-4},
+            "train": {
+                "epochs": epochs,
+                "progress": False,
+                "save_checkpoints": False,
+                "log_tensorboard": False,
+                "whiten": True,
+                "whiten_bias_epochs": bias_epochs,
+            },
+        },
+    )
     ds = tiny_cifar()
     seen = []  # (bias, weight) before each epoch, then after the last
     real = engine.Trainer.train_epoch

@@ -18,8 +18,18 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "data", "quick_n2000_e1.metr
 def pinned_run(tmp_path, *extra):
     source = shared_file("cifar10-jpeg.tar.gz")
     cache = os.environ.get("CIFARLAB_CACHE") or str(tmp_path / "cache")
-    cfg = load_config("quick", [f"data.source={source}", f"data.cache_dir={cache}", "data.n_items=2000",
-                                "train.epochs=1", "train.progress=false", "data.device=cpu", *extra])
+    cfg = load_config(
+        "quick",
+        [
+            f"data.source={source}",
+            f"data.cache_dir={cache}",
+            "data.n_items=2000",
+            "train.epochs=1",
+            "train.progress=false",
+            "data.device=cpu",
+            *extra,
+        ],
+    )
     cfg.out = str(tmp_path)
     train(cfg, run_dir=tmp_path / "run")
     return [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

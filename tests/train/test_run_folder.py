@@ -131,8 +131,7 @@ def test_partial_last_metrics_line_is_dropped_on_resume(tmp_path):
 
 
 def bn_cfg(**over):
-    cfg = BNStudyConfig(n_items=64, epochs=1, lrs=[1e-3], probe_every=0, proxies=False, progress=False,
-                        device="cpu")
+    cfg = BNStudyConfig(n_items=64, epochs=1, lrs=[1e-3], probe_every=0, proxies=False, progress=False, device="cpu")
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg

@@ -45,7 +45,7 @@ def attribution_mode(model: nn.Module):
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     with torch.no_grad(), attribution_mode(model):
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def _targets(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
@@ -65,8 +65,10 @@ def _upsample(cam: torch.Tensor, x: torch.Tensor, upsample: bool) -> torch.Tenso
 
 def _check_map(act: torch.Tensor, layer: str) -> None:
     if act.dim() != 4:
-        raise UserError(f"layer {layer!r} outputs shape {tuple(act.shape)}; a class-activation map needs "
-                        "a layer with an N x C x H x W output (a conv or stage layer)")
+        raise UserError(
+            f"layer {layer!r} outputs shape {tuple(act.shape)}; a class-activation map needs "
+            "a layer with an N x C x H x W output (a conv or stage layer)"
+        )
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True) -> torch.Tensor:
@@ -77,7 +79,9 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str,
     return _upsample(cam.detach(), x, upsample)
 
 
-def activations_and_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+def activations_and_gradients(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A (the layer's output) and dS/dA for S = the target class score of each image."""
     module = named_layer(model, layer)
     saved: dict[str, torch.Tensor] = {}
@@ -102,7 +106,9 @@ def activations_and_gradients(model: nn.Module, x: torch.Tensor, target: torch.T
     return saved["a"].detach(), grad.detach()
 
 
-def gradcam_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True) -> torch.Tensor:
+def gradcam_pp(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True
+) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhyay et al. 2018) with the usual exponential-score closed form:
     alpha = g^2 / (2 g^2 + sum_ij(A) g^3), weights = sum_ij alpha * ReLU(g)."""
     a, g = activations_and_gradients(model, x, target, layer)
@@ -113,7 +119,9 @@ def gradcam_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: s
     return _upsample((weights * a).sum(1, keepdim=True).clamp_min(0), x, upsample)
 
 
-def layercam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True) -> torch.Tensor:
+def layercam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True
+) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(g_k) * A_k), a weight per position, not per channel."""
     a, g = activations_and_gradients(model, x, target, layer)
     return _upsample((g.clamp_min(0) * a).sum(1, keepdim=True).clamp_min(0), x, upsample)
@@ -129,12 +137,19 @@ def guided_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, laye
     return out.detach()
 
 
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor | float = 0.0,
-                         n_steps: int = 32, internal_batch_size: int | None = None) -> torch.Tensor:
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    baseline: torch.Tensor | float = 0.0,
+    n_steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> torch.Tensor:
     """Integrated gradients (Sundararajan et al.) from a baseline image to x: N x C x H x W."""
     with attribution_mode(model):
-        out = IntegratedGradients(model).attribute(x, baselines=baseline, target=target, n_steps=n_steps,
-                                                   internal_batch_size=internal_batch_size)
+        out = IntegratedGradients(model).attribute(
+            x, baselines=baseline, target=target, n_steps=n_steps, internal_batch_size=internal_batch_size
+        )
     return out.detach()
 
 
@@ -152,9 +167,16 @@ def _display_map(attr: torch.Tensor) -> np.ndarray:
     return (attr.abs().sum(0) if attr.dim() == 3 else attr).float().cpu().numpy()
 
 
-def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], preds: Sequence[int],
-                          labels: Sequence[int] | None, classes: Sequence[str] | None, path: str | Path,
-                          title: str, max_rows: int = 16) -> Path:
+def plot_attribution_grid(
+    images: np.ndarray,
+    maps: dict[str, torch.Tensor],
+    preds: Sequence[int],
+    labels: Sequence[int] | None,
+    classes: Sequence[str] | None,
+    path: str | Path,
+    title: str,
+    max_rows: int = 16,
+) -> Path:
     """A row per image: the input titled 'pred / true', then each method's map over the image."""
     rows, cols = min(len(images), max_rows), 1 + len(maps)
     fig = figure(cols * 1.3, rows * 1.6 + 0.4)
@@ -168,17 +190,32 @@ def plot_attribution_grid(images: np.ndarray, maps: dict[str, torch.Tensor], pre
         for c, (method, m) in enumerate(maps.items()):
             ax = fig.add_subplot(rows, cols, r * cols + c + 2)
             cam = _display_map(m[r])
-            show_image(ax, overlay(images[r], cam) if m.dim() == 3 else cam / max(cam.max(), 1e-12),
-                       method if r == 0 else None, **({} if m.dim() == 3 else {"cmap": "hot"}))
+            show_image(
+                ax,
+                overlay(images[r], cam) if m.dim() == 3 else cam / max(cam.max(), 1e-12),
+                method if r == 0 else None,
+                **({} if m.dim() == 3 else {"cmap": "hot"}),
+            )
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
 
-def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, *, y: torch.Tensor | None = None,
-                    layer: str | None = None, methods: Sequence[str] = METHODS, target: int | torch.Tensor | None = None,
-                    classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None, batch_size: int = 32, ig_steps: int = 32,
-                    max_rows: int = 16) -> dict:
+def run_attribution(
+    model: nn.Module,
+    x: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    y: torch.Tensor | None = None,
+    layer: str | None = None,
+    methods: Sequence[str] = METHODS,
+    target: int | torch.Tensor | None = None,
+    classes: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch_size: int = 32,
+    ig_steps: int = 32,
+    max_rows: int = 16,
+) -> dict:
     """Attribution maps of x (normalized N x C x H x W on the model's device) for the target class
     (default: the predicted one) at `layer` (default: see layers.default_cam_layer).
 
@@ -195,7 +232,9 @@ def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, *, y
     named_layer(model, layer)  # fail early with the list of valid names
     baseline = 0.0
     if mean is not None and std is not None:  # a black image, in normalized units
-        baseline = (-torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)).view(1, -1, 1, 1).to(x.device)
+        baseline = (
+            (-torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)).view(1, -1, 1, 1).to(x.device)
+        )
     fns: dict[str, Callable] = {
         "gradcam": lambda xb, t: gradcam(model, xb, t, layer),
         "gradcam++": lambda xb, t: gradcam_pp(model, xb, t, layer),
@@ -206,9 +245,9 @@ def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, *, y
     preds, targets = [], []
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i : i + batch_size]
         preds.append(predict(model, xb))
-        t = _targets(model, xb, target if not isinstance(target, torch.Tensor) else target[i:i + batch_size])
+        t = _targets(model, xb, target if not isinstance(target, torch.Tensor) else target[i : i + batch_size])
         targets.append(t)
         for m in methods:
             maps[m].append(fns[m](xb, t).cpu())
@@ -217,10 +256,27 @@ def run_attribution(model: nn.Module, x: torch.Tensor, out_dir: str | Path, *, y
     labels = None if y is None else y.cpu()
     images = denormalize(x, mean, std)
     whose = "the predicted class" if target is None else "the chosen class"
-    fig = plot_attribution_grid(images, full, preds_t, labels, classes, out_dir / "attribution",
-                                f"attribution for {whose}, CAMs at layer {layer}", max_rows)
-    arrays = save_arrays(out_dir / "attribution", predictions=preds_t.numpy(), targets=targets_t.numpy(),
-                         **({} if labels is None else {"labels": labels.numpy()}),
-                         **{m.replace("+", "p"): v.numpy() for m, v in full.items()})
-    return {"layer": layer, "methods": list(methods), "predictions": preds_t.tolist(),
-            "figures": [str(fig)], "arrays": str(arrays)}
+    fig = plot_attribution_grid(
+        images,
+        full,
+        preds_t,
+        labels,
+        classes,
+        out_dir / "attribution",
+        f"attribution for {whose}, CAMs at layer {layer}",
+        max_rows,
+    )
+    arrays = save_arrays(
+        out_dir / "attribution",
+        predictions=preds_t.numpy(),
+        targets=targets_t.numpy(),
+        **({} if labels is None else {"labels": labels.numpy()}),
+        **{m.replace("+", "p"): v.numpy() for m, v in full.items()},
+    )
+    return {
+        "layer": layer,
+        "methods": list(methods),
+        "predictions": preds_t.tolist(),
+        "figures": [str(fig)],
+        "arrays": str(arrays),
+    }

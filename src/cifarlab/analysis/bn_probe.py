@@ -258,9 +258,7 @@ def ics_measure(
     rng = _RngKeeper(x.device)
     try:
         # set 0 is w_t itself (gives every G_i); set i+1 updates the parameters before layer i
-        sets = [before] + [
-            {n: (after[n] if order[n] < order[layer] else before[n]) for n in names} for layer in layers
-        ]
+        sets = [before] + [{n: (after[n] if order[n] < order[layer] else before[n]) for n in names} for layer in layers]
         stacked = {n: torch.stack([s[n] for s in sets]) for n in names}
         _, grads, _ = batched_grads(model, loss_fn, x, y, stacked, method, rng=rng)
         norms, coss = [], []

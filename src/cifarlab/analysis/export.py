@@ -70,11 +70,25 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: str) 
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1)
             # external_data=False: one self-contained file (every model here is far below protobuf's 2 GB)
-            torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                              external_data=False, verbose=False, **names)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+                **names,
+            )
         else:
-            torch.onnx.export(model, (example,), str(path), dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, **names)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                **names,
+            )
 
 
 def to_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -113,8 +127,16 @@ def torchscript_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], 
     return run, "torch.jit.load"
 
 
-def check_export(model: nn.Module, path: Path, fmt: str, shape: tuple[int, int, int], batches: tuple[int, ...] = (3, 1),
-                 seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4) -> dict:
+def check_export(
+    model: nn.Module,
+    path: Path,
+    fmt: str,
+    shape: tuple[int, int, int],
+    batches: tuple[int, ...] = (3, 1),
+    seed: int = 0,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> dict:
     """Run the exported file and the model on the same random N x C x H x W inputs (N in batches).
 
     Returns {"runtime", "max_abs_diff", "checked"}; raises UserError if the outputs differ by more
@@ -131,18 +153,27 @@ def check_export(model: nn.Module, path: Path, fmt: str, shape: tuple[int, int, 
             ref = model(x).float().numpy()
         out = np.asarray(run(x.numpy()), dtype=np.float32)
         if out.shape != ref.shape:
-            raise UserError(f"the exported model gives outputs of shape {out.shape} for a batch of {n}, "
-                            f"PyTorch gives {ref.shape}")
+            raise UserError(
+                f"the exported model gives outputs of shape {out.shape} for a batch of {n}, PyTorch gives {ref.shape}"
+            )
         diff = np.abs(out - ref)
         worst = max(worst, float(diff.max()))
         if not np.all(diff <= atol + rtol * np.abs(ref)):
-            raise UserError(f"the exported {fmt} model differs from PyTorch: max abs diff {float(diff.max()):.3g} "
-                            f"(batch of {n}); nothing was written")
+            raise UserError(
+                f"the exported {fmt} model differs from PyTorch: max abs diff {float(diff.max()):.3g} "
+                f"(batch of {n}); nothing was written"
+            )
     return {"runtime": runtime, "max_abs_diff": worst, "checked": True}
 
 
-def export_model(model: nn.Module, shape: tuple[int, int, int], out: str | Path, fmt: str,
-                 exporter: str = "auto", default_name: str = "model") -> dict:
+def export_model(
+    model: nn.Module,
+    shape: tuple[int, int, int],
+    out: str | Path,
+    fmt: str,
+    exporter: str = "auto",
+    default_name: str = "model",
+) -> dict:
     """Export model (taking H x W x C = shape images) to `out` as fmt, checked before it is renamed
     into place; an existing folder `out` receives default_name + the format's suffix (model.onnx).
     Returns {"path", "format", "exporter", "runtime", "max_abs_diff", "checked"}."""

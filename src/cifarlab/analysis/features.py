@@ -50,8 +50,12 @@ def plot_stage(image: np.ndarray, fmap: torch.Tensor, path: str | Path, title: s
     fig = figure(cols * 1.0, rows * 1.05 + 0.4)
     show_image(fig.add_subplot(rows, cols, 1), image, "input")
     for c in range(n):
-        show_image(fig.add_subplot(rows, cols, c + 2), maps[c].numpy(), f"ch {c}" if maps.shape[0] > 1 else "units",
-                   cmap="viridis")
+        show_image(
+            fig.add_subplot(rows, cols, c + 2),
+            maps[c].numpy(),
+            f"ch {c}" if maps.shape[0] > 1 else "units",
+            cmap="viridis",
+        )
     fig.suptitle(f"{title}  {tuple(fmap.shape)}", fontsize=9)
     return save_figure(fig, path)
 
@@ -69,9 +73,16 @@ def plot_overview(image: np.ndarray, feats: dict[str, torch.Tensor], path: str |
     return save_figure(fig, path)
 
 
-def run_features(model: nn.Module, x: torch.Tensor, out_dir: str | Path, layers: Sequence[str] | None = None,
-                 n_channels: int = 16, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 max_images: int = 4) -> dict:
+def run_features(
+    model: nn.Module,
+    x: torch.Tensor,
+    out_dir: str | Path,
+    layers: Sequence[str] | None = None,
+    n_channels: int = 16,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    max_images: int = 4,
+) -> dict:
     """Stage outputs (default model.stage_names, else its convs) for the first max_images of x.
 
     x is a normalized N x C x H x W batch on the model's device; mean/std undo the normalization for
@@ -90,7 +101,13 @@ def run_features(model: nn.Module, x: torch.Tensor, out_dir: str | Path, layers:
         one = {n: f[i] for n, f in feats.items()}
         figures.append(plot_overview(images[i], one, out_dir / f"features_{i}"))
         for j, (name, fmap) in enumerate(one.items()):
-            figures.append(plot_stage(images[i], fmap, out_dir / f"features_{i}_{j:02d}_{safe_name(name)}", name, n_channels))
+            figures.append(
+                plot_stage(images[i], fmap, out_dir / f"features_{i}_{j:02d}_{safe_name(name)}", name, n_channels)
+            )
     arrays = save_arrays(out_dir / "features", images=images, **{n: f.numpy() for n, f in feats.items()})
-    return {"layers": layers, "shapes": {n: list(f.shape) for n, f in feats.items()},
-            "figures": [str(f) for f in figures], "arrays": str(arrays)}
+    return {
+        "layers": layers,
+        "shapes": {n: list(f.shape) for n, f in feats.items()},
+        "figures": [str(f) for f in figures],
+        "arrays": str(arrays),
+    }

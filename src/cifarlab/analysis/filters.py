@@ -115,8 +115,14 @@ def _shown(conv: nn.Conv2d, max_filters: int) -> str:
     return f", first {max_filters} shown" if conv.out_channels > max_filters else ""
 
 
-def run_filters(model: nn.Module, out_dir: str | Path, layers: list[str] | None = None, mode: str = "mean",
-                k: int = 4, max_filters: int = 64) -> dict:
+def run_filters(
+    model: nn.Module,
+    out_dir: str | Path,
+    layers: list[str] | None = None,
+    mode: str = "mean",
+    k: int = 4,
+    max_filters: int = 64,
+) -> dict:
     """First-layer RGB grid plus heatmaps of the chosen (default: one per stage) conv layers.
 
     Writes filters_first.png, kernels_<layer>.png and filters.npz (the kernels shown); returns
@@ -132,10 +138,19 @@ def run_filters(model: nn.Module, out_dir: str | Path, layers: list[str] | None 
         name, layer = conv_of(model, name)
         maps = kernel_maps(layer.weight, mode, k)
         what = "mean over inputs" if mode == "mean" else f"first {maps.shape[1]} inputs"
-        figures.append(plot_kernel_heatmaps(maps, out_dir / f"kernels_{safe_name(name)}",
-                                            f"{name}: {tuple(layer.weight.shape)}, {what}{_shown(layer, max_filters)}",
-                                            max_filters))
+        figures.append(
+            plot_kernel_heatmaps(
+                maps,
+                out_dir / f"kernels_{safe_name(name)}",
+                f"{name}: {tuple(layer.weight.shape)}, {what}{_shown(layer, max_filters)}",
+                max_filters,
+            )
+        )
         arrays[name] = maps
         chosen.append(name)
-    return {"first_layer": first, "layers": chosen, "figures": [str(f) for f in figures],
-            "arrays": str(save_arrays(out_dir / "filters", **arrays))}
+    return {
+        "first_layer": first,
+        "layers": chosen,
+        "figures": [str(f) for f in figures],
+        "arrays": str(save_arrays(out_dir / "filters", **arrays)),
+    }

@@ -45,8 +45,13 @@ def _orthogonalized(v: Tensors, basis: Sequence[Tensors]) -> Tensors:
     return v
 
 
-def make_hvp(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], loss_fn: LossFn | None = None,
-             params: Tensors | None = None, mode: str = "auto") -> tuple[Hvp, Tensors]:
+def make_hvp(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn | None = None,
+    params: Tensors | None = None,
+    mode: str = "auto",
+) -> tuple[Hvp, Tensors]:
     """(hvp, params): hvp(v) = H v at `params` (default: the model's parameters) over the batches.
 
     mode "fwd": forward-over-reverse (jvp of grad, the cheap one); "rev": reverse-over-reverse
@@ -82,7 +87,9 @@ def make_hvp(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tenso
         except (RuntimeError, NotImplementedError) as e:
             if state["mode"] == "fwd":
                 raise
-            warnings.warn(f"forward-mode HVP failed ({str(e).splitlines()[0][:200]}); using double backward", stacklevel=2)
+            warnings.warn(
+                f"forward-mode HVP failed ({str(e).splitlines()[0][:200]}); using double backward", stacklevel=2
+            )
             state["mode"] = "rev"
             return hvp_rev(v, x, y)
 
@@ -98,8 +105,9 @@ def make_hvp(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tenso
     return hvp, params
 
 
-def top_eigenvalues(hvp: Hvp, params: Tensors, k: int = 1, iters: int = 100, tol: float = 1e-4,
-                    generator: torch.Generator | None = None) -> tuple[list[float], list[Tensors]]:
+def top_eigenvalues(
+    hvp: Hvp, params: Tensors, k: int = 1, iters: int = 100, tol: float = 1e-4, generator: torch.Generator | None = None
+) -> tuple[list[float], list[Tensors]]:
     """The k eigenvalues of H largest in magnitude, by power iteration; each next one is searched
     orthogonally to the eigenvectors found so far (deflation). Stops an eigenvalue when the Rayleigh
     quotient changes by less than tol (relative) between iterations."""
@@ -127,8 +135,9 @@ def rademacher(params: Tensors, generator: torch.Generator | None = None) -> Ten
     return {n: (torch.randint(0, 2, t.shape, generator=generator) * 2 - 1).to(t) for n, t in params.items()}
 
 
-def hutchinson_trace(hvp: Hvp, params: Tensors, samples: int = 100, generator: torch.Generator | None = None
-                     ) -> tuple[float, np.ndarray]:
+def hutchinson_trace(
+    hvp: Hvp, params: Tensors, samples: int = 100, generator: torch.Generator | None = None
+) -> tuple[float, np.ndarray]:
     """tr(H) = E[v^T H v] for Rademacher v: (mean over samples, the per-sample values v^T H v)."""
     values = []
     for _ in range(samples):
@@ -139,12 +148,24 @@ def hutchinson_trace(hvp: Hvp, params: Tensors, samples: int = 100, generator: t
 
 
 def batches_of(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 
 
-def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, *, k: int = 3,
-                iters: int = 100, tol: float = 1e-4, trace_samples: int = 50, batch_size: int = 500, seed: int = 0,
-                loss_fn: LossFn | None = None, mode: str = "auto") -> dict:
+def run_hessian(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    k: int = 3,
+    iters: int = 100,
+    tol: float = 1e-4,
+    trace_samples: int = 50,
+    batch_size: int = 500,
+    seed: int = 0,
+    loss_fn: LossFn | None = None,
+    mode: str = "auto",
+) -> dict:
     """Top-k Hessian eigenvalues and the Hutchinson trace of the mean loss on (x, y).
 
     Writes hessian.json (eigenvalues, trace, its standard error, settings) and hessian.npz (the
@@ -156,17 +177,35 @@ def run_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str
     eigs, _ = top_eigenvalues(hvp, params, k, iters, tol, g)
     trace, samples = hutchinson_trace(hvp, params, trace_samples, g) if trace_samples else (float("nan"), np.array([]))
     se = float(samples.std(ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
-    out = {"eigenvalues": eigs, "trace": trace, "trace_std_error": se, "trace_samples": int(len(samples)),
-           "n_images": int(len(y)), "n_params": int(sum(t.numel() for t in params.values())), "k": k,
-           "iters": iters, "tol": tol, "seed": seed}
+    out = {
+        "eigenvalues": eigs,
+        "trace": trace,
+        "trace_std_error": se,
+        "trace_samples": int(len(samples)),
+        "n_images": int(len(y)),
+        "n_params": int(sum(t.numel() for t in params.values())),
+        "k": k,
+        "iters": iters,
+        "tol": tol,
+        "seed": seed,
+    }
     atomic_write_json(out_dir / "hessian.json", out)
     out["arrays"] = str(save_arrays(out_dir / "hessian", eigenvalues=np.array(eigs), trace_samples=samples))
     return out
 
 
-def top_eigenvalue_grid(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                        directions: Sequence[Tensors], axes: Sequence[np.ndarray], *, loss_fn: LossFn | None = None,
-                        iters: int = 20, tol: float = 1e-3, seed: int = 0, mode: str = "auto") -> np.ndarray:
+def top_eigenvalue_grid(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    directions: Sequence[Tensors],
+    axes: Sequence[np.ndarray],
+    *,
+    loss_fn: LossFn | None = None,
+    iters: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+    mode: str = "auto",
+) -> np.ndarray:
     """The top Hessian eigenvalue at w + a*d1 + b*d2 for each point of a (coarse) 2D grid."""
     w = weights_of(model)
     out = np.full((len(axes[0]), len(axes[1])), np.nan)
@@ -178,17 +217,30 @@ def top_eigenvalue_grid(model: nn.Module, batches: Sequence[tuple[torch.Tensor, 
     return out
 
 
-def run_hessian_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                     *, xrange: str = "-1:1:5", yrange: str | None = None, norm: str = "filter", ignore: str = "biasbn",
-                     seed: int = 0, iters: int = 20, tol: float = 1e-3, batch_size: int = 500,
-                     loss_fn: LossFn | None = None) -> dict:
+def run_hessian_grid(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    xrange: str = "-1:1:5",
+    yrange: str | None = None,
+    norm: str = "filter",
+    ignore: str = "biasbn",
+    seed: int = 0,
+    iters: int = 20,
+    tol: float = 1e-3,
+    batch_size: int = 500,
+    loss_fn: LossFn | None = None,
+) -> dict:
     """The top eigenvalue over a coarse grid of the landscape's directions (the same directions.pt
     as run_landscape in out_dir, made if absent). Writes hessian_grid.npz and hessian_grid.png."""
     out_dir = Path(out_dir)
     dirs = grid_directions(model, out_dir, 2, norm, ignore, seed)
     axes = [parse_range(xrange), parse_range(yrange or xrange)]
-    top = top_eigenvalue_grid(model, batches_of(x, y, batch_size), dirs, axes, loss_fn=loss_fn, iters=iters, tol=tol,
-                              seed=seed)
+    top = top_eigenvalue_grid(
+        model, batches_of(x, y, batch_size), dirs, axes, loss_fn=loss_fn, iters=iters, tol=tol, seed=seed
+    )
     fig = figure(5, 4.3)
     ax = fig.add_subplot(1, 1, 1)
     X, Y = np.meshgrid(*axes, indexing="ij")

@@ -67,8 +67,9 @@ class InspectOptions:
 OPTIONS = tuple(f.name for f in dataclasses.fields(InspectOptions))
 
 
-def inspect(checkpoint: str | Path, analysis: str, out: str | Path | None = None, echo: bool = False,
-            **options) -> dict:
+def inspect(
+    checkpoint: str | Path, analysis: str, out: str | Path | None = None, echo: bool = False, **options
+) -> dict:
     """Run `analysis` (one of ANALYSES) of a checkpoint file or a run folder (its best.pt).
 
     Output: `out`, else RUN_DIR/analysis/<analysis>/ for a run folder, CKPT_DIR/analysis-<stem>/<analysis>/
@@ -232,19 +233,46 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
             raise UserError(f"gradcam takes one --layer, got {', '.join(layers)}")
         methods = attribution.METHODS if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()]
         x, y = s.test(or_default(a.n_images, 16))
-        return attribution.run_attribution(s.model, x, out, y=y, layer=layers[0] if layers else None, methods=methods,
-                                           target=class_index(a.target, s.classes), classes=s.classes, mean=s.mean,
-                                           std=s.std, batch_size=min(a.batch_size, 64), max_rows=len(x))
+        return attribution.run_attribution(
+            s.model,
+            x,
+            out,
+            y=y,
+            layer=layers[0] if layers else None,
+            methods=methods,
+            target=class_index(a.target, s.classes),
+            classes=s.classes,
+            mean=s.mean,
+            std=s.std,
+            batch_size=min(a.batch_size, 64),
+            max_rows=len(x),
+        )
     if analysis == "metrics":
         from .metrics import run_metrics
 
         x, y = s.test()
-        return run_metrics(s.model, x, y, out, classes=s.classes, mean=s.mean, std=s.std, num_classes=len(s.classes) or None,
-                           batch_size=a.batch_size)
+        return run_metrics(
+            s.model,
+            x,
+            y,
+            out,
+            classes=s.classes,
+            mean=s.mean,
+            std=s.std,
+            num_classes=len(s.classes) or None,
+            batch_size=a.batch_size,
+        )
     from . import hessian, landscape
 
-    grid_kw = dict(method=a.method, chunk=a.chunk, batch_size=a.batch_size, bn=a.bn, amp=a.amp,
-                   loss_fn=s.loss_fn(), progress=progress)
+    grid_kw = dict(
+        method=a.method,
+        chunk=a.chunk,
+        batch_size=a.batch_size,
+        bn=a.bn,
+        amp=a.amp,
+        loss_fn=s.loss_fn(),
+        progress=progress,
+    )
     ignore = "none" if a.include_biasbn else "biasbn"
     if analysis == "landscape":
         if a.hessian_grid and a.dims != 2:
@@ -257,13 +285,34 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
             res = landscape.run_merge_shards(out, a.merge)
         else:
             x, y = s.train(n)
-            res = landscape.run_landscape(s.model, x, y, out, dims=a.dims, xrange=grid, norm=a.norm, ignore=ignore,
-                                          seed=a.seed, shard=parse_shard(a.shard), **grid_kw)
+            res = landscape.run_landscape(
+                s.model,
+                x,
+                y,
+                out,
+                dims=a.dims,
+                xrange=grid,
+                norm=a.norm,
+                ignore=ignore,
+                seed=a.seed,
+                shard=parse_shard(a.shard),
+                **grid_kw,
+            )
         if a.hessian_grid:  # same directions.pt as the landscape; few power iterations per grid point
             x, y = s.train(min(a.hessian_n, n))
-            res["hessian_grid"] = hessian.run_hessian_grid(s.model, x, y, out, xrange=a.hessian_grid, norm=a.norm,
-                                                           ignore=ignore, seed=a.seed, iters=min(a.iters, 20),
-                                                           batch_size=a.batch_size, loss_fn=s.loss_fn())
+            res["hessian_grid"] = hessian.run_hessian_grid(
+                s.model,
+                x,
+                y,
+                out,
+                xrange=a.hessian_grid,
+                norm=a.norm,
+                ignore=ignore,
+                seed=a.seed,
+                iters=min(a.iters, 20),
+                batch_size=a.batch_size,
+                loss_fn=s.loss_fn(),
+            )
         return res
     if analysis == "interpolate":
         from cifarlab.train.checkpoint import read_checkpoint
@@ -274,17 +323,29 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
         if other.get("model_name") != s.ckpt.get("model_name"):
             raise UserError(f"--other holds model {other.get('model_name')}, not {s.ckpt.get('model_name')}")
         x, y = s.train(or_default(a.n, 10000))
-        return landscape.run_interpolation(s.model, state_of(s.ckpt), state_of(other), x, y, out,
-                                           alphas=a.grid or "-0.5:1.5:41", **grid_kw)
+        return landscape.run_interpolation(
+            s.model, state_of(s.ckpt), state_of(other), x, y, out, alphas=a.grid or "-0.5:1.5:41", **grid_kw
+        )
     if analysis == "trajectory":
         states = trajectory_states(s.path.parent)
         x, y = s.train(or_default(a.n, 10000))
-        return landscape.run_trajectory(s.model, states, x, y, out, steps=a.steps, margin=a.margin, ignore=ignore,
-                                        **grid_kw)
+        return landscape.run_trajectory(
+            s.model, states, x, y, out, steps=a.steps, margin=a.margin, ignore=ignore, **grid_kw
+        )
     if analysis == "hessian":
         x, y = s.train(or_default(a.n, 1000))
-        return hessian.run_hessian(s.model, x, y, out, k=a.k, iters=a.iters, trace_samples=a.trace_samples,
-                                   batch_size=a.batch_size, seed=a.seed, loss_fn=s.loss_fn())
+        return hessian.run_hessian(
+            s.model,
+            x,
+            y,
+            out,
+            k=a.k,
+            iters=a.iters,
+            trace_samples=a.trace_samples,
+            batch_size=a.batch_size,
+            seed=a.seed,
+            loss_fn=s.loss_fn(),
+        )
     raise UserError(f"unknown analysis {analysis!r}; choose from: {', '.join(ANALYSES)}")
 
 
@@ -299,8 +360,10 @@ def trajectory_states(run_dir: Path) -> list[dict]:
         if not ckpts or final.get("epoch", -1) > ckpts[-1].get("epoch", -1):
             ckpts.append(final)
     if len(ckpts) < 3:
-        raise UserError(f"{run_dir} has {len(ckpts)} checkpoints; a trajectory needs at least 3: "
-                        "train with --set train.save_every=1 (it keeps ckpt_epochNNN.pt)")
+        raise UserError(
+            f"{run_dir} has {len(ckpts)} checkpoints; a trajectory needs at least 3: "
+            "train with --set train.save_every=1 (it keeps ckpt_epochNNN.pt)"
+        )
     return [state_of(c) for c in ckpts]
 
 
@@ -310,8 +373,10 @@ def describe(analysis: str, res: dict, classes: list[str]) -> str:
         acc = res["per_class_accuracy"]
         worst = min(range(len(acc)), key=lambda i: acc[i] if acc[i] == acc[i] else 2.0)  # NaN: no images
         name = classes[worst] if worst < len(classes) else str(worst)
-        return (f"accuracy {res['accuracy']:.4f}, {res['n_misclassified']} misclassified, "
-                f"worst class {name} at {acc[worst]:.3f}")
+        return (
+            f"accuracy {res['accuracy']:.4f}, {res['n_misclassified']} misclassified, "
+            f"worst class {name} at {acc[worst]:.3f}"
+        )
     if analysis == "gradcam":
         return f"{', '.join(res['methods'])} at layer {res['layer']}"
     if analysis in ("filters", "features"):
@@ -322,8 +387,10 @@ def describe(analysis: str, res: dict, classes: list[str]) -> str:
     if "points" in res:
         s = f"{res['points_done']}/{res['points']} points"
         if res["complete"]:
-            s += (f", loss at centre {res['loss_at_centre']:.4g} (acc {res['acc_at_centre']:.3f}), "
-                  f"min {res['min_loss']:.4g}")
+            s += (
+                f", loss at centre {res['loss_at_centre']:.4g} (acc {res['acc_at_centre']:.3f}), "
+                f"min {res['min_loss']:.4g}"
+            )
         else:
             s += " (this shard done: join the shards with --merge N)" if res["evaluated_now"] else ""
         return s
@@ -340,6 +407,12 @@ def nonfinite_note(analysis: str, res: dict) -> str | None:
         bad = int((z["done"] & ~np.isfinite(z["loss"])).sum())
     if not bad:
         return None
-    why = (" (BN running variances extrapolated beyond the two checkpoints turn negative: try --bn train, "
-           "or --grid 0:1:21)") if analysis == "interpolate" else ""
+    why = (
+        (
+            " (BN running variances extrapolated beyond the two checkpoints turn negative: try --bn train, "
+            "or --grid 0:1:21)"
+        )
+        if analysis == "interpolate"
+        else ""
+    )
     return f"{bad} of {res['points_done']} points have a non-finite loss and are left out of the figures{why}"

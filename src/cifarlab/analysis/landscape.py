@@ -39,6 +39,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> 
 
 # ---------------------------------------------------------------- directions
 
+
 def weights_of(model: nn.Module) -> Tensors:
     """Detached copies of the model's parameters (the point w the landscape is centred on)."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -69,8 +70,9 @@ def normalize_direction(direction: Tensors, weights: Tensors, norm: str = "filte
     return direction
 
 
-def random_direction(model: nn.Module, norm: str = "filter", ignore: str = "biasbn",
-                     generator: torch.Generator | None = None) -> Tensors:
+def random_direction(
+    model: nn.Module, norm: str = "filter", ignore: str = "biasbn", generator: torch.Generator | None = None
+) -> Tensors:
     """A Gaussian direction in parameter space, normalized as in normalize_direction.
 
     Drawn on the CPU from `generator` (so a seed gives the same direction on any device), then moved
@@ -90,13 +92,16 @@ def state_difference(state_a: dict, state_b: dict) -> tuple[Tensors, Tensors]:
     for k, a in state_a.items():
         if torch.is_tensor(a) and a.is_floating_point():
             if a.shape != state_b[k].shape:
-                raise UserError(f"checkpoints differ in the shape of {k}: {tuple(a.shape)} vs {tuple(state_b[k].shape)}")
+                raise UserError(
+                    f"checkpoints differ in the shape of {k}: {tuple(a.shape)} vs {tuple(state_b[k].shape)}"
+                )
             base[k] = a.detach().float()
             direction[k] = state_b[k].detach().float() - base[k]
     return base, direction
 
 
 # ---------------------------------------------------------------- evaluation of points
+
 
 @contextlib.contextmanager
 def bn_mode(model: nn.Module, bn: str = "eval"):
@@ -127,7 +132,7 @@ def _autocast(device: torch.device, amp: bool):
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
     for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size], y[i:i + batch_size]
+        yield x[i : i + batch_size], y[i : i + batch_size]
 
 
 def _moving(directions: Sequence[Tensors]) -> list[str]:
@@ -150,9 +155,19 @@ def _point_tensors(base: Tensors, directions: Sequence[Tensors], names: list[str
 
 
 @torch.no_grad()
-def evaluate_points_loop(model: nn.Module, base: Tensors, directions: Sequence[Tensors], coeffs: torch.Tensor,
-                         x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500, loss_fn: LossFn | None = None,
-                         bn: str = "eval", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate_points_loop(
+    model: nn.Module,
+    base: Tensors,
+    directions: Sequence[Tensors],
+    coeffs: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 500,
+    loss_fn: LossFn | None = None,
+    bn: str = "eval",
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain reference: one point at a time, one functional_call per data batch.
 
     coeffs: K x ndir. Returns (mean loss, accuracy), each of length K, on the CPU.
@@ -174,9 +189,19 @@ def evaluate_points_loop(model: nn.Module, base: Tensors, directions: Sequence[T
 
 
 @torch.no_grad()
-def evaluate_points_vmap(model: nn.Module, base: Tensors, directions: Sequence[Tensors], coeffs: torch.Tensor,
-                         x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500, loss_fn: LossFn | None = None,
-                         bn: str = "eval", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate_points_vmap(
+    model: nn.Module,
+    base: Tensors,
+    directions: Sequence[Tensors],
+    coeffs: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 500,
+    loss_fn: LossFn | None = None,
+    bn: str = "eval",
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All K points of coeffs at once: stacked parameter sets, functional_call vmapped over them.
 
     Same contract as evaluate_points_loop; memory grows with K x (parameters + activations of a batch).
@@ -198,6 +223,7 @@ def evaluate_points_vmap(model: nn.Module, base: Tensors, directions: Sequence[T
 
 
 # ---------------------------------------------------------------- grids, resume, shards
+
 
 def parse_range(spec: str | Sequence[float] | np.ndarray) -> np.ndarray:
     """'-1:1:51' -> 51 evenly spaced values from -1 to 1 (both included); a list passes through."""
@@ -222,8 +248,15 @@ def _checksum(tensors: Tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(base: Tensors, directions: Sequence[Tensors], axes: Sequence[np.ndarray], x: torch.Tensor,
-                y: torch.Tensor, bn: str, amp: bool) -> str:
+def fingerprint(
+    base: Tensors,
+    directions: Sequence[Tensors],
+    axes: Sequence[np.ndarray],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bn: str,
+    amp: bool,
+) -> str:
     """What a saved grid was computed for (weights, directions, axes, data, BN mode, precision);
     a resumed or merged grid must match it exactly."""
     h = hashlib.sha256()
@@ -243,9 +276,17 @@ def shard_path(path: str | Path, shard: tuple[int, int]) -> Path:
 
 def _save_grid(path: Path, res: dict) -> None:
     axes = res["axes"]
-    save_arrays(path, loss=res["loss"], acc=res["acc"], done=res["done"], xs=axes[0],
-                **({"ys": axes[1]} if len(axes) > 1 else {}), fingerprint=np.array(res["fingerprint"]),
-                shard=np.array(res["shard"]), bn=np.array(res["bn"]))
+    save_arrays(
+        path,
+        loss=res["loss"],
+        acc=res["acc"],
+        done=res["done"],
+        xs=axes[0],
+        **({"ys": axes[1]} if len(axes) > 1 else {}),
+        fingerprint=np.array(res["fingerprint"]),
+        shard=np.array(res["shard"]),
+        bn=np.array(res["bn"]),
+    )
 
 
 def load_grid(path: str | Path) -> dict:
@@ -253,16 +294,37 @@ def load_grid(path: str | Path) -> dict:
     try:
         with np.load(Path(path)) as z:
             axes = [z["xs"]] + ([z["ys"]] if "ys" in z.files else [])
-            return {"axes": axes, "loss": z["loss"], "acc": z["acc"], "done": z["done"],
-                    "fingerprint": str(z["fingerprint"]), "shard": tuple(int(v) for v in z["shard"]), "bn": str(z["bn"])}
+            return {
+                "axes": axes,
+                "loss": z["loss"],
+                "acc": z["acc"],
+                "done": z["done"],
+                "fingerprint": str(z["fingerprint"]),
+                "shard": tuple(int(v) for v in z["shard"]),
+                "bn": str(z["bn"]),
+            }
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"cannot read landscape grid {path}: {e}") from None
 
 
-def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: Sequence[Tensors],
-                  axes: Sequence[np.ndarray], *, base: Tensors | None = None, path: str | Path | None = None,
-                  shard: tuple[int, int] = (0, 1), method: str = "auto", chunk: int = 8, batch_size: int = 500,
-                  loss_fn: LossFn | None = None, bn: str = "eval", amp: bool = False, progress: bool = True) -> dict:
+def evaluate_grid(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    directions: Sequence[Tensors],
+    axes: Sequence[np.ndarray],
+    *,
+    base: Tensors | None = None,
+    path: str | Path | None = None,
+    shard: tuple[int, int] = (0, 1),
+    method: str = "auto",
+    chunk: int = 8,
+    batch_size: int = 500,
+    loss_fn: LossFn | None = None,
+    bn: str = "eval",
+    amp: bool = False,
+    progress: bool = True,
+) -> dict:
     """Loss and accuracy at base + sum_j axes_j[i_j] * directions[j] for every grid point of this shard.
 
     base defaults to the model's parameters; directions and axes have one entry per grid dimension
@@ -286,14 +348,24 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
     base = weights_of(model) if base is None else base
     fp = fingerprint(base, directions, axes, x, y, bn, amp and x.device.type == "cuda")
     shape = tuple(len(a) for a in axes)
-    res = {"axes": axes, "loss": np.full(shape, np.nan), "acc": np.full(shape, np.nan), "done": np.zeros(shape, bool),
-           "fingerprint": fp, "shard": (i_shard, n_shards), "bn": bn, "evaluated": 0}
+    res = {
+        "axes": axes,
+        "loss": np.full(shape, np.nan),
+        "acc": np.full(shape, np.nan),
+        "done": np.zeros(shape, bool),
+        "fingerprint": fp,
+        "shard": (i_shard, n_shards),
+        "bn": bn,
+        "evaluated": 0,
+    }
     path = shard_path(path, shard) if path is not None else None
     if path is not None and path.exists():
         old = load_grid(path)
         if old["fingerprint"] != fp or old["shard"] != (i_shard, n_shards):
-            raise UserError(f"{path} holds a grid of other settings (model, directions, axes, data or shard); "
-                            "move it away or choose another output folder")
+            raise UserError(
+                f"{path} holds a grid of other settings (model, directions, axes, data or shard); "
+                "move it away or choose another output folder"
+            )
         res.update({k: old[k] for k in ("loss", "acc", "done")})
     flat = np.arange(int(np.prod(shape)))
     todo = [p for p in flat[flat % n_shards == i_shard] if not res["done"].flat[p]]
@@ -301,17 +373,23 @@ def evaluate_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions
     bar = tqdm(total=len(todo), desc="landscape", unit="pt", disable=not progress)
     evaluator = evaluate_points_vmap if method == "vmap" else evaluate_points_loop
     for start in range(0, len(todo), chunk):
-        points = todo[start:start + chunk]
+        points = todo[start : start + chunk]
         c = torch.as_tensor(coords[points], dtype=torch.float32, device=x.device)
         try:
-            loss, acc = evaluator(model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp)
+            loss, acc = evaluator(
+                model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp
+            )
         except (RuntimeError, NotImplementedError) as e:
             if evaluator is evaluate_points_loop:
                 raise
             # Some modules have no vmap rule (or K copies do not fit): finish point by point.
-            warnings.warn(f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop", stacklevel=2)
+            warnings.warn(
+                f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop", stacklevel=2
+            )
             evaluator = evaluate_points_loop
-            loss, acc = evaluator(model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp)
+            loss, acc = evaluator(
+                model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp
+            )
         # NaN logits (e.g. BN running variances extrapolated below zero) have no meaningful argmax
         acc = torch.where(torch.isfinite(loss), acc, torch.nan)
         res["loss"].flat[points] = loss.numpy()
@@ -338,8 +416,13 @@ def merge_shards(paths: Sequence[str | Path], out_path: str | Path | None = None
         if part["fingerprint"] != first["fingerprint"]:
             raise UserError(f"{p} belongs to another grid (settings differ from {paths[0]})")
     res = {k: first[k] for k in ("axes", "fingerprint", "bn")}
-    res.update(loss=np.full(first["loss"].shape, np.nan), acc=np.full(first["loss"].shape, np.nan),
-               done=np.zeros(first["loss"].shape, bool), shard=(0, 1), evaluated=0)
+    res.update(
+        loss=np.full(first["loss"].shape, np.nan),
+        acc=np.full(first["loss"].shape, np.nan),
+        done=np.zeros(first["loss"].shape, bool),
+        shard=(0, 1),
+        evaluated=0,
+    )
     for part in parts:
         m = part["done"]
         res["loss"][m], res["acc"][m], res["done"][m] = part["loss"][m], part["acc"][m], True
@@ -350,15 +433,21 @@ def merge_shards(paths: Sequence[str | Path], out_path: str | Path | None = None
 
 # ---------------------------------------------------------------- PCA of a trajectory
 
-def pca_directions(states: Sequence[dict], final: dict, names: Sequence[str], ignore: str = "biasbn"
-                   ) -> tuple[list[Tensors], np.ndarray, np.ndarray]:
+
+def pca_directions(
+    states: Sequence[dict], final: dict, names: Sequence[str], ignore: str = "biasbn"
+) -> tuple[list[Tensors], np.ndarray, np.ndarray]:
     """Li et al.'s trajectory plot: directions = the top-2 principal components of w_i - w_final.
 
     names: the parameter names to use (1-D ones are left out with ignore="biasbn"). Returns
     ([d1, d2] as unit-norm tensors, coordinates n x 2 of each w_i - w_final on them, explained
     variance ratio of the two components).
     """
-    names = [n for n in names if not (ignore == "biasbn" and final[n].dim() <= 1)] if all(n in final for n in names) else None
+    names = (
+        [n for n in names if not (ignore == "biasbn" and final[n].dim() <= 1)]
+        if all(n in final for n in names)
+        else None
+    )
     if names is None or any(n not in s for s in states for n in names):
         raise UserError("the trajectory checkpoints do not hold this model's parameters (another model?)")
     if len(states) < 3:
@@ -377,13 +466,14 @@ def pca_directions(states: Sequence[dict], final: dict, names: Sequence[str], ig
         d, offset = {}, 0
         for n in names:
             k = final[n].numel()
-            d[n] = pc[offset:offset + k].view_as(final[n]).to(final[n].device)
+            d[n] = pc[offset : offset + k].view_as(final[n]).to(final[n].device)
             offset += k
         dirs.append(d)
     return dirs, coords, ratio
 
 
 # ---------------------------------------------------------------- plots
+
 
 def _finite(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), a, np.nan)
@@ -398,8 +488,9 @@ def _levels(loss: np.ndarray, n: int = 25) -> np.ndarray:
     return np.geomspace(lo, hi, n)
 
 
-def plot_1d(xs: np.ndarray, loss: np.ndarray, acc: np.ndarray, path: str | Path, xlabel: str = "alpha",
-            title: str = "") -> Path:
+def plot_1d(
+    xs: np.ndarray, loss: np.ndarray, acc: np.ndarray, path: str | Path, xlabel: str = "alpha", title: str = ""
+) -> Path:
     fig = figure(5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(xs, _finite(loss), color="tab:blue", label="loss")
@@ -416,8 +507,16 @@ def plot_1d(xs: np.ndarray, loss: np.ndarray, acc: np.ndarray, path: str | Path,
     return save_figure(fig, path)
 
 
-def plot_2d(xs: np.ndarray, ys: np.ndarray, loss: np.ndarray, out_dir: str | Path, prefix: str = "landscape",
-            trajectory: np.ndarray | None = None, labels: tuple[str, str] = ("d1", "d2"), title: str = "") -> list[Path]:
+def plot_2d(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    loss: np.ndarray,
+    out_dir: str | Path,
+    prefix: str = "landscape",
+    trajectory: np.ndarray | None = None,
+    labels: tuple[str, str] = ("d1", "d2"),
+    title: str = "",
+) -> list[Path]:
     """Contour lines, filled contour, 3D surface and heatmap of a 2D loss grid (loss[i, j] at xs[i], ys[j])."""
     out_dir = Path(out_dir)
     X, Y = np.meshgrid(xs, ys, indexing="ij")
@@ -468,8 +567,14 @@ def plot_2d(xs: np.ndarray, ys: np.ndarray, loss: np.ndarray, out_dir: str | Pat
     return paths
 
 
-def plot_grid(res: dict, out_dir: str | Path, prefix: str = "landscape", title: str = "",
-              trajectory: np.ndarray | None = None, labels: tuple[str, str] = ("d1", "d2")) -> list[Path]:
+def plot_grid(
+    res: dict,
+    out_dir: str | Path,
+    prefix: str = "landscape",
+    title: str = "",
+    trajectory: np.ndarray | None = None,
+    labels: tuple[str, str] = ("d1", "d2"),
+) -> list[Path]:
     """The figures of an evaluated grid: 1D curve, or contour/filled/surface/heatmap plus the two
     central 1D slices for 2D."""
     out_dir = Path(out_dir)
@@ -478,12 +583,17 @@ def plot_grid(res: dict, out_dir: str | Path, prefix: str = "landscape", title: 
         return [plot_1d(axes[0], res["loss"], res["acc"], out_dir / f"{prefix}_1d", labels[0], title)]
     paths = plot_2d(axes[0], axes[1], res["loss"], out_dir, prefix, trajectory, labels, title)
     j0, i0 = int(np.abs(axes[1]).argmin()), int(np.abs(axes[0]).argmin())
-    paths.append(plot_1d(axes[0], res["loss"][:, j0], res["acc"][:, j0], out_dir / f"{prefix}_slice_d1", labels[0], title))
-    paths.append(plot_1d(axes[1], res["loss"][i0, :], res["acc"][i0, :], out_dir / f"{prefix}_slice_d2", labels[1], title))
+    paths.append(
+        plot_1d(axes[0], res["loss"][:, j0], res["acc"][:, j0], out_dir / f"{prefix}_slice_d1", labels[0], title)
+    )
+    paths.append(
+        plot_1d(axes[1], res["loss"][i0, :], res["acc"][i0, :], out_dir / f"{prefix}_slice_d2", labels[1], title)
+    )
     return paths
 
 
 # ---------------------------------------------------------------- entry points
+
 
 def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignore: str, seed: int) -> list[Tensors]:
     """The grid's random directions, saved once to directions.pt so a resumed or sharded grid
@@ -501,11 +611,27 @@ def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignor
     return dirs
 
 
-def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path, *, dims: int = 2,
-                  xrange: str | Sequence[float] = "-1:1:51", yrange: str | Sequence[float] | None = None,
-                  norm: str = "filter", ignore: str = "biasbn", seed: int = 0, shard: tuple[int, int] = (0, 1),
-                  method: str = "auto", chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
-                  loss_fn: LossFn | None = None, progress: bool = True) -> dict:
+def run_landscape(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    dims: int = 2,
+    xrange: str | Sequence[float] = "-1:1:51",
+    yrange: str | Sequence[float] | None = None,
+    norm: str = "filter",
+    ignore: str = "biasbn",
+    seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    method: str = "auto",
+    chunk: int = 8,
+    batch_size: int = 500,
+    bn: str = "eval",
+    amp: bool = False,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+) -> dict:
     """The loss landscape around the model's weights along `dims` (1 or 2) random directions.
 
     x, y: the fixed data subset (normalized, on the model's device), e.g. 10,000 training images.
@@ -518,8 +644,22 @@ def run_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out_dir: s
     out_dir.mkdir(parents=True, exist_ok=True)
     axes = [parse_range(xrange)] + ([parse_range(yrange if yrange is not None else xrange)] if dims == 2 else [])
     dirs = grid_directions(model, out_dir, dims, norm, ignore, seed)
-    res = evaluate_grid(model, x, y, dirs, axes, path=out_dir / "landscape", shard=shard, method=method, chunk=chunk,
-                        batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp, progress=progress)
+    res = evaluate_grid(
+        model,
+        x,
+        y,
+        dirs,
+        axes,
+        path=out_dir / "landscape",
+        shard=shard,
+        method=method,
+        chunk=chunk,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        bn=bn,
+        amp=amp,
+        progress=progress,
+    )
     figures = plot_grid(res, out_dir, "landscape", f"{norm}-normalized") if res["done"].all() else []
     return _summary(res, figures, shard_path(out_dir / "landscape", shard))
 
@@ -541,17 +681,36 @@ def _summary(res: dict, figures: list[Path], path: Path) -> dict:
     loss = res["loss"]
     centre = tuple(int(np.abs(a).argmin()) for a in res["axes"])
     done = res["done"]
-    return {"complete": bool(done.all()), "points_done": int(done.sum()), "points": int(done.size),
-            "evaluated_now": res["evaluated"], "loss_at_centre": float(loss[centre]),
-            "acc_at_centre": float(res["acc"][centre]),
-            "min_loss": float(np.nanmin(loss)) if done.any() else float("nan"),
-            "figures": [str(f) for f in figures], "arrays": str(path)}
+    return {
+        "complete": bool(done.all()),
+        "points_done": int(done.sum()),
+        "points": int(done.size),
+        "evaluated_now": res["evaluated"],
+        "loss_at_centre": float(loss[centre]),
+        "acc_at_centre": float(res["acc"][centre]),
+        "min_loss": float(np.nanmin(loss)) if done.any() else float("nan"),
+        "figures": [str(f) for f in figures],
+        "arrays": str(path),
+    }
 
 
-def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.Tensor, y: torch.Tensor,
-                      out_dir: str | Path, *, alphas: str | Sequence[float] = "-0.5:1.5:41", method: str = "auto",
-                      chunk: int = 8, batch_size: int = 500, bn: str = "eval", amp: bool = False,
-                      loss_fn: LossFn | None = None, progress: bool = True) -> dict:
+def run_interpolation(
+    model: nn.Module,
+    state_a: dict,
+    state_b: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    alphas: str | Sequence[float] = "-0.5:1.5:41",
+    method: str = "auto",
+    chunk: int = 8,
+    batch_size: int = 500,
+    bn: str = "eval",
+    amp: bool = False,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+) -> dict:
     """Loss and accuracy along (1 - t) * a + t * b between two checkpoints' state dicts (parameters
     and BN running statistics both interpolated). Writes interpolation.npz and interpolation_1d.png."""
     out_dir = Path(out_dir)
@@ -559,17 +718,44 @@ def run_interpolation(model: nn.Module, state_a: dict, state_b: dict, x: torch.T
     base, direction = state_difference(state_a, state_b)
     base = {k: v.to(device) for k, v in base.items()}
     direction = {k: v.to(device) for k, v in direction.items()}
-    res = evaluate_grid(model, x, y, [direction], [parse_range(alphas)], base=base, path=out_dir / "interpolation",
-                        method=method, chunk=chunk, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp,
-                        progress=progress)
+    res = evaluate_grid(
+        model,
+        x,
+        y,
+        [direction],
+        [parse_range(alphas)],
+        base=base,
+        path=out_dir / "interpolation",
+        method=method,
+        chunk=chunk,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        bn=bn,
+        amp=amp,
+        progress=progress,
+    )
     figures = plot_grid(res, out_dir, "interpolation", "checkpoint a (0) to b (1)", labels=("t", ""))
     return _summary(res, figures, out_dir / "interpolation.npz")
 
 
-def run_trajectory(model: nn.Module, states: Sequence[dict], x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
-                   *, steps: int = 21, margin: float = 0.3, ignore: str = "biasbn", method: str = "auto", chunk: int = 8,
-                   batch_size: int = 500, bn: str = "eval", amp: bool = False, loss_fn: LossFn | None = None,
-                   progress: bool = True) -> dict:
+def run_trajectory(
+    model: nn.Module,
+    states: Sequence[dict],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    steps: int = 21,
+    margin: float = 0.3,
+    ignore: str = "biasbn",
+    method: str = "auto",
+    chunk: int = 8,
+    batch_size: int = 500,
+    bn: str = "eval",
+    amp: bool = False,
+    loss_fn: LossFn | None = None,
+    progress: bool = True,
+) -> dict:
     """Li et al.'s PCA plot: the loss around the last of `states` (saved checkpoints' state dicts, in
     training order) on the top-2 PCA directions of the trajectory, with the trajectory drawn on it.
     The grid spans the trajectory's coordinates plus `margin` of their range on each side."""
@@ -584,8 +770,22 @@ def run_trajectory(model: nn.Module, states: Sequence[dict], x: torch.Tensor, y:
         pad = margin * max(hi - lo, 1e-3)
         axes.append(np.linspace(lo - pad, hi + pad, steps))
     base = {k: v.float() for k, v in final.items() if v.is_floating_point()}
-    res = evaluate_grid(model, x, y, dirs, axes, base=base, path=out_dir / "trajectory", method=method, chunk=chunk,
-                        batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp, progress=progress)
+    res = evaluate_grid(
+        model,
+        x,
+        y,
+        dirs,
+        axes,
+        base=base,
+        path=out_dir / "trajectory",
+        method=method,
+        chunk=chunk,
+        batch_size=batch_size,
+        loss_fn=loss_fn,
+        bn=bn,
+        amp=amp,
+        progress=progress,
+    )
     labels = (f"PC1 ({ratio[0]:.1%})", f"PC2 ({ratio[1]:.1%})")
     figures = plot_grid(res, out_dir, "trajectory", "training trajectory", trajectory=coords, labels=labels)
     save_arrays(out_dir / "trajectory_pca", coords=coords, explained_variance_ratio=ratio)

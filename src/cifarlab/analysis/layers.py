@@ -38,8 +38,9 @@ def named_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, layer_names: Sequence[str], first: bool = False,
-            clone: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+def capture(
+    model: nn.Module, layer_names: Sequence[str], first: bool = False, clone: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks on the named modules while the block runs: yields {name: output}, detached.
 
     A tuple output keeps its first element; a module that forward calls several times keeps its last
@@ -51,10 +52,12 @@ def capture(model: nn.Module, layer_names: Sequence[str], first: bool = False,
     handles = []
     try:
         for name in layer_names:
+
             def hook(_m, _inp, y, name=name):
                 y = y[0] if isinstance(y, (tuple, list)) else y
                 if isinstance(y, torch.Tensor) and not (first and name in outputs):
                     outputs[name] = y.detach().clone() if clone else y.detach()
+
             handles.append(named_layer(model, name).register_forward_hook(hook))
         yield outputs
     finally:
@@ -74,7 +77,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def trace_outputs(model: nn.Module, x: torch.Tensor, names: list[str] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+def trace_outputs(
+    model: nn.Module, x: torch.Tensor, names: list[str] | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape) of the named modules (default: all) in the order forward first calls them."""
     names = [n for n, _ in model.named_modules() if n] if names is None else names
     with capture(model, names, first=True) as seen, eval_mode(model):

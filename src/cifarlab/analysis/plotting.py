@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from ..run import atomic_write
 
 
-def to_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu") -> torch.Tensor:
+def to_input(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """uint8 images N x H x W x C (as the datasets store them) -> normalized float N x C x H x W."""
     x = images.to(device).permute(0, 3, 1, 2).float().div(255)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

@@ -54,12 +54,18 @@ def classify(model: nn.Module, x: torch.Tensor, classes: Sequence[str], topk: in
         model.train(was_training)
     k = max(1, min(topk, probs.shape[1]))
     p, idx = probs.topk(k, dim=1)
-    return [[{"class": classes[j] if j < len(classes) else str(j), "index": int(j), "prob": float(q)}
-             for q, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(p, idx)]
+    return [
+        [
+            {"class": classes[j] if j < len(classes) else str(j), "index": int(j), "prob": float(q)}
+            for q, j in zip(pr.tolist(), ix.tolist())
+        ]
+        for pr, ix in zip(p, idx)
+    ]
 
 
-def gradcam_figure(model: nn.Module, x: torch.Tensor, image: np.ndarray, target: int, layer: str | None,
-                   path: str | Path, title: str) -> Path:
+def gradcam_figure(
+    model: nn.Module, x: torch.Tensor, image: np.ndarray, target: int, layer: str | None, path: str | Path, title: str
+) -> Path:
     """The resized input beside its Grad-CAM overlay for class `target` (one image), saved as PNG."""
     from .attribution import gradcam, overlay
     from .layers import default_cam_layer
@@ -74,9 +80,16 @@ def gradcam_figure(model: nn.Module, x: torch.Tensor, image: np.ndarray, target:
     return save_figure(fig, path)
 
 
-def predict_files(model: nn.Module, ckpt: dict, paths: Sequence[str | Path], topk: int = 3,
-                  gradcam: bool = False, out_dir: str | Path | None = None, layer: str | None = None,
-                  source: str | None = None) -> list[dict]:
+def predict_files(
+    model: nn.Module,
+    ckpt: dict,
+    paths: Sequence[str | Path],
+    topk: int = 3,
+    gradcam: bool = False,
+    out_dir: str | Path | None = None,
+    layer: str | None = None,
+    source: str | None = None,
+) -> list[dict]:
     """Top-k classes of each image file; with gradcam, IMAGE_STEM.gradcam.png beside it (or in out_dir).
 
     Returns [{"image", "top": [{"class", "index", "prob"}, ...], "gradcam": path or None}].
@@ -100,7 +113,16 @@ def predict_files(model: nn.Module, ckpt: dict, paths: Sequence[str | Path], top
             p = Path(p)
             where = Path(out_dir) if out_dir is not None else p.parent
             shown = images[i].float().div(255).numpy()
-            fig = str(gradcam_figure(model, x[i:i + 1], shown, top[0]["index"], layer, where / f"{p.stem}.gradcam",
-                                     f"{p.name}: {top[0]['class']} ({top[0]['prob']:.1%})"))
+            fig = str(
+                gradcam_figure(
+                    model,
+                    x[i : i + 1],
+                    shown,
+                    top[0]["index"],
+                    layer,
+                    where / f"{p.stem}.gradcam",
+                    f"{p.name}: {top[0]['class']} ({top[0]['prob']:.1%})",
+                )
+            )
         results.append({"image": str(p), "top": top, "gradcam": fig})
     return results

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cifarlab",
         description="Train, compare and look inside convolutional networks on CIFAR-10. "
-                    "`cifarlab COMMAND --help` tells what each command takes and writes.")
+        "`cifarlab COMMAND --help` tells what each command takes and writes.",
+    )
     p.add_argument("--version", action="version", version=f"cifarlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in MODULES:
@@ -33,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # torch.save reports a failed write as a RuntimeError whose message holds the OS's words
-WRITE_FAILURES = ("No space left", "Permission denied", "Read-only file system", "file write failed",
-                  "unexpected pos", "Disk quota exceeded", "PytorchStreamWriter failed")
+WRITE_FAILURES = (
+    "No space left",
+    "Permission denied",
+    "Read-only file system",
+    "file write failed",
+    "unexpected pos",
+    "Disk quota exceeded",
+    "PytorchStreamWriter failed",
+)
 
 
 WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, None)

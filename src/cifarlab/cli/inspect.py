@@ -33,12 +33,16 @@ An interrupted grid (or shard) resumes where it stopped: run the same command ag
 
 def add_inspect_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "inspect", help="look inside a trained network: filters, feature maps, Grad-CAM, errors, landscapes, Hessian",
+        "inspect",
+        help="look inside a trained network: filters, feature maps, Grad-CAM, errors, landscapes, Hessian",
         description="Run one analysis of a checkpoint (or a run folder's best.pt) and write its figures and arrays.",
-        epilog=INSPECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=INSPECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
-    p.add_argument("analysis",
-                   help=f"one of: {', '.join(ANALYSES)}; all runs {', '.join(ALL[:-1])} and a coarse landscape")
+    p.add_argument(
+        "analysis", help=f"one of: {', '.join(ANALYSES)}; all runs {', '.join(ALL[:-1])} and a coarse landscape"
+    )
     p.add_argument("--data", help="data source (default: the one the run was trained on)")
     p.add_argument("--out", help="output folder (default: see below)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -46,37 +50,60 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random directions / vectors (default 0)")
 
     g = p.add_argument_group("filters, features, gradcam")
-    g.add_argument("--layer", action="append", metavar="NAME",
-                   help="layer(s) by dotted name, repeatable or comma-separated (default: one per stage; "
-                        "gradcam: the last with a map of at least 4x4)")
+    g.add_argument(
+        "--layer",
+        action="append",
+        metavar="NAME",
+        help="layer(s) by dotted name, repeatable or comma-separated (default: one per stage; "
+        "gradcam: the last with a map of at least 4x4)",
+    )
     g.add_argument("--kernel-mode", default="mean", help="filters of deeper layers: mean (over inputs) | first")
     g.add_argument("--n-images", type=int, default=None, help="test images shown (features 4, gradcam 16)")
-    g.add_argument("--methods", default="all",
-                   help="gradcam: comma list of gradcam, gradcam++, layercam, guided_gradcam, "
-                        "integrated_gradients (default all)")
+    g.add_argument(
+        "--methods",
+        default="all",
+        help="gradcam: comma list of gradcam, gradcam++, layercam, guided_gradcam, integrated_gradients (default all)",
+    )
     g.add_argument("--target", default=None, help="gradcam: class name or index (default: the predicted class)")
 
     g = p.add_argument_group("landscape, interpolate, trajectory")
     g.add_argument("--dims", type=int, default=2, help="landscape: 1 or 2 random directions (default 2)")
-    g.add_argument("--grid", default=None,
-                   help="min:max:num per axis (landscape -1:1:51, `all` -1:1:11; interpolate -0.5:1.5:41)")
-    g.add_argument("--n", type=int, default=None,
-                   help="the first n training images, no augmentation (landscape 10000, `all` 500, hessian 1000)")
+    g.add_argument(
+        "--grid", default=None, help="min:max:num per axis (landscape -1:1:51, `all` -1:1:11; interpolate -0.5:1.5:41)"
+    )
+    g.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="the first n training images, no augmentation (landscape 10000, `all` 500, hessian 1000)",
+    )
     g.add_argument("--norm", default="filter", help="direction normalization: filter | layer | none")
-    g.add_argument("--include-biasbn", action="store_true",
-                   help="also move biases and BN parameters (default: zero in the directions)")
+    g.add_argument(
+        "--include-biasbn",
+        action="store_true",
+        help="also move biases and BN parameters (default: zero in the directions)",
+    )
     g.add_argument("--bn", default="eval", help="BN with running statistics (eval) or batch statistics (train)")
     g.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I of N of the grid points")
     g.add_argument("--merge", type=int, default=None, metavar="N", help="join the N shard files and plot")
     g.add_argument("--chunk", type=int, default=8, metavar="K", help="grid points evaluated at once (default 8)")
     g.add_argument("--method", default="auto", help="auto (vmap on CUDA, loop on CPU) | vmap | loop")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    g.add_argument("--hessian-grid", nargs="?", const="-1:1:5", default=None, metavar="RANGE",
-                   help="landscape: also the top Hessian eigenvalue on a coarse grid (default -1:1:5) of "
-                        "the same directions, on the first --hessian-n images, min(--iters, 20) power iterations")
+    g.add_argument(
+        "--hessian-grid",
+        nargs="?",
+        const="-1:1:5",
+        default=None,
+        metavar="RANGE",
+        help="landscape: also the top Hessian eigenvalue on a coarse grid (default -1:1:5) of "
+        "the same directions, on the first --hessian-n images, min(--iters, 20) power iterations",
+    )
     g.add_argument("--hessian-n", type=int, default=1000, help="images for --hessian-grid (default 1000)")
-    g.add_argument("--other", help="interpolate: the second checkpoint (same model); parameters and BN "
-                                   "running statistics go linearly from CHECKPOINT (0) to OTHER (1)")
+    g.add_argument(
+        "--other",
+        help="interpolate: the second checkpoint (same model); parameters and BN "
+        "running statistics go linearly from CHECKPOINT (0) to OTHER (1)",
+    )
     g.add_argument("--steps", type=int, default=21, help="trajectory: grid points per axis (default 21)")
     g.add_argument("--margin", type=float, default=0.3, help="trajectory: grid beyond the path, share of its span")
 
@@ -92,9 +119,12 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
 
 
 def add_predict_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", help="classify image files with a checkpoint (top-k, optional Grad-CAM)",
-                       description="Classify image files of any size or mode: each is converted to the model's "
-                                   "channels and resized to its input size.")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a checkpoint (top-k, optional Grad-CAM)",
+        description="Classify image files of any size or mode: each is converted to the model's "
+        "channels and resized to its input size.",
+    )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files")
     p.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
@@ -109,15 +139,22 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
 
 
 def add_export_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
-                       description="Export the model and check the exported file gives the same outputs as "
-                                   "PyTorch on random inputs (max abs diff printed); written atomically.")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
+        description="Export the model and check the exported file gives the same outputs as "
+        "PyTorch on random inputs (max abs diff printed); written atomically.",
+    )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
     p.add_argument("--format", required=True, help="onnx | torchscript")
-    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, best.onnx / "
-                                               "best.torchscript.pt)")
-    p.add_argument("--exporter", default="auto",
-                   help="ONNX exporter: auto (dynamo if onnxscript is installed, else legacy) | dynamo | legacy")
+    p.add_argument(
+        "--out", default=None, help="output file (default: beside the checkpoint, best.onnx / best.torchscript.pt)"
+    )
+    p.add_argument(
+        "--exporter",
+        default="auto",
+        help="ONNX exporter: auto (dynamo if onnxscript is installed, else legacy) | dynamo | legacy",
+    )
     p.add_argument("--data", default=None, help="data source, only for old checkpoints without image_shape")
     p.set_defaults(fn=cmd_export)
     return p
@@ -163,8 +200,14 @@ def cmd_export(a) -> None:
         raise UserError(f"unknown export format {a.format!r}; use {' or '.join(FORMATS)}")
     path = checkpoint_path(a.checkpoint)
     model, ckpt = load_model(path, "cpu")
-    res = export_model(model, input_shape(ckpt, a.data), a.out or export_out(path, a.format), a.format, a.exporter,
-                       default_name=path.stem)  # --out FOLDER receives best.onnx for best.pt
+    res = export_model(
+        model,
+        input_shape(ckpt, a.data),
+        a.out or export_out(path, a.format),
+        a.format,
+        a.exporter,
+        default_name=path.stem,
+    )  # --out FOLDER receives best.onnx for best.pt
     print(f"wrote {res['path']} ({res['format']} via {res['exporter']})")
     if res["checked"]:
         print(f"check: {res['runtime']} vs PyTorch on random inputs, max abs diff {res['max_abs_diff']:.3g}")

@@ -7,8 +7,14 @@ from ..errors import UserError
 
 def add_set(p, example: str) -> None:
     # nargs="+" with extend: `--set a=1 b=2`, `--set "a=1 b=2"` and `--set a=1 --set b=2` all work
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help=f"override config values, e.g. {example}")
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override config values, e.g. {example}",
+    )
 
 
 def overrides(a, positional: str | None = None) -> list[str]:
@@ -21,4 +27,3 @@ def overrides(a, positional: str | None = None) -> list[str]:
     elif words:
         raise UserError(f"--set expects key=value, got '{words[0]}'")
     return items
-

@@ -13,11 +13,15 @@ def cmd_report(a) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML report of run, sweep and study folders",
-                       description="Write one self-contained HTML file (figures embedded, sortable tables) "
-                                   "from a run folder, a sweep folder, a study folder or a folder of them.")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of run, sweep and study folders",
+        description="Write one self-contained HTML file (figures embedded, sortable tables) "
+        "from a run folder, a sweep folder, a study folder or a folder of them.",
+    )
     p.add_argument("dir", help="a run, sweep or study folder, or a folder holding them (searched recursively)")
     p.add_argument("--out", help="the HTML file to write (default: DIR/report.html)")
-    p.add_argument("--markdown", action="store_true",
-                   help="also write OUT.md with the figures as PNG files in OUT_figures/")
+    p.add_argument(
+        "--markdown", action="store_true", help="also write OUT.md with the figures as PNG files in OUT_figures/"
+    )
     p.set_defaults(fn=cmd_report)

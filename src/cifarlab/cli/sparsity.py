@@ -27,14 +27,23 @@ def cmd_prune(a) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="prune a DessiLBI (SLBI) checkpoint and show the accuracy it costs",
-                       description="Prune layers of an SLBI-trained model by its selection order (official "
-                                   "toolbox semantics) and print the test accuracy before pruning, after, and "
-                                   "after recover, with what was actually removed per layer.")
-    p.add_argument("checkpoint", help="a cifarlab checkpoint or run folder trained with slbi/slbi_adam, "
-                                      "or the authors' lenet.pth")
-    p.add_argument("--layers", nargs="+", required=True, metavar="NAME",
-                   help="tracked weights to prune, e.g. conv3.weight fc1.weight")
+    p = sub.add_parser(
+        "prune",
+        help="prune a DessiLBI (SLBI) checkpoint and show the accuracy it costs",
+        description="Prune layers of an SLBI-trained model by its selection order (official "
+        "toolbox semantics) and print the test accuracy before pruning, after, and "
+        "after recover, with what was actually removed per layer.",
+    )
+    p.add_argument(
+        "checkpoint", help="a cifarlab checkpoint or run folder trained with slbi/slbi_adam, or the authors' lenet.pth"
+    )
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help="tracked weights to prune, e.g. conv3.weight fc1.weight",
+    )
     p.add_argument("--percent", type=float, required=True, help="percentile of the prune scores (0-100)")
     p.add_argument("--data", help="test data source (default: the run's own; MNIST for the official file)")
     p.add_argument("--prune-bias", action="store_true", help="also zero the biases of pruned conv filters")

@@ -66,39 +66,57 @@ def cmd_pj2(a) -> None:
 def register(sub) -> None:
     from ..studies.pj2 import SCALES
 
-    p = sub.add_parser("bn-study", help="the batch-normalization study: VGG_A vs VGG_A_BatchNorm over learning "
-                                        "rates, loss band and Santurkar et al. probes",
-                       description="Train every model of the study once per learning rate (same seed and data "
-                                   "order), probe the loss landscape along the gradient, and write arrays.npz, "
-                                   "results.md, results.csv, summary.json and the figures into the study folder.")
+    p = sub.add_parser(
+        "bn-study",
+        help="the batch-normalization study: VGG_A vs VGG_A_BatchNorm over learning "
+        "rates, loss band and Santurkar et al. probes",
+        description="Train every model of the study once per learning rate (same seed and data "
+        "order), probe the loss landscape along the gradient, and write arrays.npz, "
+        "results.md, results.csv, summary.json and the figures into the study folder.",
+    )
     p.add_argument("config", nargs="?", help="study YAML or preset name (default: configs/studies/bn.yaml)")
     p.add_argument("--out", help="study folder (default: runs/<name>)")
     add_set(p, "epochs=5 lrs=[1e-3,1e-4] probe_every=100")
-    p.add_argument("--data", help="data source (default: the config's data, cifar10); a folder of sources "
-                                  "as CIFARLAB_DATA")
+    p.add_argument(
+        "--data", help="data source (default: the config's data, cifar10); a folder of sources as CIFARLAB_DATA"
+    )
     p.set_defaults(fn=cmd_bn_study, resume_hint=STUDY_HINT)
 
-    p = sub.add_parser("dessilbi", help="the DessiLBI study: LeNet/MNIST (SLBI vs momentum vs SLBI-Adam), "
-                                        "pruning, VGG_A_BatchNorm/CIFAR-10 with SLBI-Adam",
-                       description="Train the study's runs through the engine (finished runs are reused, "
-                                   "interrupted ones resume), prune them, and write results.md, results.csv, "
-                                   "pruning.csv, summary.json and the figures into the study folder.")
+    p = sub.add_parser(
+        "dessilbi",
+        help="the DessiLBI study: LeNet/MNIST (SLBI vs momentum vs SLBI-Adam), "
+        "pruning, VGG_A_BatchNorm/CIFAR-10 with SLBI-Adam",
+        description="Train the study's runs through the engine (finished runs are reused, "
+        "interrupted ones resume), prune them, and write results.md, results.csv, "
+        "pruning.csv, summary.json and the figures into the study folder.",
+    )
     p.add_argument("config", nargs="?", help="study YAML (default: the preset configs/studies/dessilbi.yaml)")
     p.add_argument("--out", help="study folder (default: runs/<name>)")
     add_set(p, "epochs=1 n_items=512 vgg=false percents=[50,80]")
     p.add_argument("--data", help="the LeNet part's data source (default: mnist); the VGG part reads vgg_data")
     p.set_defaults(fn=cmd_dessilbi, resume_hint=STUDY_HINT)
 
-    p = sub.add_parser("pj2", help="the whole Project 2 study (Tasks 1-3) and its report, at one scale",
-                       description="Train the best model and analyse it, run the reports' recipes and ablation "
-                                   "sweeps, the batch-normalization study and the DessiLBI study, then write "
-                                   "OUT/report.html. A killed pj2 resumes: start it again with the same --out.")
-    p.add_argument("--scale", default="standard", choices=SCALES,
-                   help="smoke: minutes on a CPU (CI); standard: about 20 minutes on one H100; "
-                        "full: every experiment at the reports' settings (days on one GPU)")
+    p = sub.add_parser(
+        "pj2",
+        help="the whole Project 2 study (Tasks 1-3) and its report, at one scale",
+        description="Train the best model and analyse it, run the reports' recipes and ablation "
+        "sweeps, the batch-normalization study and the DessiLBI study, then write "
+        "OUT/report.html. A killed pj2 resumes: start it again with the same --out.",
+    )
+    p.add_argument(
+        "--scale",
+        default="standard",
+        choices=SCALES,
+        help="smoke: minutes on a CPU (CI); standard: about 20 minutes on one H100; "
+        "full: every experiment at the reports' settings (days on one GPU)",
+    )
     p.add_argument("--config", default=None, help="a pj2 YAML file instead of configs/studies/pj2_<scale>.yaml")
-    p.add_argument("--data", default=None, help="CIFAR-10 source: cifar10 (default; $CIFARLAB_DATA may point to "
-                                                "a local copy), a path, or a folder of sources as CIFARLAB_DATA")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 source: cifar10 (default; $CIFARLAB_DATA may point to "
+        "a local copy), a path, or a folder of sources as CIFARLAB_DATA",
+    )
     p.add_argument("--out", default=None, help="study folder (default: runs/pj2-<scale>)")
     add_set(p, "best.set.train.epochs=30 parts=[best,analyses] mnist=PATH")
     p.set_defaults(fn=cmd_pj2, resume_hint="start it again with the same --out: finished parts are skipped")

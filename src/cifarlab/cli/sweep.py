@@ -28,8 +28,15 @@ def cmd_sweep(a) -> None:
         import torch
 
         gpus = 1.0 if torch.cuda.is_available() else 0.0
-    rows = run_sweep(sweep, out, engine=a.engine, gpus_per_trial=gpus, cpus_per_trial=a.cpus_per_trial,
-                     address=a.address, max_concurrent=a.max_concurrent)
+    rows = run_sweep(
+        sweep,
+        out,
+        engine=a.engine,
+        gpus_per_trial=gpus,
+        cpus_per_trial=a.cpus_per_trial,
+        address=a.address,
+        max_concurrent=a.max_concurrent,
+    )
     print()
     print((out / "results.md").read_text())
     print(f"sweep folder: {out}  (results.csv, results.md, figures/)")
@@ -37,20 +44,35 @@ def cmd_sweep(a) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="run a grid of configurations over seeds; table of mean ± std",
-                       description="Run every configuration x seed of a sweep file (skipping finished runs, "
-                                   "resuming interrupted ones) and write results.csv, results.md and figures/.")
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of configurations over seeds; table of mean ± std",
+        description="Run every configuration x seed of a sweep file (skipping finished runs, "
+        "resuming interrupted ones) and write results.csv, results.md and figures/.",
+    )
     p.add_argument("sweep", help="sweep YAML file or preset name (configs/sweeps/NAME.yaml)")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: one run after another here; ray: Ray tasks over all GPUs/machines")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per run with --engine ray (0.5 = two per GPU; default 1 where CUDA is, else 0)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: one run after another here; ray: Ray tasks over all GPUs/machines",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per run with --engine ray (0.5 = two per GPU; default 1 where CUDA is, else 0)",
+    )
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per run with --engine ray")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many runs at once (ray)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep folder (default: runs/<sweep name>)")
-    p.add_argument("--data", default=None, help="data source for every run: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, "
-                                                "or a folder of them (as CIFARLAB_DATA)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data source for every run: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, "
+        "or a folder of them (as CIFARLAB_DATA)",
+    )
     add_set(p, "train.epochs=5 (every run) seeds=[0] axes.optim.lr=[0.1] (the sweep)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.set_defaults(fn=cmd_sweep, resume_hint="run the same command again: finished runs are skipped")

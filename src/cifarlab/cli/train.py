@@ -32,8 +32,10 @@ def cmd_train(a) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
     split = "val" if cfg.data.val_size else "test"
-    print(f"best {split} accuracy {summary[f'best_{split}_acc']:.4f}  "
-          f"final {summary[f'final_{split}_acc']:.4f}  ({summary['train_seconds']:.0f}s training)")
+    print(
+        f"best {split} accuracy {summary[f'best_{split}_acc']:.4f}  "
+        f"final {summary[f'final_{split}_acc']:.4f}  ({summary['train_seconds']:.0f}s training)"
+    )
     print(f"run folder: {summary['run_dir']}")
 
 
@@ -91,8 +93,11 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train one configuration (a YAML file or a preset name)")
     t.add_argument("config", nargs="?", help="YAML file or preset name (configs/train/NAME.yaml)")
     add_set(t, "train.epochs=5 optim.lr=0.05")
-    t.add_argument("--data", help="data source: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, or a folder of them "
-                                  "(as CIFARLAB_DATA)")
+    t.add_argument(
+        "--data",
+        help="data source: cifar10, cifar100, svhn, mnist, fashion-mnist, a path, or a folder of them "
+        "(as CIFARLAB_DATA)",
+    )
     t.add_argument("--out", help="run folder (default: OUT/NAME-TIMESTAMP)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.set_defaults(fn=cmd_train)

@@ -1,13 +1,13 @@
 """The data layer: sources -> uint8 cache -> Dataset -> DeviceLoader (augmentation on the device).
 
-    ds = load_dataset("cifar10")                       # decoded once, then read from the cache
-    ds = prepare_splits(ds, n_items=10000, val_size=5000, seed=0)  # held-out part, then first n
-    mean, std = normalization(ds, "dataset")
-    train = DeviceLoader(ds.train_x, ds.train_y, 512, shuffle=True, drop_last=True, seed=0,
-                         device="cuda", mean=mean, std=std, augment=Augment(cfg.augment))
-    for epoch in range(epochs):
-        train.set_epoch(epoch)                         # order + augmentation = f(seed, epoch)
-        for x, y in train: loss = mixed_loss(F.cross_entropy, model(x), y)
+ds = load_dataset("cifar10")                       # decoded once, then read from the cache
+ds = prepare_splits(ds, n_items=10000, val_size=5000, seed=0)  # held-out part, then first n
+mean, std = normalization(ds, "dataset")
+train = DeviceLoader(ds.train_x, ds.train_y, 512, shuffle=True, drop_last=True, seed=0,
+                     device="cuda", mean=mean, std=std, augment=Augment(cfg.augment))
+for epoch in range(epochs):
+    train.set_epoch(epoch)                         # order + augmentation = f(seed, epoch)
+    for x, y in train: loss = mixed_loss(F.cross_entropy, model(x), y)
 """
 
 from __future__ import annotations

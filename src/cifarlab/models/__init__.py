@@ -105,9 +105,17 @@ def _check_options(name: str, fn: Callable, options: dict[str, Any]) -> None:
             raise UserError(f"{key} must be a positive integer, got {v!r}")
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int = 3, activation: str | None = None,
-                 width: float | None = None, dropout: float | None = None, init: str = "default",
-                 init_std: float = 0.01, **args: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str | None = None,
+    width: float | None = None,
+    dropout: float | None = None,
+    init: str = "default",
+    init_std: float = 0.01,
+    **args: Any,
+) -> nn.Module:
     """Build a registered model. Options left as None take the model's own default.
 
     init "default" keeps the model's own initialisation (the course init for the course models);
@@ -116,8 +124,11 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, activat
     canonical = _resolve(name)
     fn = _FACTORIES[canonical]
     given = dict(activation=activation, width=width, dropout=dropout, **args)
-    options = {"num_classes": num_classes, "in_channels": in_channels,
-               **{k: v for k, v in given.items() if v is not None}}
+    options = {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        **{k: v for k, v in given.items() if v is not None},
+    }
     _check_options(canonical, fn, options)
     if init not in INITS:  # checked before building: a big model takes a while to build
         raise UserError(f"unknown init '{init}'; choose one of: {', '.join(INITS)}")

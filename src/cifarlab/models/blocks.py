@@ -96,8 +96,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, activation: str = "relu",
-                 bn: bool = True, residual: bool = True):
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, activation: str = "relu", bn: bool = True, residual: bool = True
+    ):
         super().__init__()
         self.conv1 = conv3x3(cin, cout, stride, bias=not bn)
         self.bn1 = norm_or_identity(cout, bn)
@@ -108,8 +109,9 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.shortcut = nn.Identity()
         if residual and (stride != 1 or cin != cout):
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=not bn),
-                                          norm_or_identity(cout, bn))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=not bn), norm_or_identity(cout, bn)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
@@ -146,8 +148,14 @@ class Bottleneck(nn.Module):
         return self.act3(out + self.shortcut(x))
 
 
-def mlp(in_features: int, hidden: list[int] | tuple[int, ...] | None, out_features: int,
-        activation: str = "relu", dropout: float = 0.0, bn: bool = False) -> nn.Module:
+def mlp(
+    in_features: int,
+    hidden: list[int] | tuple[int, ...] | None,
+    out_features: int,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    bn: bool = False,
+) -> nn.Module:
     """Classifier: [Linear (+BN1d), act, Dropout] per hidden size, then Linear; a bare Linear if no hidden.
 
     With no hidden layer, dropout (if any) goes before the final Linear.
@@ -156,8 +164,11 @@ def mlp(in_features: int, hidden: list[int] | tuple[int, ...] | None, out_featur
     if any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in hidden):
         raise UserError(f"head/classifier hidden sizes must be positive integers, got {hidden}")
     if not hidden:
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, out_features)) if dropout > 0 \
+        return (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, out_features))
+            if dropout > 0
             else nn.Linear(in_features, out_features)
+        )
     layers: list[nn.Module] = []
     for h in hidden:
         layers.append(nn.Linear(in_features, h))
@@ -175,4 +186,3 @@ def check_fraction(name: str, p: float) -> float:
     if not 0.0 <= p < 1.0:
         raise UserError(f"{name} must be in [0, 1), got {p}")
     return float(p)
-

@@ -42,8 +42,16 @@ def batchnorm(channels: int, eps: float, momentum: float, train_weight: bool) ->
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, cin: int, cout: int, activation: str, bn_eps: float, bn_momentum: float,
-                 train_bn_weight: bool, depth: int = 2):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        activation: str,
+        bn_eps: float,
+        bn_momentum: float,
+        train_bn_weight: bool,
+        depth: int = 2,
+    ):
         super().__init__()
         self.depth = depth
         self.conv1 = conv3x3_dirac(cin, cout)
@@ -69,8 +77,19 @@ class ConvGroup(nn.Module):
 class FastNet(nn.Module):
     stage_names = ["block1", "block2", "block3"]
 
-    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], activation: str,
-                 scale: float, bn_eps: float, bn_momentum: float, train_bn_weight: bool, *, depth: int = 2):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: Sequence[int],
+        activation: str,
+        scale: float,
+        bn_eps: float,
+        bn_momentum: float,
+        train_bn_weight: bool,
+        *,
+        depth: int = 2,
+    ):
         super().__init__()
         whiten_width = 2 * in_channels * 2 * 2  # each patch eigenvector and its negative
         self.whiten = nn.Conv2d(in_channels, whiten_width, 2, padding=0, bias=True)
@@ -92,8 +111,18 @@ class FastNet(nn.Module):
         return self.head(F.adaptive_max_pool2d(x, 1).flatten(1)) * self.scale
 
 
-def fastnet_factory(widths: Sequence[int], num_classes: int, in_channels: int, activation: str, scale: float,
-                    bn_eps: float, bn_momentum: float, train_bn_weight: bool, *, depth: int = 2) -> nn.Module:
+def fastnet_factory(
+    widths: Sequence[int],
+    num_classes: int,
+    in_channels: int,
+    activation: str,
+    scale: float,
+    bn_eps: float,
+    bn_momentum: float,
+    train_bn_weight: bool,
+    *,
+    depth: int = 2,
+) -> nn.Module:
     widths = list(widths)
     if len(widths) != 3 or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
         raise UserError(f"fastnet widths must be 3 positive integers, got {widths}")
@@ -103,22 +132,44 @@ def fastnet_factory(widths: Sequence[int], num_classes: int, in_channels: int, a
         raise UserError(f"bn_eps must be > 0, got {bn_eps}")
     if depth not in (2, 3):
         raise UserError(f"fastnet depth must be 2 or 3 (convs per block), got {depth!r}")
-    return FastNet(in_channels, num_classes, widths, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth)
+    return FastNet(
+        in_channels, num_classes, widths, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth
+    )
 
 
 @register("fastnet", "airbench")
-def fastnet(num_classes: int = 10, *, in_channels: int = 3, activation: str = "gelu",
-            widths: Sequence[int] = (64, 256, 256), scale: float = 1 / 9, bn_eps: float = 1e-12,
-            bn_momentum: float = 0.4, train_bn_weight: bool = False, depth: int = 2) -> nn.Module:
+def fastnet(
+    num_classes: int = 10,
+    *,
+    in_channels: int = 3,
+    activation: str = "gelu",
+    widths: Sequence[int] = (64, 256, 256),
+    scale: float = 1 / 9,
+    bn_eps: float = 1e-12,
+    bn_momentum: float = 0.4,
+    train_bn_weight: bool = False,
+    depth: int = 2,
+) -> nn.Module:
     """airbench94's network: 1.97M parameters (widths 64-256-256); depth 3 at 128-512-512 is airbench96's."""
-    return fastnet_factory(widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum,
-                           train_bn_weight, depth=depth)
+    return fastnet_factory(
+        widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth
+    )
 
 
 @register("fastnet_small")
-def fastnet_small(num_classes: int = 10, *, in_channels: int = 3, activation: str = "gelu",
-                  widths: Sequence[int] = (32, 64, 128), scale: float = 1 / 9, bn_eps: float = 1e-12,
-                  bn_momentum: float = 0.4, train_bn_weight: bool = False, depth: int = 2) -> nn.Module:
+def fastnet_small(
+    num_classes: int = 10,
+    *,
+    in_channels: int = 3,
+    activation: str = "gelu",
+    widths: Sequence[int] = (32, 64, 128),
+    scale: float = 1 / 9,
+    bn_eps: float = 1e-12,
+    bn_momentum: float = 0.4,
+    train_bn_weight: bool = False,
+    depth: int = 2,
+) -> nn.Module:
     """fastnet at widths 32-64-128, for CPU demos."""
-    return fastnet_factory(widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum,
-                           train_bn_weight, depth=depth)
+    return fastnet_factory(
+        widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth
+    )

@@ -19,9 +19,20 @@ from .blocks import BasicBlock, Bottleneck, check_fraction, make_activation, mlp
 
 
 class ResNet(nn.Module):
-    def __init__(self, make_block: Callable[[int, int, int], nn.Module], expansion: int, depths: Sequence[int],
-                 widths: Sequence[int], in_channels: int, num_classes: int, *, activation: str = "relu",
-                 head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True):
+    def __init__(
+        self,
+        make_block: Callable[[int, int, int], nn.Module],
+        expansion: int,
+        depths: Sequence[int],
+        widths: Sequence[int],
+        in_channels: int,
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        head: Sequence[int] | None = None,
+        dropout: float = 0.0,
+        bn: bool = True,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not bn)
         self.bn1 = norm_or_identity(widths[0], bn)
@@ -44,34 +55,69 @@ class ResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))  # global average pooling
 
 
-def cifar_resnet(bottleneck: bool, depths: list[int], num_classes: int, in_channels: int, activation: str,
-                 width: float, head: Sequence[int] | None, dropout: float) -> ResNet:
+def cifar_resnet(
+    bottleneck: bool,
+    depths: list[int],
+    num_classes: int,
+    in_channels: int,
+    activation: str,
+    width: float,
+    head: Sequence[int] | None,
+    dropout: float,
+) -> ResNet:
     widths = [scaled(c, width) for c in (64, 128, 256, 512)]
     if bottleneck:
         make_block, expansion = partial(Bottleneck, activation=activation), Bottleneck.expansion
     else:
         make_block, expansion = partial(BasicBlock, activation=activation), BasicBlock.expansion
-    return ResNet(make_block, expansion, depths, widths, in_channels, num_classes, activation=activation, head=head,
-                  dropout=check_fraction("dropout", dropout))
+    return ResNet(
+        make_block,
+        expansion,
+        depths,
+        widths,
+        in_channels,
+        num_classes,
+        activation=activation,
+        head=head,
+        dropout=check_fraction("dropout", dropout),
+    )
 
 
 @register("resnet18")
-def resnet18(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
-             head: Sequence[int] | None = None, dropout: float = 0.0) -> nn.Module:
+def resnet18(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
     """BasicBlock [2,2,2,2], widths 64-128-256-512 x width: 11,173,962 parameters at 10 classes."""
     return cifar_resnet(False, [2, 2, 2, 2], num_classes, in_channels, activation, width, head, dropout)
 
 
 @register("resnet34")
-def resnet34(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
-             head: Sequence[int] | None = None, dropout: float = 0.0) -> nn.Module:
+def resnet34(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
     """BasicBlock [3,4,6,3]."""
     return cifar_resnet(False, [3, 4, 6, 3], num_classes, in_channels, activation, width, head, dropout)
 
 
 @register("resnet50")
-def resnet50(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
-             head: Sequence[int] | None = None, dropout: float = 0.0) -> nn.Module:
+def resnet50(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Bottleneck [3,4,6,3], expansion 4: 23,520,842 parameters at 10 classes."""
     return cifar_resnet(True, [3, 4, 6, 3], num_classes, in_channels, activation, width, head, dropout)
 
@@ -79,9 +125,19 @@ def resnet50(num_classes: int = 10, in_channels: int = 3, activation: str = "rel
 # ---------------------------------------------------------------- plain vs residual ablation
 
 
-def small_net(residual: bool, num_classes: int, in_channels: int, activation: str, width: float,
-              stages: Sequence[int], blocks_per_stage: int | Sequence[int], head: Sequence[int] | None,
-              *, dropout: float = 0.0, bn: bool = True) -> ResNet:
+def small_net(
+    residual: bool,
+    num_classes: int,
+    in_channels: int,
+    activation: str,
+    width: float,
+    stages: Sequence[int],
+    blocks_per_stage: int | Sequence[int],
+    head: Sequence[int] | None,
+    *,
+    dropout: float = 0.0,
+    bn: bool = True,
+) -> ResNet:
     stages = list(stages)
     if not stages or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in stages):
         raise UserError(f"stages must be a non-empty list of positive channel counts, got {stages}")
@@ -89,23 +145,53 @@ def small_net(residual: bool, num_classes: int, in_channels: int, activation: st
     if len(depths) != len(stages) or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in depths):
         raise UserError(f"blocks_per_stage must be a positive integer or one per stage, got {blocks_per_stage}")
     make_block = partial(BasicBlock, activation=activation, bn=bn, residual=residual)
-    return ResNet(make_block, 1, depths, [scaled(c, width) for c in stages], in_channels, num_classes,
-                  activation=activation, head=head, dropout=check_fraction("dropout", dropout), bn=bn)
+    return ResNet(
+        make_block,
+        1,
+        depths,
+        [scaled(c, width) for c in stages],
+        in_channels,
+        num_classes,
+        activation=activation,
+        head=head,
+        dropout=check_fraction("dropout", dropout),
+        bn=bn,
+    )
 
 
 @register("plainnet")
-def plainnet(num_classes: int = 10, *, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
-             stages: Sequence[int] = (32, 64, 128), blocks_per_stage: int | Sequence[int] = 1,
-             head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True) -> nn.Module:
+def plainnet(
+    num_classes: int = 10,
+    *,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    stages: Sequence[int] = (32, 64, 128),
+    blocks_per_stage: int | Sequence[int] = 1,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    bn: bool = True,
+) -> nn.Module:
     """Stem conv, then per stage `blocks_per_stage` blocks of two 3x3 convs without shortcuts."""
-    return small_net(False, num_classes, in_channels, activation, width, stages, blocks_per_stage, head,
-                     dropout=dropout, bn=bn)
+    return small_net(
+        False, num_classes, in_channels, activation, width, stages, blocks_per_stage, head, dropout=dropout, bn=bn
+    )
 
 
 @register("resnet_small")
-def resnet_small(num_classes: int = 10, *, in_channels: int = 3, activation: str = "relu", width: float = 1.0,
-                 stages: Sequence[int] = (32, 64, 128), blocks_per_stage: int | Sequence[int] = 1,
-                 head: Sequence[int] | None = None, dropout: float = 0.0, bn: bool = True) -> nn.Module:
+def resnet_small(
+    num_classes: int = 10,
+    *,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    stages: Sequence[int] = (32, 64, 128),
+    blocks_per_stage: int | Sequence[int] = 1,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    bn: bool = True,
+) -> nn.Module:
     """plainnet with residual connections (1x1 projections where the shape changes add a few weights)."""
-    return small_net(True, num_classes, in_channels, activation, width, stages, blocks_per_stage, head,
-                     dropout=dropout, bn=bn)
+    return small_net(
+        True, num_classes, in_channels, activation, width, stages, blocks_per_stage, head, dropout=dropout, bn=bn
+    )

@@ -28,8 +28,14 @@ def conv_act(cin: int, cout: int, activation: str, bn: bool = False) -> list[nn.
 class VGGA(nn.Module):
     """VGG_A (bn=False) and VGG_A_BatchNorm (bn=True: BN after each conv, before the activation)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, activation: str = "relu",
-                 bn: bool = False, bn1d: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        activation: str = "relu",
+        bn: bool = False,
+        bn1d: bool = False,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         self.stage_names: list[str] = []  # the activation closing each conv layer: 8 conv blocks
@@ -82,8 +88,9 @@ def vgg_a(num_classes: int = 10, in_channels: int = 3, activation: str = "relu")
 
 
 @register("VGG_A_BatchNorm", "VGG_BatchNorm")
-def vgg_a_batchnorm(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-                    bn1d: bool = False) -> nn.Module:
+def vgg_a_batchnorm(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", bn1d: bool = False
+) -> nn.Module:
     """VGG-A with BatchNorm2d after every conv (9,756,426); bn1d adds BatchNorm1d after fc1, fc2 (9,758,474)."""
     return VGGA(in_channels, num_classes, activation, bn=True, bn1d=bn1d)
 
@@ -96,14 +103,21 @@ def vgg_a_light(num_classes: int = 10, in_channels: int = 3, activation: str = "
 
 
 @register("VGG_A_Dropout")
-def vgg_a_dropout(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-                  dropout: float = 0.5) -> nn.Module:
+def vgg_a_dropout(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5
+) -> nn.Module:
     """VGG_A with Dropout(p) before each of the first two Linear layers, PyTorch default init."""
     p = check_fraction("dropout", dropout)
     stages = staged_convs(in_channels, VGG_A_LAYOUT, activation)
-    classifier = nn.Sequential(nn.Dropout(p), nn.Linear(512, 512), make_activation(activation),
-                               nn.Dropout(p), nn.Linear(512, 512), make_activation(activation),
-                               nn.Linear(512, num_classes))
+    classifier = nn.Sequential(
+        nn.Dropout(p),
+        nn.Linear(512, 512),
+        make_activation(activation),
+        nn.Dropout(p),
+        nn.Linear(512, 512),
+        make_activation(activation),
+        nn.Linear(512, num_classes),
+    )
     return StagedVGG(stages, classifier)
 
 
@@ -129,9 +143,16 @@ class VGGARes(nn.Module):
         self.features = nn.Sequential(*layers)
         hidden = scaled(512, width)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(cin, hidden), nn.BatchNorm1d(hidden), make_activation(activation),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), make_activation(activation),
-            nn.Linear(hidden, num_classes))
+            nn.Dropout(dropout),
+            nn.Linear(cin, hidden),
+            nn.BatchNorm1d(hidden),
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            make_activation(activation),
+            nn.Linear(hidden, num_classes),
+        )
         course_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,8 +160,9 @@ class VGGARes(nn.Module):
 
 
 @register("vgg_a_res", "VGG_A_Res_BN", "vgg_a_residual")
-def vgg_a_res(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5,
-              width: float = 1.0) -> nn.Module:
+def vgg_a_res(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5, width: float = 1.0
+) -> nn.Module:
     """VGG-A layout (1-1-2-2-2) of residual blocks with BN, course init."""
     return VGGARes(in_channels, num_classes, activation, check_fraction("dropout", dropout), width)
 
@@ -153,16 +175,29 @@ class ResVGG(nn.Module):
     pooling, MLP classifier with dropout. Following the report's code, each of the VGG16 layout's
     2-2-3-3-3 entries is a residual block (two convs), not a single conv."""
 
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int], blocks: list[int],
-                 hidden: list[int], activation: str, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: list[int],
+        blocks: list[int],
+        hidden: list[int],
+        activation: str,
+        dropout: float,
+    ):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), make_activation(activation))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            make_activation(activation),
+        )
         cin = widths[0]
         self.stage_names = []
         for i, (cout, n) in enumerate(zip(widths, blocks), 1):
-            self.add_module(f"layer{i}", nn.Sequential(
-                *[BasicBlock(cin if j == 0 else cout, cout, activation=activation) for j in range(n)]))
+            self.add_module(
+                f"layer{i}",
+                nn.Sequential(*[BasicBlock(cin if j == 0 else cout, cout, activation=activation) for j in range(n)]),
+            )
             self.stage_names.append(f"layer{i}")
             cin = cout
         self.pool = nn.MaxPool2d(2, 2)
@@ -176,30 +211,59 @@ class ResVGG(nn.Module):
         return self.classifier(x.mean(dim=(2, 3)))
 
 
-def resvgg(widths: list[int], num_classes: int, in_channels: int, activation: str, dropout: float,
-           width: float, classifier: str, blocks_per_stage: list[int]) -> nn.Module:
+def resvgg(
+    widths: list[int],
+    num_classes: int,
+    in_channels: int,
+    activation: str,
+    dropout: float,
+    width: float,
+    classifier: str,
+    blocks_per_stage: list[int],
+) -> nn.Module:
     if classifier not in RESVGG_CLASSIFIERS:
         raise UserError(f"unknown classifier '{classifier}'; choose one of: {', '.join(RESVGG_CLASSIFIERS)}")
     blocks = list(blocks_per_stage)
     if len(blocks) != len(widths) or any(not isinstance(b, int) or b < 1 for b in blocks):
         raise UserError(f"blocks_per_stage must be {len(widths)} positive integers, got {blocks_per_stage}")
-    return ResVGG(in_channels, num_classes, [scaled(c, width) for c in widths], blocks,
-                  RESVGG_CLASSIFIERS[classifier], activation, check_fraction("dropout", dropout))
+    return ResVGG(
+        in_channels,
+        num_classes,
+        [scaled(c, width) for c in widths],
+        blocks,
+        RESVGG_CLASSIFIERS[classifier],
+        activation,
+        check_fraction("dropout", dropout),
+    )
 
 
 @register("resvgg16")
-def resvgg16(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5,
-             width: float = 1.0, classifier: str = "standard",
-             blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3)) -> nn.Module:
+def resvgg16(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    dropout: float = 0.5,
+    width: float = 1.0,
+    classifier: str = "standard",
+    blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3),
+) -> nn.Module:
     """ResVGG16, widths 64-128-256-512-512; classifier "standard" (512-512) or "large" (4096-4096)."""
-    return resvgg([64, 128, 256, 512, 512], num_classes, in_channels, activation, dropout, width,
-                  classifier, blocks_per_stage)
+    return resvgg(
+        [64, 128, 256, 512, 512], num_classes, in_channels, activation, dropout, width, classifier, blocks_per_stage
+    )
 
 
 @register("resvgg16_light")
-def resvgg16_light(num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5,
-                   width: float = 1.0, classifier: str = "light",
-                   blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3)) -> nn.Module:
+def resvgg16_light(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    dropout: float = 0.5,
+    width: float = 1.0,
+    classifier: str = "light",
+    blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3),
+) -> nn.Module:
     """ResVGG16 at half width (32-64-128-256-256) with the 1024-512 classifier."""
-    return resvgg([32, 64, 128, 256, 256], num_classes, in_channels, activation, dropout, width,
-                  classifier, blocks_per_stage)
+    return resvgg(
+        [32, 64, 128, 256, 256], num_classes, in_channels, activation, dropout, width, classifier, blocks_per_stage
+    )

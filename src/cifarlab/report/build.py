@@ -51,8 +51,12 @@ def report_folder(dir: str | Path, out: str | Path | None = None, markdown: bool
 def context(tree: Section, root: Path) -> dict:
     sections = [s for s in tree.walk() if not s.compact]
     return {
-        "title": tree.title, "root": str(root.resolve()), "version": __version__,
-        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"), "tree": tree, "sections": sections,
+        "title": tree.title,
+        "root": str(root.resolve()),
+        "version": __version__,
+        "generated": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "tree": tree,
+        "sections": sections,
         "depth": {s.anchor: s.rel.count("/") + (s.rel != ".") for s in sections},
         "overview": overview(tree),
     }
@@ -71,29 +75,67 @@ def overview(tree: Section) -> Table | None:
             models = sorted({str(r["model"]) for r in runs})
             secs = [r["seconds"] for r in runs if isinstance(r.get("seconds"), (int, float))]
             epochs = sorted({str(r["epochs"]) for r in runs}, key=lambda e: (len(e), e))
-            rows.append([s.anchor, s.rel, "sweep", ", ".join(models) or "-",
-                         ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-", ", ".join(epochs) or "-",
-                         fmt_acc(max(best)) if best else "-", fmt_seconds(sum(secs)) if secs else "-",
-                         f"{len(runs)} runs"])
+            rows.append(
+                [
+                    s.anchor,
+                    s.rel,
+                    "sweep",
+                    ", ".join(models) or "-",
+                    ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-",
+                    ", ".join(epochs) or "-",
+                    fmt_acc(max(best)) if best else "-",
+                    fmt_seconds(sum(secs)) if secs else "-",
+                    f"{len(runs)} runs",
+                ]
+            )
         elif o["kind"] == "run":
-            rows.append([s.anchor, s.rel, "run", str(o["model"]), str(o["dataset"]), str(o["epochs"]),
-                         fmt_acc(o["best"]), fmt_seconds(o["seconds"]), f"{o['status']} ({o['device']})"])
+            rows.append(
+                [
+                    s.anchor,
+                    s.rel,
+                    "run",
+                    str(o["model"]),
+                    str(o["dataset"]),
+                    str(o["epochs"]),
+                    fmt_acc(o["best"]),
+                    fmt_seconds(o["seconds"]),
+                    f"{o['status']} ({o['device']})",
+                ]
+            )
         else:
-            rows.append([s.anchor, s.rel, s.label, str(o["model"]), str(o["dataset"]), "-", fmt_acc(o["best"]),
-                         fmt_seconds(o["seconds"]), f"{o['runs']} runs" if o.get("runs") else "-"])
+            rows.append(
+                [
+                    s.anchor,
+                    s.rel,
+                    s.label,
+                    str(o["model"]),
+                    str(o["dataset"]),
+                    "-",
+                    fmt_acc(o["best"]),
+                    fmt_seconds(o["seconds"]),
+                    f"{o['runs']} runs" if o.get("runs") else "-",
+                ]
+            )
     if not rows:
         return None
-    return Table(title="overview", columns=["anchor", "folder", "kind", "model", "data", "epochs", "best accuracy",
-                                            "time", "status"], rows=rows)
+    return Table(
+        title="overview",
+        columns=["anchor", "folder", "kind", "model", "data", "epochs", "best accuracy", "time", "status"],
+        rows=rows,
+    )
 
 
 # ---------------------------------------------------------------- HTML
 
 
 def _env(autoescape: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("cifarlab.report", "templates"),
-                             autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cifarlab.report", "templates"),
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["data_uri"] = lambda f: "data:image/png;base64," + base64.b64encode(f.data()).decode("ascii")
     env.filters["markdown_html"] = markdown_html
     env.filters["shift_headings"] = shift_headings
@@ -109,7 +151,9 @@ def markdown_html(text: str) -> Markup:
     except ImportError:  # still readable: the Markdown source as it is
         return Markup(f"<pre>{escape(text)}</pre>")
     html = md_lib.markdown(shift_headings(text), extensions=["tables", "sane_lists"], output_format="html")
-    html = html.replace("<table>", '<div class="table-wrap"><table class="sortable">').replace("</table>", "</table></div>")
+    html = html.replace("<table>", '<div class="table-wrap"><table class="sortable">').replace(
+        "</table>", "</table></div>"
+    )
     return Markup(html)
 
 
@@ -135,5 +179,3 @@ def write_figures(tree: Section, fig_dir: Path) -> None:
         for g in sec.groups:
             for f in g.figures:
                 atomic_write_bytes(fig_dir / f.name, f.data())
-
-

@@ -12,8 +12,9 @@ from matplotlib.ticker import MaxNLocator
 
 
 def _series(history: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
-    pts = [(h["epoch"], h[key] * scale) for h in history
-           if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])]
+    pts = [
+        (h["epoch"], h[key] * scale) for h in history if isinstance(h.get(key), (int, float)) and math.isfinite(h[key])
+    ]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 

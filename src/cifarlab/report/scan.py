@@ -32,10 +32,26 @@ SKIP_JSON = {"summary.json", "run.json", "captions.json"}
 MAX_SWEEP_CURVES = 24  # larger sweeps show their runs' curves only through the sweep's curves.png
 STUDY_LABELS = {"bn": "Batch-normalization study", "dessilbi": "DessiLBI study", "pj2": "Project 2 study"}
 # settings every run shows even when they are the defaults; the rest only when they differ
-ALWAYS = ("model.name", "data.source", "data.batch_size", "optim.name", "optim.lr", "schedule.name",
-          "train.epochs", "seed")
-NOISE = ("name", "out", "data.cache_dir", "data.device", "data.eval_batch_size", "train.progress",
-         "train.log_tensorboard", "train.save_checkpoints")
+ALWAYS = (
+    "model.name",
+    "data.source",
+    "data.batch_size",
+    "optim.name",
+    "optim.lr",
+    "schedule.name",
+    "train.epochs",
+    "seed",
+)
+NOISE = (
+    "name",
+    "out",
+    "data.cache_dir",
+    "data.device",
+    "data.eval_batch_size",
+    "train.progress",
+    "train.log_tensorboard",
+    "train.save_checkpoints",
+)
 
 
 @dataclass
@@ -64,6 +80,7 @@ class Table:
 @dataclass
 class Group:
     """The figures (and small JSON results) of one folder of a section."""
+
     title: str
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
@@ -195,8 +212,11 @@ def kind_of(d: Path) -> str:
 
 
 def subfolders(d: Path) -> list[Path]:
-    out = [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".") and c.name not in SKIP_DIRS
-           and not (c / MARKER).exists()]
+    out = [
+        c
+        for c in d.iterdir()
+        if c.is_dir() and not c.name.startswith(".") and c.name not in SKIP_DIRS and not (c / MARKER).exists()
+    ]
     return sorted(out, key=lambda p: natural_key(p.name))
 
 
@@ -212,8 +232,13 @@ def _scan(d: Path, root: Path, curves: bool = True, seen: set | None = None) -> 
     seen.add(d.resolve())  # a symlinked folder is reported once, and a link cycle ends here
     kind = kind_of(d)
     rel = d.relative_to(root).as_posix()
-    sec = Section(kind=kind, path=d, rel=rel, title=d.resolve().name if rel == "." else d.name,
-                  label={"run": "Run", "sweep": "Sweep", "study": "Study", "folder": "Folder"}[kind])
+    sec = Section(
+        kind=kind,
+        path=d,
+        rel=rel,
+        title=d.resolve().name if rel == "." else d.name,
+        label={"run": "Run", "sweep": "Sweep", "study": "Study", "folder": "Folder"}[kind],
+    )
     if kind == "run":
         _fill_run(sec, curves)
     else:
@@ -288,8 +313,11 @@ def key_settings(cfg: dict) -> list[tuple[str, str]]:
 
 def env_rows(summary: dict) -> list[tuple[str, str]]:
     env = summary.get("env") or {}
-    rows = [(k, str(env[k])) for k in ("device", "gpu", "torch", "torchvision", "python", "cifarlab", "host",
-                                        "cpu_threads") if k in env]
+    rows = [
+        (k, str(env[k]))
+        for k in ("device", "gpu", "torch", "torchvision", "python", "cifarlab", "host", "cpu_threads")
+        if k in env
+    ]
     if "processes" in summary:
         rows.append(("processes", str(summary["processes"])))
     return rows
@@ -329,9 +357,16 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
     if final is None and history and f"{split}_acc" in history[-1]:
         final = history[-1][f"{split}_acc"]
     test = summary.get("final_test_acc") if split == "val" else None
-    parts = [p for p in (model and f"{model}", dataset and f"on {Path(str(dataset)).name}",
-                         done and f"{done} epoch{'s' if done != 1 else ''}", best is not None and f"best {split} accuracy {fmt_acc(best)}")
-             if p]
+    parts = [
+        p
+        for p in (
+            model and f"{model}",
+            dataset and f"on {Path(str(dataset)).name}",
+            done and f"{done} epoch{'s' if done != 1 else ''}",
+            best is not None and f"best {split} accuracy {fmt_acc(best)}",
+        )
+        if p
+    ]
     sec.subtitle = ", ".join(parts)
     sec.stats = [(f"best {split} acc", fmt_acc(best)), (f"final {split} acc", fmt_acc(final))]
     if test is not None:
@@ -355,15 +390,27 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
     png = training_curves(history, split) if history and curves else None
     if png is not None:
         w, h = _png_bytes_size(png)
-        fig = Figure(name="training_curves.png", png=png, width=w, height=h,
-                     caption=f"Training curves drawn from metrics.jsonl: loss and accuracy per epoch on the training "
-                             f"data and the {split} split" + (", and the learning rate" if _lr_varies(history) else "")
-                             + ".")
+        fig = Figure(
+            name="training_curves.png",
+            png=png,
+            width=w,
+            height=h,
+            caption=f"Training curves drawn from metrics.jsonl: loss and accuracy per epoch on the training "
+            f"data and the {split} split" + (", and the learning rate" if _lr_varies(history) else "") + ".",
+        )
         sec.groups.append(Group(title="Training curves", figures=[fig]))
-    sec.overview = {"kind": "run", "model": model or "-", "dataset": Path(str(dataset)).name if dataset else "-",
-                    "epochs": done or "-", "best": best, "final": test if test is not None else final,
-                    "split": split, "seconds": train_s, "device": (summary.get("env") or {}).get("device", "-"),
-                    "status": sec.status}
+    sec.overview = {
+        "kind": "run",
+        "model": model or "-",
+        "dataset": Path(str(dataset)).name if dataset else "-",
+        "epochs": done or "-",
+        "best": best,
+        "final": test if test is not None else final,
+        "split": split,
+        "seconds": train_s,
+        "device": (summary.get("env") or {}).get("device", "-"),
+        "status": sec.status,
+    }
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -429,8 +476,9 @@ def _add_tables(sec: Section, open_csv: bool) -> None:
         if text.strip():
             sec.markdown.append((name, text))
     for p in sorted(d.glob("*.csv"), key=lambda p: (p.name != "results.csv", natural_key(p.name))):
-        t = csv_table(p, "per-run results (results.csv)" if p.name == "results.csv" and sec.kind == "sweep" else None,
-                      open_csv)
+        t = csv_table(
+            p, "per-run results (results.csv)" if p.name == "results.csv" and sec.kind == "sweep" else None, open_csv
+        )
         if t is not None:
             sec.tables.append(t)
 
@@ -494,23 +542,41 @@ def _fill_study(sec: Section) -> None:
     sec.env = env_rows(summary)
     if "seconds" in summary:
         sec.env.append(("time", fmt_seconds(summary["seconds"])))
-    scalars = [(k, v) for k, v in summary.items() if k not in ("study", "config", "env", "seconds", "runs", "figures")
-               and isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    scalars = [
+        (k, v)
+        for k, v in summary.items()
+        if k not in ("study", "config", "env", "seconds", "runs", "figures")
+        and isinstance(v, (int, float, str))
+        and not isinstance(v, bool)
+    ]
     sec.stats = [(k.replace("_", " "), fmt_acc(v) if _is_acc(k) else fmt_value(v)) for k, v in scalars[:8]]
     runs = summary.get("runs") if isinstance(summary.get("runs"), list) else []
     models = list(dict.fromkeys(str(r.get("model")) for r in runs if isinstance(r, dict) and r.get("model")))
-    parts = [summary.get("dataset") and f"on {summary['dataset']}", models and f"models {', '.join(models)}",
-             runs and f"{len(runs)} runs", "seconds" in summary and f"took {fmt_seconds(summary['seconds'])}"]
+    parts = [
+        summary.get("dataset") and f"on {summary['dataset']}",
+        models and f"models {', '.join(models)}",
+        runs and f"{len(runs)} runs",
+        "seconds" in summary and f"took {fmt_seconds(summary['seconds'])}",
+    ]
     sec.subtitle = ", ".join(p for p in parts if p)
     best = [r.get("best_test_acc") for r in runs if isinstance(r, dict) and isinstance(r.get("best_test_acc"), float)]
     for m in models:  # the headline of a study of several models: each one's best accuracy
-        accs = [r["best_test_acc"] for r in runs if isinstance(r, dict) and str(r.get("model")) == m
-                and isinstance(r.get("best_test_acc"), float)]
+        accs = [
+            r["best_test_acc"]
+            for r in runs
+            if isinstance(r, dict) and str(r.get("model")) == m and isinstance(r.get("best_test_acc"), float)
+        ]
         if accs:
             sec.stats.append((f"{m}: best test acc", fmt_acc(max(accs))))
-    sec.overview = {"kind": "study", "model": ", ".join(models) or "-", "dataset": summary.get("dataset", "-"),
-                    "best": max(best) if best else None, "seconds": summary.get("seconds"),
-                    "device": (summary.get("env") or {}).get("device", "-"), "runs": len(runs)}
+    sec.overview = {
+        "kind": "study",
+        "model": ", ".join(models) or "-",
+        "dataset": summary.get("dataset", "-"),
+        "best": max(best) if best else None,
+        "seconds": summary.get("seconds"),
+        "device": (summary.get("env") or {}).get("device", "-"),
+        "runs": len(runs),
+    }
 
 
 STUDY_SKIP = ("name", "progress", "cache_dir")
@@ -543,7 +609,8 @@ def _assign_anchors(root: Section) -> None:
         used.add(a)
         sec.anchor = a
         for g in sec.groups:  # file names of the Markdown copies: where each figure came from
-            where = [a[2:]] + ([] if g.title in ("Figures", "Training curves") else
-                               [re.sub(r"[^A-Za-z0-9]+", "-", g.title).strip("-")])
+            where = [a[2:]] + (
+                [] if g.title in ("Figures", "Training curves") else [re.sub(r"[^A-Za-z0-9]+", "-", g.title).strip("-")]
+            )
             for f in g.figures:
                 f.name = "--".join(where + [f.name])

@@ -35,12 +35,20 @@ def tracked_layers(opt_or_state) -> list[str]:
 
 
 def has_slbi_state(state: dict | None) -> bool:
-    return isinstance(state, dict) and isinstance(state.get("state"), dict) and any(
-        isinstance(st, dict) and "z_buffer" in st for st in state["state"].values())
+    return (
+        isinstance(state, dict)
+        and isinstance(state.get("state"), dict)
+        and any(isinstance(st, dict) and "z_buffer" in st for st in state["state"].values())
+    )
 
 
-def load_target(path: str | Path, data: str | None = None, device: str | torch.device = "cpu",
-                cache_dir: str | None = None, dataset=None) -> PruneTarget:
+def load_target(
+    path: str | Path,
+    data: str | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    dataset=None,
+) -> PruneTarget:
     """A cifarlab checkpoint or run folder trained with slbi/slbi_adam, or the official lenet.pth.
 
     data: the test set source (default: the run's own source; MNIST for the official file);
@@ -69,8 +77,10 @@ def _cifarlab_target(p: Path, ckpt: dict, data: str | None, device: torch.device
 
     optim = (ckpt.get("config") or {}).get("optim") or {}
     if not has_slbi_state(ckpt.get("optimizer")):
-        raise UserError(f"{p} has no SLBI state (trained with optimizer '{optim.get('name', '?')}'); "
-                        "pruning needs a run trained with slbi or slbi_adam")
+        raise UserError(
+            f"{p} has no SLBI state (trained with optimizer '{optim.get('name', '?')}'); "
+            "pruning needs a run trained with slbi or slbi_adam"
+        )
     model = create_model(ckpt["model_name"], **ckpt.get("model_options", {}))
     load_state(model, ckpt["model"], f"checkpoint {p}")
     model.to(device).eval()
@@ -93,8 +103,9 @@ def check_layers(target: PruneTarget, layers: list[str]) -> None:
         raise UserError(f"name at least one layer to prune; tracked layers: {', '.join(tracked)}")
 
 
-def prune_and_measure(target: PruneTarget, layers: list[str], percent: float, prune_bias: bool = False,
-                      before: float | None = None) -> dict:
+def prune_and_measure(
+    target: PruneTarget, layers: list[str], percent: float, prune_bias: bool = False, before: float | None = None
+) -> dict:
     """Accuracy (percent) before, after prune(percent, layers) and after recover(); the model ends
     as it started. `before` skips re-measuring the unpruned model in a sweep."""
     check_layers(target, layers)
@@ -107,6 +118,15 @@ def prune_and_measure(target: PruneTarget, layers: list[str], percent: float, pr
     finally:
         recover(target.opt, m)
     recovered = accuracy(m, x, y)
-    return {"checkpoint": target.checkpoint, "data": target.data, "n_test": int(len(y)), "layers": list(layers),
-            "percent": percent, "prune_bias": prune_bias, "accuracy_before": before, "accuracy_pruned": after,
-            "accuracy_recovered": recovered, "report": report}
+    return {
+        "checkpoint": target.checkpoint,
+        "data": target.data,
+        "n_test": int(len(y)),
+        "layers": list(layers),
+        "percent": percent,
+        "prune_bias": prune_bias,
+        "accuracy_before": before,
+        "accuracy_pruned": after,
+        "accuracy_recovered": recovered,
+        "report": report,
+    }

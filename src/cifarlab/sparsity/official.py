@@ -32,12 +32,18 @@ def _read(path: Path) -> dict:
     except Exception as e:  # a pickle can fail in many ways; all mean "not a checkpoint"
         raise UserError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
     opt = ckpt.get("optimizer") if isinstance(ckpt, dict) else None
-    ok = (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and isinstance(opt, dict)
-          and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
-          and len(opt["param_groups"]) == 1)
+    ok = (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("model"), dict)
+        and isinstance(opt, dict)
+        and isinstance(opt.get("state"), dict)
+        and isinstance(opt.get("param_groups"), list)
+        and len(opt["param_groups"]) == 1
+    )
     if not ok:
-        raise UserError(f"{path}: not an official DessiLBI checkpoint (expected {{'model', 'optimizer'}} "
-                        "with one SLBI param group)")
+        raise UserError(
+            f"{path}: not an official DessiLBI checkpoint (expected {{'model', 'optimizer'}} with one SLBI param group)"
+        )
     return ckpt
 
 
@@ -61,10 +67,15 @@ def load_official(path: str | Path) -> tuple[nn.Module, SLBI]:
     if unknown:
         raise UserError(f"{path}: optimizer state for parameters LeNet does not have: {', '.join(unknown)}")
     try:
-        opt = SLBI(list(model.named_parameters()), lr=float(group["lr"]), kappa=float(group["kappa"]),
-                   mu=float(group["mu"]), momentum=float(group["momentum"]),
-                   weight_decay=float(group["weight_decay"]),
-                   layers=[n for n, s in states.items() if "z_buffer" in s])
+        opt = SLBI(
+            list(model.named_parameters()),
+            lr=float(group["lr"]),
+            kappa=float(group["kappa"]),
+            mu=float(group["mu"]),
+            momentum=float(group["momentum"]),
+            weight_decay=float(group["weight_decay"]),
+            layers=[n for n, s in states.items() if "z_buffer" in s],
+        )
     except KeyError as e:
         raise UserError(f"{path}: the optimizer param group lacks {e}") from None
     for name, st in states.items():
@@ -99,7 +110,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
     model.eval()
     correct = 0
     for i in range(0, len(y), batch_size):
-        pred = model(x[i:i + batch_size].to(device)).argmax(1)
-        correct += int((pred == y[i:i + batch_size].to(device)).sum())
+        pred = model(x[i : i + batch_size].to(device)).argmax(1)
+        correct += int((pred == y[i : i + batch_size].to(device)).sum())
     model.train(was_training)
     return 100.0 * correct / len(y)

@@ -49,19 +49,25 @@ def named_states(optimizer_or_state: StateLike) -> dict[str, dict]:
     return out
 
 
-def _lookup(optimizer_or_state: StateLike, model: nn.Module, layers: list[str] | str,
-            need: str) -> tuple[dict[str, dict], dict[str, Tensor], list[str]]:
+def _lookup(
+    optimizer_or_state: StateLike, model: nn.Module, layers: list[str] | str, need: str
+) -> tuple[dict[str, dict], dict[str, Tensor], list[str]]:
     states = named_states(optimizer_or_state)
     params = dict(model.named_parameters())
     layers = [layers] if isinstance(layers, str) else list(layers)
     missing = [n for n in layers if n not in params]
     if missing:
-        raise UserError(f"layers not in the model: {', '.join(missing)}; "
-                        f"tracked layers: {', '.join(n for n, s in states.items() if 'z_buffer' in s) or 'none'}")
+        raise UserError(
+            f"layers not in the model: {', '.join(missing)}; "
+            f"tracked layers: {', '.join(n for n, s in states.items() if 'z_buffer' in s) or 'none'}"
+        )
     lacking = [n for n in layers if need not in states.get(n, {})]
     if lacking:
-        hint = ("run at least one epoch of SLBI (end_epoch writes it)" if need == "prune_order"
-                else "SLBI does not track these weights")
+        hint = (
+            "run at least one epoch of SLBI (end_epoch writes it)"
+            if need == "prune_order"
+            else "SLBI does not track these weights"
+        )
         raise UserError(f"no {need} for {', '.join(lacking)}: {hint}")
     return states, params, layers
 
@@ -76,8 +82,9 @@ def _entry(kind: str, removed: int, total: int, **extra) -> dict:
 
 
 @torch.no_grad()
-def prune(optimizer_or_state: StateLike, model: nn.Module, percent: float, layers: list[str] | str,
-          prune_bias: bool = False) -> dict:
+def prune(
+    optimizer_or_state: StateLike, model: nn.Module, percent: float, layers: list[str] | str, prune_bias: bool = False
+) -> dict:
     """Prune the named layers at `percent` (official prune_layer_by_order_by_list).
 
     Returns {"percent", "layers": {name: {kind: filters|weights, removed, total, fraction,
@@ -101,8 +108,9 @@ def prune(optimizer_or_state: StateLike, model: nn.Module, percent: float, layer
                 _keep_original(states.setdefault(bias, {}), params[bias])
                 params[bias][drop] = 0.0
             n = int(drop.sum())
-            report["layers"][name] = _entry("filters", n, drop.numel(), threshold=threshold,
-                                            weights_removed=n * p[0].numel())
+            report["layers"][name] = _entry(
+                "filters", n, drop.numel(), threshold=threshold, weights_removed=n * p[0].numel()
+            )
         else:  # single weights, kept only above the threshold
             keep = order > threshold
             p.mul_(keep)
@@ -160,8 +168,12 @@ def selection(optimizer_or_state: StateLike) -> dict[str, dict]:
         if nz.ndim >= 3:
             nz = nz.flatten(1).any(1)
         k, n = int(nz.sum()), nz.numel()
-        out[name] = {"kind": "filters" if st["gamma_buffer"].ndim >= 3 else "weights",
-                     "selected": k, "total": n, "fraction": k / n}
+        out[name] = {
+            "kind": "filters" if st["gamma_buffer"].ndim >= 3 else "weights",
+            "selected": k,
+            "total": n,
+            "fraction": k / n,
+        }
     return out
 
 

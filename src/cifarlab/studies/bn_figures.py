@@ -17,7 +17,7 @@ def _smooth(v: np.ndarray, window: int) -> np.ndarray:
         return v
     c = np.cumsum(np.insert(v, 0, 0.0))
     out = np.empty_like(v)
-    out[window - 1:] = (c[window:] - c[:-window]) / window
+    out[window - 1 :] = (c[window:] - c[:-window]) / window
     out[: window - 1] = c[1:window] / np.arange(1, window)  # growing window at the start
     return out
 
@@ -50,8 +50,9 @@ def plot_training(out_dir: Path, a: dict, stalled: dict) -> str:
             axes[0, m].plot(loss, color=c, alpha=0.2, lw=0.5)
             axes[0, m].plot(_smooth(loss, max(1, S // 50)), color=c, lw=1.2, label=name)
             axes[1, m].plot(epochs, a["test_acc"][m, l], color=c, marker="o", ms=3, label=f"test, lr {lr:g}")
-            axes[1, m].plot(epochs, a["train_acc"][m, l], color=c, ls="--", lw=1, marker="x", ms=3,
-                            label=f"train, lr {lr:g}")
+            axes[1, m].plot(
+                epochs, a["train_acc"][m, l], color=c, ls="--", lw=1, marker="x", ms=3, label=f"train, lr {lr:g}"
+            )
         axes[0, m].set(title=str(label), xlabel="step", ylabel="training loss (per step, smoothed line)")
         axes[1, m].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
         axes[0, m].legend(fontsize=7)
@@ -70,8 +71,11 @@ def plot_band(out_dir: Path, a: dict) -> str:
         c = COLORS[m % len(COLORS)]
         ax.fill_between(steps, band.min(0), band.max(0), color=c, alpha=0.45, lw=0, label=str(label))
     lrs = ", ".join(f"{lr:g}" for lr in a["lrs"])
-    ax.set(xlabel="step", ylabel="training loss",
-           title=f"Loss band: per step min and max of the training loss over lr in [{lrs}]")
+    ax.set(
+        xlabel="step",
+        ylabel="training loss",
+        title=f"Loss band: per step min and max of the training loss over lr in [{lrs}]",
+    )
     ax.legend()
     save_figure(fig, out_dir / "loss_band.png", pdf=True)
     return "loss_band"
@@ -100,8 +104,10 @@ def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:
             axes[2, l].plot(steps, pb, color=c, lw=1.2, label=str(label), **mark)
         any_stalled = any(stalled[str(mm), float(lr)] for mm in a["models"])
         e = a["etas"][l]
-        axes[0, l].set(title=f"{_lr_title(lr, any_stalled)}\neta in [{e.min():.2g}, {e.max():.2g}]",
-                       ylabel="loss variation: L(w - eta g)")
+        axes[0, l].set(
+            title=f"{_lr_title(lr, any_stalled)}\neta in [{e.min():.2g}, {e.max():.2g}]",
+            ylabel="loss variation: L(w - eta g)",
+        )
         axes[1, l].set(ylabel="gradient predictiveness:\n||grad L(w - eta g) - g||")
         axes[2, l].set(xlabel="step", ylabel="effective beta-smoothness")
         _log_if_positive(axes[1, l], a["probe_grad_diff"][:, l])

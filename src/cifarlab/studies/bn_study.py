@@ -157,15 +157,17 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
     channels_last = use_channels_last(device, cfg.channels_last)
     amp_ctx = autocast(device, cfg.amp)
     torch.manual_seed(cfg.seed)  # the same init for every lr
-    model = create_model(spec["name"], num_classes=data["num_classes"], in_channels=data["in_channels"],
-                         **spec["options"]).to(device)
+    model = create_model(
+        spec["name"], num_classes=data["num_classes"], in_channels=data["in_channels"], **spec["options"]
+    ).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg, lr, device)
     kw = dict(device=device, mean=data["mean"], std=data["std"], channels_last=channels_last, seed=cfg.seed)
     loader = DeviceLoader(data["train_x"], data["train_y"], cfg.batch_size, shuffle=True, drop_last=False, **kw)
-    test_loader = DeviceLoader(data["test_x"], data["test_y"], cfg.eval_batch_size, shuffle=False,
-                               drop_last=False, **kw)
+    test_loader = DeviceLoader(
+        data["test_x"], data["test_y"], cfg.eval_batch_size, shuffle=False, drop_last=False, **kw
+    )
     spe, every = len(loader), cfg.probe_every
     step_loss = torch.full((cfg.epochs * spe,), float("nan"), device=device)
     rec = {"etas": eta_grid(cfg, lr), "probes": [], "proxies": [], "ics": [], "prev": None, "seconds": 0.0}
@@ -194,18 +196,28 @@ def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: tor
                 _ics_after_step(model, x, y, w_t, cfg, rec)
             step_loss[t] = loss.detach().float()  # stays on the device: no sync per step
             correct += (logits.detach().argmax(1) == y).sum()
-        losses = step_loss[epoch * spe:(epoch + 1) * spe].cpu()  # one sync per epoch
+        losses = step_loss[epoch * spe : (epoch + 1) * spe].cpu()  # one sync per epoch
         train_acc.append(correct.item() / len(data["train_y"]))
         ev = evaluate(model, test_loader, F.cross_entropy, "none", amp_ctx)
         test_acc.append(ev["acc"])
         test_loss.append(ev["loss"])
         if cfg.progress:
-            print(f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {float(losses.mean()):.4f} "
-                  f"acc {train_acc[-1]:.4f}  test acc {test_acc[-1]:.4f}  "
-                  f"{time.perf_counter() - t_epoch:.1f}s", flush=True)
-    out = {"step_loss": step_loss.cpu().numpy(), "train_acc": np.array(train_acc), "test_acc": np.array(test_acc),
-           "test_loss": np.array(test_loss), "etas": rec["etas"], "seconds": time.perf_counter() - t_start,
-           "probe_seconds": rec["seconds"], "params": count_params(model)}
+            print(
+                f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {float(losses.mean()):.4f} "
+                f"acc {train_acc[-1]:.4f}  test acc {test_acc[-1]:.4f}  "
+                f"{time.perf_counter() - t_epoch:.1f}s",
+                flush=True,
+            )
+    out = {
+        "step_loss": step_loss.cpu().numpy(),
+        "train_acc": np.array(train_acc),
+        "test_acc": np.array(test_acc),
+        "test_loss": np.array(test_loss),
+        "etas": rec["etas"],
+        "seconds": time.perf_counter() - t_start,
+        "probe_seconds": rec["seconds"],
+        "params": count_params(model),
+    }
     return {**out, **_pack_probes(rec)}
 
 
@@ -235,8 +247,7 @@ def _proxy_after_backward(model, w_t, rec: dict) -> None:
 def _ics_after_step(model, x, y, w_t, cfg: BNStudyConfig, rec: dict) -> None:
     """ICS between w_t and the weights the optimizer step just produced, on the same batch."""
     t0 = time.perf_counter()
-    rec["ics"].append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model),
-                                  method=cfg.probe_method))
+    rec["ics"].append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model), method=cfg.probe_method))
     rec["seconds"] += time.perf_counter() - t0
 
 
@@ -244,16 +255,24 @@ def _pack_probes(rec: dict) -> dict:
     probes, ics = rec["probes"], rec["ics"]
     out: dict = {"probe_method": probes[0]["method"] if probes else None}
     if probes:
-        out.update({
-            "probe_loss": np.stack([p["loss"] for p in probes]),
-            "probe_grad_diff": np.stack([p["grad_diff"] for p in probes]),
-            "probe_beta": np.array([p["beta_smooth"] for p in probes]),
-            "probe_loss_t": np.array([p["loss_t"] for p in probes]),
-            "probe_grad_norm": np.array([p["grad_norm"] for p in probes]),
-        })
+        out.update(
+            {
+                "probe_loss": np.stack([p["loss"] for p in probes]),
+                "probe_grad_diff": np.stack([p["grad_diff"] for p in probes]),
+                "probe_beta": np.array([p["beta_smooth"] for p in probes]),
+                "probe_loss_t": np.array([p["loss_t"] for p in probes]),
+                "probe_grad_norm": np.array([p["grad_norm"] for p in probes]),
+            }
+        )
     if ics:
-        out.update({"proxy": np.array(rec["proxies"]), "ics_layers": ics[0]["layers"],
-                    "ics_norm": np.stack([r["norm"] for r in ics]), "ics_cos": np.stack([r["cos"] for r in ics])})
+        out.update(
+            {
+                "proxy": np.array(rec["proxies"]),
+                "ics_layers": ics[0]["layers"],
+                "ics_norm": np.stack([r["norm"] for r in ics]),
+                "ics_cos": np.stack([r["cos"] for r in ics]),
+            }
+        )
     return out
 
 
@@ -267,9 +286,14 @@ def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: t
     mean, std = normalization(ds, cfg.normalize)
     # the whole split goes to the device once and is shared by every run
     return {
-        "train_x": ds.train_x.to(device), "train_y": ds.train_y.to(device),
-        "test_x": ds.test_x[:n_test].to(device), "test_y": ds.test_y[:n_test].to(device),
-        "mean": mean, "std": std, "num_classes": len(ds.classes), "in_channels": int(ds.train_x.shape[-1]),
+        "train_x": ds.train_x.to(device),
+        "train_y": ds.train_y.to(device),
+        "test_x": ds.test_x[:n_test].to(device),
+        "test_y": ds.test_y[:n_test].to(device),
+        "mean": mean,
+        "std": std,
+        "num_classes": len(ds.classes),
+        "in_channels": int(ds.train_x.shape[-1]),
         "name": ds.name,
     }
 
@@ -326,10 +350,16 @@ def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = No
     write_tables(out_dir, rows, arrays, cfg)
     figures = plot_all(out_dir, arrays, rows)
     summary = {
-        "study": "bn", "config": to_dict(cfg), "settings": key_settings(cfg), "dataset": data["name"],
+        "study": "bn",
+        "config": to_dict(cfg),
+        "settings": key_settings(cfg),
+        "dataset": data["name"],
         "n_train": int(len(data["train_y"])),
-        "n_test": int(len(data["test_y"])), "steps_per_run": int(arrays["step_loss"].shape[-1]),
-        "seconds": seconds, "runs": rows, "figures": figures,
+        "n_test": int(len(data["test_y"])),
+        "steps_per_run": int(arrays["step_loss"].shape[-1]),
+        "seconds": seconds,
+        "runs": rows,
+        "figures": figures,
         "probe_method": sorted({str(r["probe_method"]) for r in runs.values()}),
         "env": environment(device),
     }
@@ -344,9 +374,15 @@ def stack_runs(runs: dict, labels: list[str], cfg: BNStudyConfig) -> dict[str, n
     def stack(key):
         return np.stack([np.stack([runs[m, l][key] for l in range(L)]) for m in range(M)])
 
-    out = {"models": np.array(labels), "lrs": np.array(cfg.lrs, dtype=float), "etas": stack("etas")[0],
-           "step_loss": stack("step_loss"), "train_acc": stack("train_acc"), "test_acc": stack("test_acc"),
-           "test_loss": stack("test_loss")}
+    out = {
+        "models": np.array(labels),
+        "lrs": np.array(cfg.lrs, dtype=float),
+        "etas": stack("etas")[0],
+        "step_loss": stack("step_loss"),
+        "train_acc": stack("train_acc"),
+        "test_acc": stack("test_acc"),
+        "test_loss": stack("test_loss"),
+    }
     S = out["step_loss"].shape[-1]
     out["probe_steps"] = np.arange(0, S, cfg.probe_every) if cfg.probe_every else np.zeros(0, dtype=int)
     if "probe_loss" in runs[0, 0]:
@@ -364,8 +400,9 @@ def stack_runs(runs: dict, labels: list[str], cfg: BNStudyConfig) -> dict[str, n
                     v = runs[m, l][key]
                     a[m, l, :, : v.shape[1]] = v
             out[key] = a
-        out["ics_layers"] = np.array([runs[m, 0]["ics_layers"] + [""] * (K - len(runs[m, 0]["ics_layers"]))
-                                      for m in range(M)])
+        out["ics_layers"] = np.array(
+            [runs[m, 0]["ics_layers"] + [""] * (K - len(runs[m, 0]["ics_layers"])) for m in range(M)]
+        )
     return out
 
 
@@ -387,15 +424,20 @@ def result_rows(a: dict, runs: dict, num_classes: int) -> list[dict]:
     for m, label in enumerate(a["models"]):
         for l, lr in enumerate(a["lrs"]):
             loss = a["step_loss"][m, l]
-            tail = loss[-max(1, min(100, len(loss) // 5)):]
+            tail = loss[-max(1, min(100, len(loss) // 5)) :]
             final = float(np.mean(tail))
             diverged = not np.all(np.isfinite(loss))
             row = {
-                "model": str(label), "lr": float(lr),
-                "final_test_acc": float(a["test_acc"][m, l, -1]), "best_test_acc": float(np.max(a["test_acc"][m, l])),
-                "final_train_loss": final, "steps_to_loss_0.5": steps_to_loss(loss),
-                "stalled": bool(diverged or final > chance - CHANCE_MARGIN), "diverged": bool(diverged),
-                "seconds": float(runs[m, l]["seconds"]), "probe_seconds": float(runs[m, l]["probe_seconds"]),
+                "model": str(label),
+                "lr": float(lr),
+                "final_test_acc": float(a["test_acc"][m, l, -1]),
+                "best_test_acc": float(np.max(a["test_acc"][m, l])),
+                "final_train_loss": final,
+                "steps_to_loss_0.5": steps_to_loss(loss),
+                "stalled": bool(diverged or final > chance - CHANCE_MARGIN),
+                "diverged": bool(diverged),
+                "seconds": float(runs[m, l]["seconds"]),
+                "probe_seconds": float(runs[m, l]["probe_seconds"]),
                 "params": int(runs[m, l]["params"]),
             }
             if "probe_loss" in a:
@@ -414,8 +456,12 @@ def model_table(a: dict, rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["model"] == label]
         ok = [r for r in mine if not r["stalled"]]
         band = a["step_loss"][m]
-        rec = {"model": str(label), "course_band_width": float(np.nanmean(band.max(0) - band.min(0))),
-               "runs": len(mine), "stalled": len(mine) - len(ok)}
+        rec = {
+            "model": str(label),
+            "course_band_width": float(np.nanmean(band.max(0) - band.min(0))),
+            "runs": len(mine),
+            "stalled": len(mine) - len(ok),
+        }
         for key in ("loss_variation_width", "gradpred_width", "beta_smooth_mean"):
             if mine and key in mine[0]:
                 rec[key] = float(np.mean([r[key] for r in ok])) if ok else None
@@ -433,8 +479,12 @@ def write_tables(out_dir: Path, rows: list[dict], a: dict, cfg: BNStudyConfig) -
 
     per_model = model_table(a, rows)
     show = [c for c in cols if c not in ("seconds", "probe_seconds", "params", "diverged")]
-    lines = [f"# Batch-normalization study ({cfg.optimizer}, {cfg.epochs} epochs, batch {cfg.batch_size})", "",
-             "## Runs", ""] + md_table(rows, show, cell=_fmt)
+    lines = [
+        f"# Batch-normalization study ({cfg.optimizer}, {cfg.epochs} epochs, batch {cfg.batch_size})",
+        "",
+        "## Runs",
+        "",
+    ] + md_table(rows, show, cell=_fmt)
     lines += ["", "## Per model", ""] + md_table(per_model, list(per_model[0]), cell=_fmt)
     lines += [
         "",

@@ -46,9 +46,15 @@ def plot_curves(out_dir: Path, runs: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in runs})
     for r in runs:
         h = r["history"]
-        style = dict(color=COLORS[r["optimizer"]], ls=STYLES[seeds.index(r["seed"]) % len(STYLES)], marker=".",
-                     alpha=0.45 if r["stalled"] else 1.0)
-        ax_acc.plot(h["epoch"], [100 * a if a is not None else np.nan for a in h["test_acc"]], label=_run_label(r), **style)
+        style = dict(
+            color=COLORS[r["optimizer"]],
+            ls=STYLES[seeds.index(r["seed"]) % len(STYLES)],
+            marker=".",
+            alpha=0.45 if r["stalled"] else 1.0,
+        )
+        ax_acc.plot(
+            h["epoch"], [100 * a if a is not None else np.nan for a in h["test_acc"]], label=_run_label(r), **style
+        )
         ax_loss.plot(h["epoch"], h["train_loss"], label=_run_label(r), **style)
     top = [100 * max(a for a in r["history"]["test_acc"] if a is not None) for r in runs if not r["stalled"]]
     if top:  # zoom on the trained runs; a stalled one is in the legend and the loss panel
@@ -76,8 +82,11 @@ def _path_panel(ax, path: np.ndarray, kept: np.ndarray, color: str, title: str, 
 
 
 def plot_paths(out_dir: Path, cfg, extra: dict) -> str:
-    panels = [(LABELS[o] + f" ({run}), {cfg.path_layer}", v, COLORS[o], cfg.prune_percent)
-              for (o, run), v in extra.get("paths", {}).items() if v["path"] is not None]
+    panels = [
+        (LABELS[o] + f" ({run}), {cfg.path_layer}", v, COLORS[o], cfg.prune_percent)
+        for (o, run), v in extra.get("paths", {}).items()
+        if v["path"] is not None
+    ]
     vgg = extra.get("vgg")
     if vgg and vgg.get("path") is not None:
         panels.append((f"{vgg['model']} SLBI-Adam, {vgg['layer']}", vgg, "tab:purple", cfg.vgg_layer_percent))
@@ -85,8 +94,11 @@ def plot_paths(out_dir: Path, cfg, extra: dict) -> str:
     axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
     for ax, (title, v, color, pct) in zip(axes, panels):
         _path_panel(ax, v["path"], v["kept"], color, title, f"kept at {pct:g}% pruning")
-    fig.suptitle("Solution path: norm of Gamma per filter after each epoch (coloured: the filters that pruning "
-                 "keeps; grey: the ones it removes)", fontsize=10)
+    fig.suptitle(
+        "Solution path: norm of Gamma per filter after each epoch (coloured: the filters that pruning "
+        "keeps; grey: the ones it removes)",
+        fontsize=10,
+    )
     save_figure(fig, out_dir / "solution_path.png")
     return "solution_path"
 
@@ -97,9 +109,14 @@ def plot_weights(out_dir: Path, cfg, w: dict) -> str:
     fig = figure(11, 5.5)
     axes = fig.subplots(1, 2, sharey=True)
     r = w["report"]
-    for ax, m, title in ((axes[0], before, "before pruning"),
-                         (axes[1], after, f"after pruning at {cfg.prune_percent:g}%: {r['removed']} of {r['total']} "
-                                          f"{r['kind']} removed")):
+    for ax, m, title in (
+        (axes[0], before, "before pruning"),
+        (
+            axes[1],
+            after,
+            f"after pruning at {cfg.prune_percent:g}%: {r['removed']} of {r['total']} {r['kind']} removed",
+        ),
+    ):
         im = ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set(title=title, xlabel="weight within the filter (input channel x kernel, flattened)")
     axes[0].set_ylabel("filter (output channel)")
@@ -129,24 +146,39 @@ def plot_lenet_pruning(out_dir: Path, rows: list[dict], runs: list[dict]) -> str
         for run in dict.fromkeys(r["run"] for r in rows):
             for k, ls in enumerate(sets):
                 # in the order of the nominal percent: ties can make the removed fraction jump or stand still
-                pts = sorted((r["percent"], r["fraction"], r["accuracy_pruned"]) for r in rows
-                             if r["run"] == run and r["layer_set"] == ls and r["layer"] == layer)
+                pts = sorted(
+                    (r["percent"], r["fraction"], r["accuracy_pruned"])
+                    for r in rows
+                    if r["run"] == run and r["layer_set"] == ls and r["layer"] == layer
+                )
                 if not pts:
                     continue
                 color = COLORS[next(r["optimizer"] for r in rows if r["run"] == run)]
                 _, x, y = zip(*pts)
-                ax.plot(100 * np.array(x), y, color=color, marker=markers[k % len(markers)],
-                        ls=STYLES[k % len(STYLES)], ms=4, label=f"{run}: prune {ls}")
+                ax.plot(
+                    100 * np.array(x),
+                    y,
+                    color=color,
+                    marker=markers[k % len(markers)],
+                    ls=STYLES[k % len(STYLES)],
+                    ms=4,
+                    label=f"{run}: prune {ls}",
+                )
                 if k == len(sets) - 1 or layer not in sets[-1].split("+"):
                     _label_percents(ax, pts, color)
         for run in runs:
             if run.get("accuracy_unpruned") is not None:
                 ax.axhline(run["accuracy_unpruned"], color=COLORS[run["optimizer"]], lw=0.7, ls=":")
-        ax.set(xlabel=f"fraction of {layer} actually removed (%)", ylabel="test accuracy after pruning (%)",
-               title=f"{layer}")
+        ax.set(
+            xlabel=f"fraction of {layer} actually removed (%)",
+            ylabel="test accuracy after pruning (%)",
+            title=f"{layer}",
+        )
         ax.legend(fontsize=7)
-    fig.suptitle("LeNet: accuracy against the fraction actually removed (labels: nominal percent; dotted: "
-                 "unpruned accuracy)", fontsize=10)
+    fig.suptitle(
+        "LeNet: accuracy against the fraction actually removed (labels: nominal percent; dotted: unpruned accuracy)",
+        fontsize=10,
+    )
     save_figure(fig, out_dir / "lenet_pruning.png")
     return "lenet_pruning"
 
@@ -156,34 +188,59 @@ def plot_vgg(out_dir: Path, cfg, run: dict, rows: list[dict]) -> str:
     ax_curve, ax_sweep, ax_each = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
     h = run["history"]
     ax_curve.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker=".", color="tab:purple", label="test")
-    ax_curve.plot(h["epoch"], [100 * a for a in h["train_acc"]], marker=".", color="tab:purple", ls="--",
-                  label="train (running)")
-    ax_curve.set(xlabel="epoch", ylabel="accuracy (%)",
-                 title=f"{run['model']}, SLBI-Adam" + (" (STALLED)" if run["stalled"] else ""))
+    ax_curve.plot(
+        h["epoch"], [100 * a for a in h["train_acc"]], marker=".", color="tab:purple", ls="--", label="train (running)"
+    )
+    ax_curve.set(
+        xlabel="epoch",
+        ylabel="accuracy (%)",
+        title=f"{run['model']}, SLBI-Adam" + (" (STALLED)" if run["stalled"] else ""),
+    )
     ax_curve.legend(fontsize=8)
     sweep = sorted((r for r in rows if r.get("experiment") == "sweep"), key=lambda r: r["percent"])
     each = [r for r in rows if r.get("experiment") == "each_layer"]
     before = run.get("accuracy_unpruned")
     if sweep:
-        ax_sweep.plot([100 * r["fraction"] for r in sweep], [r["accuracy_pruned"] for r in sweep], marker="o",
-                      color="tab:purple")
+        ax_sweep.plot(
+            [100 * r["fraction"] for r in sweep], [r["accuracy_pruned"] for r in sweep], marker="o", color="tab:purple"
+        )
         for r in sweep:
-            ax_sweep.annotate(f"{r['percent']:g}", (100 * r["fraction"], r["accuracy_pruned"]), fontsize=6,
-                              textcoords="offset points", xytext=(3, 3))
+            ax_sweep.annotate(
+                f"{r['percent']:g}",
+                (100 * r["fraction"], r["accuracy_pruned"]),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
         ax_sweep.axhline(before, color="0.4", ls=":", lw=0.8, label=f"unpruned {before:.2f}%")
-        ax_sweep.set(xlabel=f"fraction of {sweep[0]['layer']} removed (%) (labels: percent)",
-                     ylabel="test accuracy (%)", title=f"pruning-ratio sweep of {sweep[0]['layer']}")
+        ax_sweep.set(
+            xlabel=f"fraction of {sweep[0]['layer']} removed (%) (labels: percent)",
+            ylabel="test accuracy (%)",
+            title=f"pruning-ratio sweep of {sweep[0]['layer']}",
+        )
         ax_sweep.legend(fontsize=8)
     if each:
         x = np.arange(len(each))
-        ax_each.bar(x, [r["accuracy_pruned"] for r in each], color=["tab:purple" if r["unit"] == "filters"
-                                                                    else "tab:olive" for r in each])
+        ax_each.bar(
+            x,
+            [r["accuracy_pruned"] for r in each],
+            color=["tab:purple" if r["unit"] == "filters" else "tab:olive" for r in each],
+        )
         for i, r in enumerate(each):
-            ax_each.annotate(f"{100 * r['fraction']:.0f}%", (i, r["accuracy_pruned"]), ha="center", fontsize=6,
-                             textcoords="offset points", xytext=(0, 2))
+            ax_each.annotate(
+                f"{100 * r['fraction']:.0f}%",
+                (i, r["accuracy_pruned"]),
+                ha="center",
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(0, 2),
+            )
         ax_each.axhline(before, color="0.4", ls=":", lw=0.8)
         ax_each.set_xticks(x, [r["layer"].removesuffix(".weight") for r in each], rotation=45, ha="right", fontsize=7)
-        ax_each.set(ylabel="test accuracy (%)", title=f"each layer pruned alone at {cfg.vgg_layer_percent:g}% "
-                                                      "(labels: fraction removed; olive: FC weights)")
+        ax_each.set(
+            ylabel="test accuracy (%)",
+            title=f"each layer pruned alone at {cfg.vgg_layer_percent:g}% "
+            "(labels: fraction removed; olive: FC weights)",
+        )
     save_figure(fig, out_dir / "vgg_pruning.png")
     return "vgg_pruning"

@@ -56,10 +56,14 @@ class DessiLBIStudyConfig:
     lenet: bool = True
     lenet_data: str = "mnist"
     lenet_run: dict = dataclasses.field(default_factory=lambda: {"base": "lenet_mnist_slbi", "set": {}})
-    lenet_optims: dict = dataclasses.field(default_factory=lambda: {
-        "slbi": {}, "momentum": {"name": "momentum"},
-        # the Adam step is lr * kappa, Z moves by lr / mu
-        "slbi_adam": {"name": "slbi_adam", "lr": 0.1, "args": {"kappa": 0.01, "mu": 100.0}}})
+    lenet_optims: dict = dataclasses.field(
+        default_factory=lambda: {
+            "slbi": {},
+            "momentum": {"name": "momentum"},
+            # the Adam step is lr * kappa, Z moves by lr / mu
+            "slbi_adam": {"name": "slbi_adam", "lr": 0.1, "args": {"kappa": 0.01, "mu": 100.0}},
+        }
+    )
     optimizers: list = dataclasses.field(default_factory=lambda: list(OPTIMIZERS))
     seeds: list = dataclasses.field(default_factory=lambda: [1])
     prune_sets: list = dataclasses.field(default_factory=lambda: [["conv3.weight"], ["conv3.weight", "fc1.weight"]])
@@ -100,16 +104,25 @@ class DessiLBIStudyConfig:
 # shorthand -> where it lands: (part, key path) with part lenet (every LeNet run), an optimizer of lenet_optims
 # (its optim section), or vgg
 ALIASES = {
-    "epochs": [("lenet", "train.epochs")], "n_items": [("lenet", "data.n_items")],
-    "batch_size": [("lenet", "data.batch_size")], "lr_step": [("lenet", "schedule.step_size")],
-    "lr": [("slbi", "lr"), ("momentum", "lr")], "momentum": [("slbi", "momentum"), ("momentum", "momentum")],
-    "kappa": [("slbi", "args.kappa")], "mu": [("slbi", "args.mu")],
-    "adam_lr": [("slbi_adam", "lr")], "adam_kappa": [("slbi_adam", "args.kappa")],
+    "epochs": [("lenet", "train.epochs")],
+    "n_items": [("lenet", "data.n_items")],
+    "batch_size": [("lenet", "data.batch_size")],
+    "lr_step": [("lenet", "schedule.step_size")],
+    "lr": [("slbi", "lr"), ("momentum", "lr")],
+    "momentum": [("slbi", "momentum"), ("momentum", "momentum")],
+    "kappa": [("slbi", "args.kappa")],
+    "mu": [("slbi", "args.mu")],
+    "adam_lr": [("slbi_adam", "lr")],
+    "adam_kappa": [("slbi_adam", "args.kappa")],
     "adam_mu": [("slbi_adam", "args.mu")],
-    "vgg_model": [("vgg", "model.name")], "vgg_model_args": [("vgg", "model.args")],
-    "vgg_epochs": [("vgg", "train.epochs")], "vgg_n_items": [("vgg", "data.n_items")],
-    "vgg_batch_size": [("vgg", "data.batch_size")], "vgg_lr": [("vgg", "optim.lr")],
-    "vgg_kappa": [("vgg", "optim.args.kappa")], "vgg_mu": [("vgg", "optim.args.mu")],
+    "vgg_model": [("vgg", "model.name")],
+    "vgg_model_args": [("vgg", "model.args")],
+    "vgg_epochs": [("vgg", "train.epochs")],
+    "vgg_n_items": [("vgg", "data.n_items")],
+    "vgg_batch_size": [("vgg", "data.batch_size")],
+    "vgg_lr": [("vgg", "optim.lr")],
+    "vgg_kappa": [("vgg", "optim.args.kappa")],
+    "vgg_mu": [("vgg", "optim.args.mu")],
 }
 
 
@@ -132,8 +145,11 @@ def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
     unknown = [o for o in cfg.optimizers if o not in OPTIMIZERS]
     if unknown or not cfg.optimizers or len(set(cfg.optimizers)) != len(cfg.optimizers):
         bad("optimizers", f"a non-empty list of distinct names from {', '.join(OPTIMIZERS)}")
-    if not cfg.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds) \
-            or len(set(cfg.seeds)) != len(cfg.seeds):
+    if (
+        not cfg.seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds)
+        or len(set(cfg.seeds)) != len(cfg.seeds)
+    ):
         bad("seeds", "a non-empty list of distinct integers")
     for key in ("epochs", "batch_size", "lr_step", "vgg_epochs", "vgg_batch_size"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
@@ -146,11 +162,18 @@ def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
             bad(key, "a positive number")
     for key in ("lenet_run", "vgg_run"):
         spec = getattr(cfg, key)
-        if not isinstance(spec, dict) or not isinstance(spec.get("base", ""), str) or set(spec) - {"base", "set"} \
-                or not isinstance(spec.get("set") or {}, dict):
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("base", ""), str)
+            or set(spec) - {"base", "set"}
+            or not isinstance(spec.get("set") or {}, dict)
+        ):
             bad(key, "a mapping {base: PRESET, set: {...}}")
-    if not isinstance(cfg.lenet_optims, dict) or set(cfg.lenet_optims) - set(OPTIMIZERS) \
-            or not all(isinstance(v, dict) for v in cfg.lenet_optims.values()):
+    if (
+        not isinstance(cfg.lenet_optims, dict)
+        or set(cfg.lenet_optims) - set(OPTIMIZERS)
+        or not all(isinstance(v, dict) for v in cfg.lenet_optims.values())
+    ):
         bad("lenet_optims", f"a mapping from {', '.join(OPTIMIZERS)} to overrides of the optim section")
     for key in ("percents", "vgg_percents"):
         if not getattr(cfg, key) or not percents_ok(getattr(cfg, key)):
@@ -158,8 +181,9 @@ def check_config(cfg: DessiLBIStudyConfig) -> DessiLBIStudyConfig:
     for key in ("prune_percent", "vgg_layer_percent"):
         if not percents_ok([getattr(cfg, key)]):
             bad(key, "a number in [0, 100]")
-    if not cfg.prune_sets or not all(isinstance(s, list) and s and all(isinstance(n, str) for n in s)
-                                     for s in cfg.prune_sets):
+    if not cfg.prune_sets or not all(
+        isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in cfg.prune_sets
+    ):
         bad("prune_sets", "a non-empty list of non-empty lists of layer names, e.g. [[conv3.weight]]")
     if not 0 <= cfg.chance_acc < 1:
         bad("chance_acc", "in [0, 1)")
@@ -201,8 +225,12 @@ def _aliases(cfg: DessiLBIStudyConfig, part: str) -> dict:
 
 def _where(cfg: DessiLBIStudyConfig, name: str, seed: int, source: str) -> dict:
     """What the study, not the preset, decides: the run's name and seed, the data source and device."""
-    return {"name": name, "seed": seed, "data": {"source": source, "cache_dir": cfg.cache_dir, "device": cfg.device},
-            "train": {"progress": cfg.progress}}
+    return {
+        "name": name,
+        "seed": seed,
+        "data": {"source": source, "cache_dir": cfg.cache_dir, "device": cfg.device},
+        "train": {"progress": cfg.progress},
+    }
 
 
 def lenet_run_config(cfg: DessiLBIStudyConfig, optimizer: str, seed: int) -> Config:
@@ -234,6 +262,7 @@ def vgg_model(cfg: DessiLBIStudyConfig) -> str:
 
 # ---------------------------------------------------------------- runs
 
+
 # What must agree for a run folder on disk to count as the run the study asks for.
 def train_or_reuse(run_cfg: Config, run_dir: Path, dataset) -> None:
     """Train into run_dir: skip a finished run, resume an interrupted one, refuse one of other settings."""
@@ -247,10 +276,15 @@ def run_record(run_dir: Path, part: str, optimizer: str, seed: int, chance_acc: 
         raise UserError(f"{run_dir}: no test accuracy in metrics.jsonl")
     final = accs[-1]
     return {
-        "part": part, "run": run_dir.name, "optimizer": optimizer, "seed": seed, "epochs": len(history),
-        "final_test_acc": 100 * final, "best_test_acc": 100 * max(accs),
-        "final_train_loss": history[-1]["train_loss"], "stalled": bool(final < chance_acc or not math.isfinite(
-            history[-1]["train_loss"])),
+        "part": part,
+        "run": run_dir.name,
+        "optimizer": optimizer,
+        "seed": seed,
+        "epochs": len(history),
+        "final_test_acc": 100 * final,
+        "best_test_acc": 100 * max(accs),
+        "final_train_loss": history[-1]["train_loss"],
+        "stalled": bool(final < chance_acc or not math.isfinite(history[-1]["train_loss"])),
         "history": {k: [h.get(k) for h in history] for k in ("epoch", "train_loss", "train_acc", "test_acc")},
     }
 
@@ -264,21 +298,33 @@ def _with_test(ds, n_test: int):
 # ---------------------------------------------------------------- pruning
 
 
-def prune_rows(target: PruneTarget, run: dict, layer_sets: list[list[str]], percents: list, prune_bias: bool,
-               before: float) -> list[dict]:
+def prune_rows(
+    target: PruneTarget, run: dict, layer_sets: list[list[str]], percents: list, prune_bias: bool, before: float
+) -> list[dict]:
     """Long format: one row per (layer set, percent, layer) with that layer's removed fraction."""
     rows = []
     for layers in layer_sets:
         for pct in percents:
             res = prune_and_measure(target, layers, float(pct), prune_bias, before=before)
             for layer, r in res["report"]["layers"].items():
-                rows.append({
-                    "part": run["part"], "run": run["run"], "optimizer": run["optimizer"], "seed": run["seed"],
-                    "layer_set": "+".join(layers), "percent": float(pct), "layer": layer, "unit": r["kind"],
-                    "removed": r["removed"], "total": r["total"], "fraction": r["fraction"],
-                    "accuracy_before": before, "accuracy_pruned": res["accuracy_pruned"],
-                    "accuracy_recovered": res["accuracy_recovered"],
-                })
+                rows.append(
+                    {
+                        "part": run["part"],
+                        "run": run["run"],
+                        "optimizer": run["optimizer"],
+                        "seed": run["seed"],
+                        "layer_set": "+".join(layers),
+                        "percent": float(pct),
+                        "layer": layer,
+                        "unit": r["kind"],
+                        "removed": r["removed"],
+                        "total": r["total"],
+                        "fraction": r["fraction"],
+                        "accuracy_before": before,
+                        "accuracy_pruned": res["accuracy_pruned"],
+                        "accuracy_recovered": res["accuracy_recovered"],
+                    }
+                )
     return rows
 
 
@@ -333,12 +379,18 @@ def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_data
     headline = headlines(cfg, runs, prune_table)
     write_tables(out_dir, cfg, runs, prune_table, headline)
     summary = {
-        "study": "dessilbi", "config": to_dict(cfg), "settings": key_settings(cfg), "seconds": seconds,
+        "study": "dessilbi",
+        "config": to_dict(cfg),
+        "settings": key_settings(cfg),
+        "seconds": seconds,
         "headline": headline,
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
-        "optimizer_means": optimizer_means(runs), "prune_costs": prune_costs(headline), "pruning": prune_table,
+        "optimizer_means": optimizer_means(runs),
+        "prune_costs": prune_costs(headline),
+        "pruning": prune_table,
         "figures": figures,
-        "selection": extra.get("selection", {}), "env": environment(device),
+        "selection": extra.get("selection", {}),
+        "env": environment(device),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
@@ -375,18 +427,24 @@ def _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
         first_of_kind = not any(k[0] == opt_name for k in extra.get("paths", {}))
         if first_of_kind:  # one seed per optimizer in the path and weights figures
             extra.setdefault("paths", {})[(opt_name, run["run"])] = {
-                "path": solution_path(target, cfg.path_layer), "kept": kept_at(target, cfg.path_layer, cfg.prune_percent)}
+                "path": solution_path(target, cfg.path_layer),
+                "kept": kept_at(target, cfg.path_layer, cfg.prune_percent),
+            }
             if opt_name == "slbi" or "weights" not in extra:
-                extra["weights"] = {"run": run["run"], **weights_before_after(target, cfg.path_layer,
-                                                                              cfg.prune_percent, cfg.prune_bias)}
+                extra["weights"] = {
+                    "run": run["run"],
+                    **weights_before_after(target, cfg.path_layer, cfg.prune_percent, cfg.prune_bias),
+                }
 
 
 def _check_layers(target: PruneTarget, layers: list[str]) -> None:
     tracked = tracked_layers(target.opt)
     unknown = [n for n in layers if n not in tracked]
     if unknown:
-        raise UserError(f"dessilbi: unknown layer {', '.join(unknown)} (prune_sets/path_layer); "
-                        f"tracked layers: {', '.join(tracked)}")
+        raise UserError(
+            f"dessilbi: unknown layer {', '.join(unknown)} (prune_sets/path_layer); "
+            f"tracked layers: {', '.join(tracked)}"
+        )
 
 
 def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
@@ -417,8 +475,13 @@ def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
     for r in each:
         r["experiment"] = "each_layer"
     prune_table += sweep + each
-    extra["vgg"] = {"layer": layer, "run": run["run"], "model": run["model"], "path": solution_path(target, layer),
-                    "kept": kept_at(target, layer, cfg.vgg_layer_percent)}
+    extra["vgg"] = {
+        "layer": layer,
+        "run": run["run"],
+        "model": run["model"],
+        "path": solution_path(target, layer),
+        "kept": kept_at(target, layer, cfg.vgg_layer_percent),
+    }
 
 
 # ---------------------------------------------------------------- tables
@@ -430,9 +493,16 @@ def optimizer_means(runs: list[dict]) -> list[dict]:
     for part, opt in dict.fromkeys((r["part"], r["optimizer"]) for r in runs):
         mine = [r for r in runs if r["part"] == part and r["optimizer"] == opt]
         ok = [r["final_test_acc"] for r in mine if not r["stalled"]]
-        out.append({"part": part, "optimizer": opt, "runs": len(mine), "stalled": len(mine) - len(ok),
-                    "mean_test_acc": float(np.mean(ok)) if ok else None,
-                    "std_test_acc": float(np.std(ok)) if len(ok) > 1 else None})
+        out.append(
+            {
+                "part": part,
+                "optimizer": opt,
+                "runs": len(mine),
+                "stalled": len(mine) - len(ok),
+                "mean_test_acc": float(np.mean(ok)) if ok else None,
+                "std_test_acc": float(np.std(ok)) if len(ok) > 1 else None,
+            }
+        )
     return out
 
 
@@ -443,15 +513,33 @@ def headlines(cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict]) -> l
     for run in runs:
         if run["part"] != "lenet":
             continue
-        hit = [r for r in rows if r["run"] == run["run"] and r["layer_set"] == key and r["percent"] == cfg.prune_percent]
-        h = {"run": run["run"], "optimizer": run["optimizer"], "seed": run["seed"], "stalled": run["stalled"],
-             "final_test_acc": run["final_test_acc"], "layers": key, "percent": cfg.prune_percent}
+        hit = [
+            r for r in rows if r["run"] == run["run"] and r["layer_set"] == key and r["percent"] == cfg.prune_percent
+        ]
+        h = {
+            "run": run["run"],
+            "optimizer": run["optimizer"],
+            "seed": run["seed"],
+            "stalled": run["stalled"],
+            "final_test_acc": run["final_test_acc"],
+            "layers": key,
+            "percent": cfg.prune_percent,
+        }
         if hit:
-            h.update({"accuracy_pruned": hit[0]["accuracy_pruned"],
-                      "cost_points": hit[0]["accuracy_before"] - hit[0]["accuracy_pruned"],
-                      "removed": {r["layer"]: f"{r['removed']}/{r['total']}" for r in hit}})
-            within = [r["percent"] for r in rows if r["run"] == run["run"] and r["layer_set"] == key
-                      and r["accuracy_before"] - r["accuracy_pruned"] <= 1.0]
+            h.update(
+                {
+                    "accuracy_pruned": hit[0]["accuracy_pruned"],
+                    "cost_points": hit[0]["accuracy_before"] - hit[0]["accuracy_pruned"],
+                    "removed": {r["layer"]: f"{r['removed']}/{r['total']}" for r in hit},
+                }
+            )
+            within = [
+                r["percent"]
+                for r in rows
+                if r["run"] == run["run"]
+                and r["layer_set"] == key
+                and r["accuracy_before"] - r["accuracy_pruned"] <= 1.0
+            ]
             h["max_percent_within_1pt"] = max(within) if within else None
         out.append(h)
     return out
@@ -464,9 +552,17 @@ def prune_costs(headline: list[dict]) -> list[dict]:
     for opt in dict.fromkeys(h["optimizer"] for h in headline):
         costs = [h["cost_points"] for h in headline if h["optimizer"] == opt and "cost_points" in h]
         if costs:
-            out.append({"optimizer": opt, "runs": len(costs), "median_cost": float(np.median(costs)),
-                        "mean_cost": float(np.mean(costs)), "min_cost": min(costs), "max_cost": max(costs),
-                        "within_1pt": sum(c <= 1.0 for c in costs)})
+            out.append(
+                {
+                    "optimizer": opt,
+                    "runs": len(costs),
+                    "median_cost": float(np.median(costs)),
+                    "mean_cost": float(np.mean(costs)),
+                    "min_cost": min(costs),
+                    "max_cost": max(costs),
+                    "within_1pt": sum(c <= 1.0 for c in costs),
+                }
+            )
     return out
 
 
@@ -478,14 +574,40 @@ def _md_table(rows: list[dict], cols: list[str], names: list[str] | None = None)
     return md_table(rows, cols, names, cell=_fmt)
 
 
-RUN_COLS = ["part", "run", "optimizer", "seed", "epochs", "final_test_acc", "best_test_acc", "final_train_loss",
-            "stalled", "accuracy_unpruned"]
-PRUNE_COLS = ["part", "run", "optimizer", "seed", "experiment", "layer_set", "percent", "layer", "unit", "removed",
-              "total", "fraction", "accuracy_before", "accuracy_pruned", "accuracy_recovered"]
+RUN_COLS = [
+    "part",
+    "run",
+    "optimizer",
+    "seed",
+    "epochs",
+    "final_test_acc",
+    "best_test_acc",
+    "final_train_loss",
+    "stalled",
+    "accuracy_unpruned",
+]
+PRUNE_COLS = [
+    "part",
+    "run",
+    "optimizer",
+    "seed",
+    "experiment",
+    "layer_set",
+    "percent",
+    "layer",
+    "unit",
+    "removed",
+    "total",
+    "fraction",
+    "accuracy_before",
+    "accuracy_pruned",
+    "accuracy_recovered",
+]
 
 
-def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict],
-                 headline: list[dict]) -> None:
+def write_tables(
+    out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict], headline: list[dict]
+) -> None:
     atomic_write_text(out_dir / "results.csv", csv_text(runs, RUN_COLS))
     atomic_write_text(out_dir / "pruning.csv", csv_text(rows, PRUNE_COLS))
     lines = [f"# DessiLBI study ({cfg.name})", "", "Accuracies are test accuracies in percent.", ""]
@@ -494,18 +616,43 @@ def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows
     lines += _md_table(optimizer_means(runs), ["part", "optimizer", "runs", "stalled", "mean_test_acc", "std_test_acc"])
     if headline:
         lines += ["", f"## LeNet: pruning {headline[0]['layers']} at {cfg.prune_percent:g}", ""]
-        hl = [{**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
-              for h in headline]
-        lines += _md_table(hl, ["run", "optimizer", "seed", "final_test_acc", "accuracy_pruned", "cost_points",
-                                "removed", "max_percent_within_1pt", "stalled"],
-                            ["run", "optimizer", "seed", "test acc", "pruned acc", "cost (points)", "removed",
-                             "largest percent costing <= 1 point", "stalled"])
+        hl = [
+            {**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
+            for h in headline
+        ]
+        lines += _md_table(
+            hl,
+            [
+                "run",
+                "optimizer",
+                "seed",
+                "final_test_acc",
+                "accuracy_pruned",
+                "cost_points",
+                "removed",
+                "max_percent_within_1pt",
+                "stalled",
+            ],
+            [
+                "run",
+                "optimizer",
+                "seed",
+                "test acc",
+                "pruned acc",
+                "cost (points)",
+                "removed",
+                "largest percent costing <= 1 point",
+                "stalled",
+            ],
+        )
         costs = prune_costs(headline)
         if costs and max(c["runs"] for c in costs) > 1:
             lines += ["", "Cost of that prune over the seeds (points):", ""]
-            lines += _md_table(costs, ["optimizer", "runs", "median_cost", "mean_cost", "min_cost", "max_cost",
-                                       "within_1pt"],
-                               ["optimizer", "pruned runs", "median", "mean", "min", "max", "runs costing <= 1"])
+            lines += _md_table(
+                costs,
+                ["optimizer", "runs", "median_cost", "mean_cost", "min_cost", "max_cost", "within_1pt"],
+                ["optimizer", "pruned runs", "median", "mean", "min", "max", "runs costing <= 1"],
+            )
     lenet_rows = [r for r in rows if r["part"] == "lenet"]
     if lenet_rows:
         lines += ["", "## LeNet: accuracy after pruning, and what was actually removed", ""]
@@ -532,8 +679,10 @@ def write_tables(out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows
         "recover() restores the weights (accuracy_recovered must equal accuracy_before).",
     ]
     if vgg_rows:
-        lines.append("- With BatchNorm after a pruned conv, the filter's channel becomes the constant BN output of "
-                     "a zero input (from the running statistics), not zero.")
+        lines.append(
+            "- With BatchNorm after a pruned conv, the filter's channel becomes the constant BN output of "
+            "a zero input (from the running statistics), not zero."
+        )
     atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
 
 
@@ -545,10 +694,21 @@ def _wide_prune_table(rows: list[dict]) -> list[str]:
     """One line per (run, layer set, percent) with the removed fraction of each layer."""
     groups: dict[tuple, dict] = {}
     for r in rows:
-        g = groups.setdefault((r["run"], r["layer_set"], r["percent"]), {
-            "run": r["run"], "layer_set": r["layer_set"], "percent": r["percent"],
-            "accuracy_pruned": r["accuracy_pruned"], "drop": r["accuracy_before"] - r["accuracy_pruned"], "removed": []})
+        g = groups.setdefault(
+            (r["run"], r["layer_set"], r["percent"]),
+            {
+                "run": r["run"],
+                "layer_set": r["layer_set"],
+                "percent": r["percent"],
+                "accuracy_pruned": r["accuracy_pruned"],
+                "drop": r["accuracy_before"] - r["accuracy_pruned"],
+                "removed": [],
+            },
+        )
         g["removed"].append(f"{r['layer']} {r['removed']:,}/{r['total']:,} ({100 * r['fraction']:.1f}%)")
     wide = [{**g, "removed": "; ".join(g["removed"])} for g in groups.values()]
-    return _md_table(wide, ["run", "layer_set", "percent", "removed", "accuracy_pruned", "drop"],
-                     ["run", "layers", "percent", "removed (actual)", "accuracy", "drop (points)"])
+    return _md_table(
+        wide,
+        ["run", "layer_set", "percent", "removed", "accuracy_pruned", "drop"],
+        ["run", "layers", "percent", "removed (actual)", "accuracy", "drop (points)"],
+    )

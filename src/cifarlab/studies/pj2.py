@@ -53,6 +53,8 @@ from .settings import key_settings
 SCALES = ("smoke", "standard", "full")
 PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
 ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "hessian")
+
+
 # keys of a run's config that may differ from a finished run without making it another experiment
 @dataclass
 class AnalysesConfig:
@@ -83,7 +85,9 @@ class PJ2Config:
     analyses: AnalysesConfig = field(default_factory=AnalysesConfig)
     bn: dict = field(default_factory=dict)  # overrides of configs/studies/bn.yaml
     dessilbi: dict = field(default_factory=dict)  # overrides of configs/studies/dessilbi.yaml
-    eta: dict = field(default_factory=dict)  # estimated seconds per part (best, analyses, recipes, sweeps, bn, dessilbi)
+    eta: dict = field(
+        default_factory=dict
+    )  # estimated seconds per part (best, analyses, recipes, sweeps, bn, dessilbi)
 
 
 # ---------------------------------------------------------------- config
@@ -111,20 +115,29 @@ def check_config(cfg: PJ2Config) -> PJ2Config:
     if cfg.sweep_engine not in ("local", "ray"):
         bad("sweep_engine", "local or ray")
     for name, spec in [("best", cfg.best)] + [(f"recipes.{k}", v) for k, v in cfg.recipes.items()]:
-        if not isinstance(spec, dict) or not isinstance(spec.get("base", ""), str) \
-                or set(spec) - {"base", "set", "reported"} or not isinstance(spec.get("set") or {}, dict):
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("base", ""), str)
+            or set(spec) - {"base", "set", "reported"}
+            or not isinstance(spec.get("set") or {}, dict)
+        ):
             raise UserError(f"pj2: {name} must be a mapping {{base: PRESET, set: {{...}}}}, got {spec!r}")
     for name, spec in cfg.sweeps.items():
         if not isinstance(spec, dict):
-            raise UserError(f"pj2: sweeps.{name} must be a mapping of overrides (seeds, train.epochs, ...), got {spec!r}")
+            raise UserError(
+                f"pj2: sweeps.{name} must be a mapping of overrides (seeds, train.epochs, ...), got {spec!r}"
+            )
     unknown = [n for n in cfg.analyses.names if n not in ANALYSES]
     if unknown:
         raise UserError(f"pj2: unknown analysis {unknown[0]!r} in analyses.names; choose from: {', '.join(ANALYSES)}")
     # a path is recorded in one spelling, so a second start with ../data or ./data finds its runs again
     from ..data.sources import NAMES
 
-    canonical = {k: str(Path(v).resolve()) for k, v in (("data", cfg.data), ("mnist", cfg.mnist))
-                 if v.strip().lower() not in NAMES and Path(v).exists()}
+    canonical = {
+        k: str(Path(v).resolve())
+        for k, v in (("data", cfg.data), ("mnist", cfg.mnist))
+        if v.strip().lower() not in NAMES and Path(v).exists()
+    }
     return dataclasses.replace(cfg, **canonical)
 
 
@@ -148,8 +161,13 @@ def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
     """--set items of one sweep: the common run overrides, the sweep's own, and the data source."""
     from ..sweep.grid import flatten
 
-    items = {**flatten(nest(cfg.common)), **flatten(nest(spec)),
-             "data.source": cfg.data, "data.cache_dir": cfg.cache_dir, "data.device": cfg.device}
+    items = {
+        **flatten(nest(cfg.common)),
+        **flatten(nest(spec)),
+        "data.source": cfg.data,
+        "data.cache_dir": cfg.cache_dir,
+        "data.device": cfg.device,
+    }
     return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in items.items()]
 
 
@@ -163,8 +181,9 @@ def bn_config(cfg: PJ2Config):
     from .bn_study import BNStudyConfig
     from .bn_study import check_config as check_bn
 
-    return check_bn(study_config(BNStudyConfig, "bn", cfg.bn, {"data": cfg.data, "cache_dir": cfg.cache_dir,
-                                                                "device": cfg.device}))
+    return check_bn(
+        study_config(BNStudyConfig, "bn", cfg.bn, {"data": cfg.data, "cache_dir": cfg.cache_dir, "device": cfg.device})
+    )
 
 
 def dessilbi_config(cfg: PJ2Config):
@@ -180,8 +199,14 @@ def dessilbi_config(cfg: PJ2Config):
 
 def folders(out: Path) -> dict[str, Path]:
     task1 = out / "task1_cifar10"
-    return {"best": task1 / "best_model", "analyses": task1 / "best_model" / "analysis", "recipes": task1 / "recipes",
-            "sweeps": task1 / "sweeps", "bn": out / "task2_batchnorm", "dessilbi": out / "task3_dessilbi"}
+    return {
+        "best": task1 / "best_model",
+        "analyses": task1 / "best_model" / "analysis",
+        "recipes": task1 / "recipes",
+        "sweeps": task1 / "sweeps",
+        "bn": out / "task2_batchnorm",
+        "dessilbi": out / "task3_dessilbi",
+    }
 
 
 def same_study(out_dir: Path, study_cfg: Any) -> bool:
@@ -273,32 +298,50 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
 
     if "best" in cfg.parts:
         run_cfg = run_config(cfg.best, cfg, "best_model")
-        parts.append(Part("best", f"Task 1: best model ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
-                          float(eta.get("best", 0)), finished(f["best"], run_cfg),
-                          lambda c=run_cfg: train_run(c, f["best"], data.get(cfg.data, cfg.n_test))))
+        parts.append(
+            Part(
+                "best",
+                f"Task 1: best model ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
+                float(eta.get("best", 0)),
+                finished(f["best"], run_cfg),
+                lambda c=run_cfg: train_run(c, f["best"], data.get(cfg.data, cfg.n_test)),
+            )
+        )
     if "analyses" in cfg.parts:
         names = list(cfg.analyses.names)
 
         def analyses() -> None:
             if not (f["best"] / "best.pt").is_file():
-                raise UserError(f"the analyses need the best model's checkpoint {f['best'] / 'best.pt'}; "
-                                "train it first (parts: [best, ...])")
+                raise UserError(
+                    f"the analyses need the best model's checkpoint {f['best'] / 'best.pt'}; "
+                    "train it first (parts: [best, ...])"
+                )
             for n in names:
                 if not (f["analyses"] / n / "result.json").is_file():
                     run_analysis(f["best"], n, f["analyses"] / n, cfg.analyses, cfg.device)
 
-        parts.append(Part("analyses", f"Task 1: analyses of the best model ({', '.join(names)})",
-                          float(eta.get("analyses", 0)), all((f["analyses"] / n / "result.json").is_file() for n in names),
-                          analyses))
+        parts.append(
+            Part(
+                "analyses",
+                f"Task 1: analyses of the best model ({', '.join(names)})",
+                float(eta.get("analyses", 0)),
+                all((f["analyses"] / n / "result.json").is_file() for n in names),
+                analyses,
+            )
+        )
     if "recipes" in cfg.parts:
         for name, spec in cfg.recipes.items():
             run_cfg = run_config(spec, cfg, name)
             run_dir = f["recipes"] / name
-            parts.append(Part(f"recipe:{name}", f"Task 1: the reports' recipe {name} ({run_cfg.model.name}, "
-                                                f"{run_cfg.train.epochs} epochs)",
-                              float(eta.get(f"recipe:{name}", share("recipes", 1, len(cfg.recipes)))),
-                              finished(run_dir, run_cfg),
-                              lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test))))
+            parts.append(
+                Part(
+                    f"recipe:{name}",
+                    f"Task 1: the reports' recipe {name} ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
+                    float(eta.get(f"recipe:{name}", share("recipes", 1, len(cfg.recipes)))),
+                    finished(run_dir, run_cfg),
+                    lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test)),
+                )
+            )
     if "sweeps" in cfg.parts:
         from ..sweep import load_sweep
 
@@ -307,30 +350,50 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
         total = sum(n for _, n in counts.values())
         for name, sweep in sweeps.items():
             done, n = counts[name]
-            parts.append(Part(f"sweep:{name}", f"Task 1: ablation sweep {name} ({n} runs)",
-                              float(eta.get(f"sweep:{name}", share("sweeps", n, total))), done == n,
-                              lambda s=sweep: _run_sweep(s, f["sweeps"] / s.name, cfg, data)))
+            parts.append(
+                Part(
+                    f"sweep:{name}",
+                    f"Task 1: ablation sweep {name} ({n} runs)",
+                    float(eta.get(f"sweep:{name}", share("sweeps", n, total))),
+                    done == n,
+                    lambda s=sweep: _run_sweep(s, f["sweeps"] / s.name, cfg, data),
+                )
+            )
     if "bn" in cfg.parts:
         from .bn_study import run_bn_study
 
         bn_cfg = bn_config(cfg)
-        parts.append(Part("bn", f"Task 2: batch-normalization study ({len(bn_cfg.models)} models x "
-                                f"{len(bn_cfg.lrs)} learning rates, {bn_cfg.epochs} epochs)",
-                          float(eta.get("bn", 0)), same_study(f["bn"], bn_cfg),
-                          lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data))))
+        parts.append(
+            Part(
+                "bn",
+                f"Task 2: batch-normalization study ({len(bn_cfg.models)} models x "
+                f"{len(bn_cfg.lrs)} learning rates, {bn_cfg.epochs} epochs)",
+                float(eta.get("bn", 0)),
+                same_study(f["bn"], bn_cfg),
+                lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data)),
+            )
+        )
     if "dessilbi" in cfg.parts:
         from .dessilbi_study import lenet_run_config, run_dessilbi_study, vgg_run_config
 
         d_cfg = dessilbi_config(cfg)
         lenet_epochs = lenet_run_config(d_cfg, d_cfg.optimizers[0], d_cfg.seeds[0]).train.epochs
         vgg_run = vgg_run_config(d_cfg) if d_cfg.vgg else None
-        parts.append(Part("dessilbi", f"Task 3: DessiLBI study (LeNet/MNIST {lenet_epochs} epochs"
-                                      + (f", {vgg_run.model.name}/CIFAR-10 {vgg_run.train.epochs} epochs)" if vgg_run
-                                         else ")"),
-                          float(eta.get("dessilbi", 0)), same_study(f["dessilbi"], d_cfg),
-                          lambda: run_dessilbi_study(d_cfg, f["dessilbi"],
-                                                     lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
-                                                     vgg_dataset=data.get(cfg.data) if d_cfg.vgg else None)))
+        parts.append(
+            Part(
+                "dessilbi",
+                f"Task 3: DessiLBI study (LeNet/MNIST {lenet_epochs} epochs"
+                + (f", {vgg_run.model.name}/CIFAR-10 {vgg_run.train.epochs} epochs)" if vgg_run else ")"),
+                float(eta.get("dessilbi", 0)),
+                same_study(f["dessilbi"], d_cfg),
+                lambda: run_dessilbi_study(
+                    d_cfg,
+                    f["dessilbi"],
+                    lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
+                    vgg_dataset=data.get(cfg.data) if d_cfg.vgg else None,
+                ),
+            )
+        )
     return parts
 
 
@@ -340,8 +403,9 @@ def _run_sweep(sweep, out_dir: Path, cfg: PJ2Config, data: Datasets) -> None:
     rows = run_sweep(sweep, out_dir, engine=cfg.sweep_engine, data=data.get(cfg.data, cfg.n_test))
     failed = [r["run_id"] for r in rows if r["status"] == "failed"]
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) of sweep {sweep.name} failed: {', '.join(failed)} "
-                           f"(see error.txt in {out_dir})")
+        raise RuntimeError(
+            f"{len(failed)} run(s) of sweep {sweep.name} failed: {', '.join(failed)} (see error.txt in {out_dir})"
+        )
 
 
 # ---------------------------------------------------------------- progress
@@ -367,8 +431,11 @@ class Progress:
 
     def say(self, i: int, msg: str, left_from: int) -> None:
         elapsed = time.perf_counter() - self.t0
-        print(f"[{self.label} {i + 1}/{len(self.parts)}] {msg}  (elapsed {clock(elapsed)}, "
-              f"about {clock(self.left(left_from))} left)", flush=True)
+        print(
+            f"[{self.label} {i + 1}/{len(self.parts)}] {msg}  (elapsed {clock(elapsed)}, "
+            f"about {clock(self.left(left_from))} left)",
+            flush=True,
+        )
 
 
 def run_parts(parts: list[Part], label: str) -> None:
@@ -420,8 +487,10 @@ def run_pj2(cfg: PJ2Config, out_dir: str | Path) -> dict:
     if failed:
         errors = "\n\n".join(f"{p.title}\n{p.trace}" for p in failed)
         atomic_write_text(out / "errors.txt", errors)
-        raise UserError(f"pj2: {len(failed)} part(s) failed ({', '.join(p.key for p in failed)}); "
-                        f"the report holds the rest; tracebacks in {out / 'errors.txt'}")
+        raise UserError(
+            f"pj2: {len(failed)} part(s) failed ({', '.join(p.key for p in failed)}); "
+            f"the report holds the rest; tracebacks in {out / 'errors.txt'}"
+        )
     (out / "errors.txt").unlink(missing_ok=True)
     return summary
 
@@ -446,7 +515,9 @@ def _json(path: Path) -> dict:
 
 
 def pct(v: Any, digits: int = 2) -> str:
-    return f"{100 * v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "-"
+    return (
+        f"{100 * v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "-"
+    )
 
 
 def best_model_row(run_dir: Path) -> dict | None:
@@ -454,9 +525,16 @@ def best_model_row(run_dir: Path) -> dict | None:
     if not s:
         return None
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    return {"model": s.get("model"), "epochs": s.get("epochs"), "tta": (cfg.get("train") or {}).get("tta", "none"),
-            "test_acc": s.get("final_test_acc"), "test_acc_no_tta": s.get("final_test_acc_no_tta"),
-            "params": s.get("params"), "train_seconds": s.get("train_seconds"), "dataset": s.get("dataset")}
+    return {
+        "model": s.get("model"),
+        "epochs": s.get("epochs"),
+        "tta": (cfg.get("train") or {}).get("tta", "none"),
+        "test_acc": s.get("final_test_acc"),
+        "test_acc_no_tta": s.get("final_test_acc_no_tta"),
+        "params": s.get("params"),
+        "train_seconds": s.get("train_seconds"),
+        "dataset": s.get("dataset"),
+    }
 
 
 def sweep_row(name: str, out_dir: Path) -> dict | None:
@@ -472,8 +550,14 @@ def sweep_row(name: str, out_dir: Path) -> dict | None:
     primary = next((m for m in metrics if direction(m)), metrics[0])
     best = best_config(groups, primary)
     desc = (", ".join(f"{a}={best[a]}" for a in axes) or best["config_id"]) if best else "-"
-    return {"sweep": name, "runs": len(rows), "done": sum(r["status"] in ("done", "diverged") for r in rows),
-            "metric": primary, "best": desc, "value": fmt_stat(primary, best[primary]) if best else "-"}
+    return {
+        "sweep": name,
+        "runs": len(rows),
+        "done": sum(r["status"] in ("done", "diverged") for r in rows),
+        "metric": primary,
+        "best": desc,
+        "value": fmt_stat(primary, best[primary]) if best else "-",
+    }
 
 
 def bn_rows(out_dir: Path) -> list[dict]:
@@ -483,9 +567,16 @@ def bn_rows(out_dir: Path) -> list[dict]:
         mine = [r for r in runs if r["model"] == model]
         ok = [r for r in mine if not r.get("stalled")]
         mean = lambda k: sum(r[k] for r in ok) / len(ok) if ok and all(k in r for r in ok) else None  # noqa: E731, B023 (called in this iteration)
-        out.append({"model": model, "best_test_acc": max(r["best_test_acc"] for r in mine), "runs": len(mine),
-                    "stalled": len(mine) - len(ok), "loss_variation_width": mean("loss_variation_width"),
-                    "beta_smooth_mean": mean("beta_smooth_mean")})
+        out.append(
+            {
+                "model": model,
+                "best_test_acc": max(r["best_test_acc"] for r in mine),
+                "runs": len(mine),
+                "stalled": len(mine) - len(ok),
+                "loss_variation_width": mean("loss_variation_width"),
+                "beta_smooth_mean": mean("beta_smooth_mean"),
+            }
+        )
     return out
 
 
@@ -495,10 +586,18 @@ def dessilbi_rows(out_dir: Path) -> list[dict]:
     out = []
     for r in s.get("runs", []):
         h = heads.get(r.get("run"), {})
-        out.append({"run": r.get("run"), "model": r.get("model", "LeNet"), "optimizer": r.get("optimizer"),
-                    "test_acc": r.get("final_test_acc"), "stalled": r.get("stalled"),
-                    "pruned": f"{h['layers']} at {h['percent']:g}%" if "accuracy_pruned" in h else "",
-                    "pruned_acc": h.get("accuracy_pruned"), "removed": ", ".join(h.get("removed", {}).values())})
+        out.append(
+            {
+                "run": r.get("run"),
+                "model": r.get("model", "LeNet"),
+                "optimizer": r.get("optimizer"),
+                "test_acc": r.get("final_test_acc"),
+                "stalled": r.get("stalled"),
+                "pruned": f"{h['layers']} at {h['percent']:g}%" if "accuracy_pruned" in h else "",
+                "pruned_acc": h.get("accuracy_pruned"),
+                "removed": ", ".join(h.get("removed", {}).values()),
+            }
+        )
     return out
 
 
@@ -519,57 +618,115 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
     dessilbi = dessilbi_rows(f["dessilbi"])
     jpeg = "jpeg" in Path(cfg.data).name.lower() or (best or {}).get("dataset") == "cifar10-jpeg"
 
-    lines = [f"# Project 2 study, {cfg.scale} scale", "",
-             f"CIFAR-10 source: `{cfg.data}`; MNIST source: `{cfg.mnist}`. Accuracies are test accuracies in %."]
+    lines = [
+        f"# Project 2 study, {cfg.scale} scale",
+        "",
+        f"CIFAR-10 source: `{cfg.data}`; MNIST source: `{cfg.mnist}`. Accuracies are test accuracies in %.",
+    ]
     if jpeg:
-        lines.append("The CIFAR-10 images are the re-encoded JPEG copy: it costs about 3 points against real CIFAR-10, "
-                     "so compare methods side by side here and never quote these numbers as CIFAR-10 numbers.")
+        lines.append(
+            "The CIFAR-10 images are the re-encoded JPEG copy: it costs about 3 points against real CIFAR-10, "
+            "so compare methods side by side here and never quote these numbers as CIFAR-10 numbers."
+        )
     if best:
         lines += ["", "## Task 1: the best model", ""]
         best_cols = ["model", "epochs", "tta", "acc", "acc_no_tta", "params", "time"]
-        lines += _table([{**best, "acc": pct(best["test_acc"]), "acc_no_tta": pct(best["test_acc_no_tta"]),
-                          "time": clock(best["train_seconds"] or 0)}], best_cols,
-                        ["model", "epochs", "test-time augmentation", "test accuracy", "without TTA", "parameters",
-                         "training time"])
+        lines += _table(
+            [
+                {
+                    **best,
+                    "acc": pct(best["test_acc"]),
+                    "acc_no_tta": pct(best["test_acc_no_tta"]),
+                    "time": clock(best["train_seconds"] or 0),
+                }
+            ],
+            best_cols,
+            [
+                "model",
+                "epochs",
+                "test-time augmentation",
+                "test accuracy",
+                "without TTA",
+                "parameters",
+                "training time",
+            ],
+        )
     if recipes:
         lines += ["", "## Task 1: the reports' recipes at this scale", ""]
-        lines += _table([{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in recipes],
-                        ["run", "model", "epochs", "acc", "reported", "time"],
-                        ["run", "model", "epochs here", "test accuracy", "reported (real CIFAR-10, full schedule)",
-                         "training time"])
+        lines += _table(
+            [{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in recipes],
+            ["run", "model", "epochs", "acc", "reported", "time"],
+            [
+                "run",
+                "model",
+                "epochs here",
+                "test accuracy",
+                "reported (real CIFAR-10, full schedule)",
+                "training time",
+            ],
+        )
     if sweeps:
         lines += ["", "## Task 1: ablation sweeps (tables in each sweep's section)", ""]
-        lines += _table(sweeps, ["sweep", "done", "runs", "best", "metric", "value"],
-                        ["sweep", "finished runs", "runs", "best configuration", "by", "value (%)"])
+        lines += _table(
+            sweeps,
+            ["sweep", "done", "runs", "best", "metric", "value"],
+            ["sweep", "finished runs", "runs", "best configuration", "by", "value (%)"],
+        )
     if bn:
         lines += ["", "## Task 2: batch normalization", ""]
-        lines += _table([{**r, "best_test_acc": pct(r["best_test_acc"])} for r in bn],
-                        ["model", "best_test_acc", "runs", "stalled", "loss_variation_width", "beta_smooth_mean"],
-                        ["model", "best test accuracy over lrs", "runs", "stalled", "loss-variation width (mean)",
-                         "effective beta-smoothness (mean)"])
+        lines += _table(
+            [{**r, "best_test_acc": pct(r["best_test_acc"])} for r in bn],
+            ["model", "best_test_acc", "runs", "stalled", "loss_variation_width", "beta_smooth_mean"],
+            [
+                "model",
+                "best test accuracy over lrs",
+                "runs",
+                "stalled",
+                "loss-variation width (mean)",
+                "effective beta-smoothness (mean)",
+            ],
+        )
     if dessilbi:
         lines += ["", "## Task 3: DessiLBI", ""]
-        lines += _table([{**r, "test_acc": f"{r['test_acc']:.2f}" if r["test_acc"] is not None else "-",
-                          "pruned_acc": f"{r['pruned_acc']:.2f}" if r["pruned_acc"] is not None else "-",
-                          "stalled": "STALLED" if r["stalled"] else ""} for r in dessilbi],
-                        ["run", "model", "optimizer", "test_acc", "pruned", "pruned_acc", "removed", "stalled"],
-                        ["run", "model", "optimizer", "test accuracy", "pruned", "accuracy after pruning",
-                         "removed", ""])
+        lines += _table(
+            [
+                {
+                    **r,
+                    "test_acc": f"{r['test_acc']:.2f}" if r["test_acc"] is not None else "-",
+                    "pruned_acc": f"{r['pruned_acc']:.2f}" if r["pruned_acc"] is not None else "-",
+                    "stalled": "STALLED" if r["stalled"] else "",
+                }
+                for r in dessilbi
+            ],
+            ["run", "model", "optimizer", "test_acc", "pruned", "pruned_acc", "removed", "stalled"],
+            ["run", "model", "optimizer", "test accuracy", "pruned", "accuracy after pruning", "removed", ""],
+        )
     part_rows = [{"part": p.key, "title": p.title, "status": p.status, "seconds": round(p.seconds, 1)} for p in parts]
     lines += ["", "## Time per part", ""]
-    lines += _table([{**r, "time": clock(r["seconds"])} for r in part_rows], ["title", "status", "time"],
-                    ["part", "status", "time"])
-    lines += ["", f"Total: {clock(sum(p.seconds for p in parts))} (this start: {clock(seconds)}); "
-                  "'skipped' parts were complete from an earlier start and show the time they took then."]
+    lines += _table(
+        [{**r, "time": clock(r["seconds"])} for r in part_rows], ["title", "status", "time"], ["part", "status", "time"]
+    )
+    lines += [
+        "",
+        f"Total: {clock(sum(p.seconds for p in parts))} (this start: {clock(seconds)}); "
+        "'skipped' parts were complete from an earlier start and show the time they took then.",
+    ]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "results.csv", "part,title,status,seconds\n" + "".join(
-        f"{r['part']},\"{r['title']}\",{r['status']},{r['seconds']}\n" for r in part_rows))
+    atomic_write_text(
+        out / "results.csv",
+        "part,title,status,seconds\n"
+        + "".join(f'{r["part"]},"{r["title"]}",{r["status"]},{r["seconds"]}\n' for r in part_rows),
+    )
     from .pj2_figures import plot_times
 
     plot_times(out / "time_per_part.png", parts, clock(sum(p.seconds for p in parts)))
-    atomic_write_json(out / "captions.json", {
-        "time_per_part.png": "Wall time of each part of the study (grey: complete from an earlier start, "
-                             "red: failed)."})
+    atomic_write_json(
+        out / "captions.json",
+        {
+            "time_per_part.png": "Wall time of each part of the study (grey: complete from an earlier start, "
+            "red: failed)."
+        },
+    )
 
     # the first scalars become the report's headline cards
     summary: dict[str, Any] = {"study": "pj2", "scale": cfg.scale, "dataset": (best or {}).get("dataset") or cfg.data}
@@ -584,9 +741,19 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
             summary[f"{r['run']}_test_acc"] = r["test_acc"] / 100
             if r["pruned_acc"] is not None:
                 summary[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
-    summary.update({"config": to_dict(cfg), "settings": key_settings(cfg, against_defaults=False),
-                    "seconds": sum(p.seconds for p in parts), "parts": part_rows,
-                    "best_model_run": best, "recipes": recipes, "sweeps": sweeps, "bn": bn, "dessilbi": dessilbi,
-                    "env": environment(device)})
+    summary.update(
+        {
+            "config": to_dict(cfg),
+            "settings": key_settings(cfg, against_defaults=False),
+            "seconds": sum(p.seconds for p in parts),
+            "parts": part_rows,
+            "best_model_run": best,
+            "recipes": recipes,
+            "sweeps": sweeps,
+            "bn": bn,
+            "dessilbi": dessilbi,
+            "env": environment(device),
+        }
+    )
     atomic_write_json(out / "summary.json", summary)
     return summary

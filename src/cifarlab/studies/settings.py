@@ -11,8 +11,7 @@ from typing import Any
 
 from ..config import to_dict
 
-ESSENTIALS = ("data", "dataset", "model", "models", "epochs", "lr", "lrs", "optimizer", "batch_size", "n_items",
-              "seed")
+ESSENTIALS = ("data", "dataset", "model", "models", "epochs", "lr", "lrs", "optimizer", "batch_size", "n_items", "seed")
 SKIP = ("name", "progress", "cache_dir")
 
 
@@ -25,5 +24,8 @@ def key_settings(cfg: Any, against_defaults: bool = True) -> dict[str, Any]:
     name, progress and cache_dir when against_defaults is False)."""
     values = _plain(to_dict(cfg))
     defaults = _plain(to_dict(type(cfg)())) if against_defaults else None
-    return {k: v for k, v in values.items() if k not in SKIP
-            and (defaults is None or k in ESSENTIALS or k not in defaults or defaults[k] != v)}
+    return {
+        k: v
+        for k, v in values.items()
+        if k not in SKIP and (defaults is None or k in ESSENTIALS or k not in defaults or defaults[k] != v)
+    }

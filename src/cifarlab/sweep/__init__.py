@@ -11,5 +11,14 @@ from .grid import DEFAULT_METRICS, RunSpec, SweepConfig, expand, load_sweep, res
 from .results import tabulate
 from .runner import default_out, run_sweep
 
-__all__ = ["DEFAULT_METRICS", "RunSpec", "SweepConfig", "default_out", "expand", "load_sweep",
-           "resolve_sweep", "run_sweep", "tabulate"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "RunSpec",
+    "SweepConfig",
+    "default_out",
+    "expand",
+    "load_sweep",
+    "resolve_sweep",
+    "run_sweep",
+    "tabulate",
+]

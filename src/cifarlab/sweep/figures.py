@@ -20,8 +20,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def sweep_figures(out_dir: Path, rows: list[dict], groups: list[dict], axis_names: list[str],
-                  metrics: list[str]) -> list[Path]:
+def sweep_figures(
+    out_dir: Path, rows: list[dict], groups: list[dict], axis_names: list[str], metrics: list[str]
+) -> list[Path]:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     primary = next((m for m in metrics if direction(m)), metrics[0])
@@ -54,14 +55,20 @@ def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) 
     axs = fig.subplots(1, n, squeeze=False, sharey=True)
     for ax, name in zip(axs[0], axis_names):
         labels = list(dict.fromkeys(r[name] for r in rows))
-        vals = [[r[metric] * scale for r in rows if r[name] == lab and r["status"] in FINISHED
-                 and r[metric] is not None] for lab in labels]
+        vals = [
+            [r[metric] * scale for r in rows if r[name] == lab and r["status"] in FINISHED and r[metric] is not None]
+            for lab in labels
+        ]
         means = [np.mean(v) if v else np.nan for v in vals]
         stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
         x = np.arange(len(labels))
         ax.errorbar(x, means, yerr=stds, fmt="o", capsize=4)
-        ax.set_xticks(x, labels, rotation=30 if max(len(s) for s in labels) > 6 else 0, ha="right"
-                      if max(len(s) for s in labels) > 6 else "center")
+        ax.set_xticks(
+            x,
+            labels,
+            rotation=30 if max(len(s) for s in labels) > 6 else 0,
+            ha="right" if max(len(s) for s in labels) > 6 else "center",
+        )
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -70,8 +77,9 @@ def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) 
     return _save(fig, path)
 
 
-def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_names: list[str],
-            metric: str) -> Path | None:
+def _curves(
+    path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_names: list[str], metric: str
+) -> Path | None:
     """Eval accuracy per epoch of the best configurations: mean over seeds, band = min..max."""
     split = "val" if "val" in metric else "test"
     key = f"{split}_acc"
@@ -91,8 +99,12 @@ def _curves(path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_
         if not epochs:
             continue
         y = np.array([[c[e] for e in epochs] for c in curves])
-        line, = ax.plot(epochs, y.mean(0), marker="." if len(epochs) < 30 else None,
-                        label=f"{_label(g, axis_names)} (n={len(curves)})")
+        (line,) = ax.plot(
+            epochs,
+            y.mean(0),
+            marker="." if len(epochs) < 30 else None,
+            label=f"{_label(g, axis_names)} (n={len(curves)})",
+        )
         if len(curves) > 1:
             ax.fill_between(epochs, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
         drawn += 1

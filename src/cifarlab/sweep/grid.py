@@ -193,8 +193,10 @@ def _check(s: SweepConfig) -> None:
     varied = set(s.axes) | {k for spec in s.zip.values() for k in spec if k != "labels"}
     clash = sorted(varied & set(flatten(s.overrides)))
     if clash:
-        raise UserError(f"sweep: --set {clash[0]} would make the axis {clash[0]} constant; "
-                        f"change its values with --set axes.{clash[0]}=[...] (or zip.GROUP.{clash[0]}=[...])")
+        raise UserError(
+            f"sweep: --set {clash[0]} would make the axis {clash[0]} constant; "
+            f"change its values with --set axes.{clash[0]}=[...] (or zip.GROUP.{clash[0]}=[...])"
+        )
 
 
 # ---------------------------------------------------------------- expansion

@@ -23,8 +23,20 @@ from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
 from .stats import FINISHED, best_config, direction
 
-__all__ = ["FINISHED", "best_config", "collect", "direction", "fmt_stat", "markdown", "read_summary", "read_sweep", "run_status",
-           "summarize", "tabulate", "write_csv"]
+__all__ = [
+    "FINISHED",
+    "best_config",
+    "collect",
+    "direction",
+    "fmt_stat",
+    "markdown",
+    "read_summary",
+    "read_sweep",
+    "run_status",
+    "summarize",
+    "tabulate",
+    "write_csv",
+]
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -96,8 +108,17 @@ def summarize(rows: list[dict], axis_names: list[str], metrics: list[str]) -> li
     """One entry per configuration: its axis labels, n finished, n failed, (mean, std) per metric."""
     groups: dict[str, dict] = {}
     for r in rows:
-        g = groups.setdefault(r["config_id"], {"config_id": r["config_id"], **{a: r[a] for a in axis_names},
-                                                "n": 0, "diverged": 0, "failed": 0, "values": {m: [] for m in metrics}})
+        g = groups.setdefault(
+            r["config_id"],
+            {
+                "config_id": r["config_id"],
+                **{a: r[a] for a in axis_names},
+                "n": 0,
+                "diverged": 0,
+                "failed": 0,
+                "values": {m: [] for m in metrics},
+            },
+        )
         if r["status"] in FINISHED:  # a diverged run is a result of its configuration: it counts, and is marked
             g["n"] += 1
             g["diverged"] += r["status"] == "diverged"
@@ -121,19 +142,26 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "diverged", "failed", "partial", "pending")}
     seeds = sorted({r["seed"] for r in rows})
     state = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    lines = [f"# Sweep {name}", "",
-             f"{len(rows)} runs ({state}); {len(groups)} configurations x seeds {seeds}. "
-             "Each cell is the mean ± sample std over the finished seeds (n); accuracies in %, "
-             "times in seconds; the best of each column is in bold.", ""]
+    lines = [
+        f"# Sweep {name}",
+        "",
+        f"{len(rows)} runs ({state}); {len(groups)} configurations x seeds {seeds}. "
+        "Each cell is the mean ± sample std over the finished seeds (n); accuracies in %, "
+        "times in seconds; the best of each column is in bold.",
+        "",
+    ]
     show_failed = any(g["failed"] for g in groups)
     show_diverged = any(g.get("diverged") for g in groups)
-    head = (axis_names + ["n"] + (["diverged"] if show_diverged else []) + (["failed"] if show_failed else [])
-            + metrics)
+    head = axis_names + ["n"] + (["diverged"] if show_diverged else []) + (["failed"] if show_failed else []) + metrics
     best = {m: best_config(groups, m) for m in metrics}
     body = []
     for g in groups:
-        cells = ([str(g[a]) for a in axis_names] + [str(g["n"])] + ([str(g["diverged"])] if show_diverged else [])
-                 + ([str(g["failed"])] if show_failed else []))
+        cells = (
+            [str(g[a]) for a in axis_names]
+            + [str(g["n"])]
+            + ([str(g["diverged"])] if show_diverged else [])
+            + ([str(g["failed"])] if show_failed else [])
+        )
         for m in metrics:
             cell = fmt_stat(m, g[m])
             if best[m] is not None and g[m] is not None and g[m][0] == best[m][m][0]:
@@ -147,8 +175,11 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         desc = ", ".join(f"{a}={b[a]}" for a in axis_names) or b["config_id"]
         lines += ["", f"Best by {primary}: **{desc}** ({fmt_stat(primary, b[primary])}, n={b['n']})."]
     if show_diverged:
-        lines += ["", "Diverged runs (a non-finite loss) count in n and in mean ± std: they are what their "
-                  "configuration gave; the diverged column says how many there are."]
+        lines += [
+            "",
+            "Diverged runs (a non-finite loss) count in n and in mean ± std: they are what their "
+            "configuration gave; the diverged column says how many there are.",
+        ]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "Failed runs (see error.txt in each folder):"]
@@ -167,8 +198,9 @@ def tabulate(out_dir: str | Path, metrics: list[str] | None = None, figures: boo
     groups = summarize(rows, axis_names, metrics)
     sweep = read_sweep(out_dir)
     write_csv(out_dir / "results.csv", rows)
-    atomic_write_text(out_dir / "results.md", markdown(sweep.name if sweep else out_dir.name, rows, groups,
-                                                       axis_names, metrics))
+    atomic_write_text(
+        out_dir / "results.md", markdown(sweep.name if sweep else out_dir.name, rows, groups, axis_names, metrics)
+    )
     if figures:
         sweep_figures(out_dir, rows, groups, axis_names, metrics)
     return rows

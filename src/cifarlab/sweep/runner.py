@@ -28,14 +28,23 @@ from .stats import FINISHED
 # Files of a run that travel back to the driver when a Ray worker cannot write to OUT itself
 # (no shared file system). Checkpoints stay on the worker: share OUT (NFS, ...) to keep them.
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "error.txt")
+
+
 # Keys that may differ between a finished run and the sweep without making it another experiment.
 def default_out(sweep: SweepConfig) -> Path:
     return Path("runs") / sweep.name
 
 
-def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str = "local",
-              gpus_per_trial: float = 1.0, cpus_per_trial: int = 1, address: str | None = None,
-              data: Any = None, max_concurrent: int | None = None) -> list[dict]:
+def run_sweep(
+    sweep: SweepConfig,
+    out_dir: str | Path | None = None,
+    engine: str = "local",
+    gpus_per_trial: float = 1.0,
+    cpus_per_trial: int = 1,
+    address: str | None = None,
+    data: Any = None,
+    max_concurrent: int | None = None,
+) -> list[dict]:
     """Run every missing run of the sweep; returns the per-run rows of results.csv.
 
     data: None (each run's data.source), a source string for every run, or a loaded Dataset.
@@ -49,8 +58,11 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path | None = None, engine: str
     make_folder(out)
     save_config(sweep, out / "sweep.yaml")
     todo = [s for s in specs if _prepare(s, out)]
-    print(f"sweep {sweep.name}: {len(specs)} runs in {out}; {len(specs) - len(todo)} already finished, "
-          f"{len(todo)} to run", flush=True)
+    print(
+        f"sweep {sweep.name}: {len(specs)} runs in {out}; {len(specs) - len(todo)} already finished, "
+        f"{len(todo)} to run",
+        flush=True,
+    )
     if todo:
         # each data source is read once, here; missing data would fail every run alike, so its
         # UserError stops the sweep before any run starts
@@ -77,8 +89,11 @@ def check_failed(rows: list[dict], out_dir: str | Path) -> None:
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         where = f"{Path(out_dir) / failed[0] / 'error.txt'}{more}"
-        raise SweepFailed(f"{len(failed)} of {len(rows)} runs failed; see {where}; "
-                          "fix it and run the same command again (finished runs are skipped)", rows)
+        raise SweepFailed(
+            f"{len(failed)} of {len(rows)} runs failed; see {where}; "
+            "fix it and run the same command again (finished runs are skipped)",
+            rows,
+        )
 
 
 def _data_key(spec: RunSpec) -> tuple[str, str | None]:
@@ -100,13 +115,22 @@ def _prepare(spec: RunSpec, out: Path) -> bool:
         return False
     if summary_corrupt(run_dir):  # kept aside, not deleted: the run trains (or resumes) again
         os.replace(run_dir / "summary.json", run_dir / "summary.json.corrupt")
-        print(f"  {spec.run_id}: summary.json is unreadable (kept as summary.json.corrupt); running it again",
-              flush=True)
+        print(
+            f"  {spec.run_id}: summary.json is unreadable (kept as summary.json.corrupt); running it again", flush=True
+        )
     spec.config.out = str(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "run.json", {"run_id": spec.run_id, "config_id": spec.config_id,
-                                             "axes": spec.axes, "values": spec.values, "seed": spec.seed,
-                                             "index": spec.index})
+    atomic_write_json(
+        run_dir / "run.json",
+        {
+            "run_id": spec.run_id,
+            "config_id": spec.config_id,
+            "axes": spec.axes,
+            "values": spec.values,
+            "seed": spec.seed,
+            "index": spec.index,
+        },
+    )
     (run_dir / "error.txt").unlink(missing_ok=True)  # a failed run is tried again
     if not resumable:  # start clean (a kill before the first last.pt may leave a metrics line)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -135,16 +159,20 @@ def execute(cfg, run_dir: Path, dataset=None) -> dict:
         error, text = f"{type(e).__name__}: {e}", traceback.format_exc()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "error.txt", text)
-    return {"status": "failed", "error": error.splitlines()[0] if error else "failed",
-            "wall_seconds": time.perf_counter() - t0}
+    return {
+        "status": "failed",
+        "error": error.splitlines()[0] if error else "failed",
+        "wall_seconds": time.perf_counter() - t0,
+    }
 
 
 def _done_line(spec: RunSpec, result: dict) -> str:
     if result["status"] != "done":
         return f"  {spec.run_id}: FAILED ({result['error']})"
     s = result["summary"]
-    accs = "  ".join(f"{k} {s[k]:.4f}" for k in ("best_test_acc", "best_val_acc", "final_test_acc")
-                     if isinstance(s.get(k), float))
+    accs = "  ".join(
+        f"{k} {s[k]:.4f}" for k in ("best_test_acc", "best_val_acc", "final_test_acc") if isinstance(s.get(k), float)
+    )
     tail = "  DIVERGED (a non-finite loss)" if s.get("diverged") else ""
     return f"  {spec.run_id}: {accs}  ({s.get('train_seconds', 0):.0f}s training){tail}"
 
@@ -188,8 +216,15 @@ def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
     return result
 
 
-def _run_ray(todo: list[RunSpec], out: Path, datasets: dict, gpus: float, cpus: int, address: str | None,
-             max_concurrent: int | None) -> None:
+def _run_ray(
+    todo: list[RunSpec],
+    out: Path,
+    datasets: dict,
+    gpus: float,
+    cpus: int,
+    address: str | None,
+    max_concurrent: int | None,
+) -> None:
     import torch
 
     ray = _import_ray()
@@ -198,14 +233,18 @@ def _run_ray(todo: list[RunSpec], out: Path, datasets: dict, gpus: float, cpus: 
         ray.init(address=address)
     elif started:
         if gpus > torch.cuda.device_count():  # say so before paying for Ray's start
-            raise UserError(f"each trial asks for {gpus:g} GPU but this machine has {torch.cuda.device_count()}; "
-                            "pass --gpus-per-trial 0 to train on CPUs")
+            raise UserError(
+                f"each trial asks for {gpus:g} GPU but this machine has {torch.cuda.device_count()}; "
+                "pass --gpus-per-trial 0 to train on CPUs"
+            )
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False)
     try:
         have = ray.cluster_resources()
         if gpus > have.get("GPU", 0):
-            raise UserError(f"each trial asks for {gpus:g} GPU but the Ray cluster has {have.get('GPU', 0):g}; "
-                            "pass --gpus-per-trial 0 to train on CPUs")
+            raise UserError(
+                f"each trial asks for {gpus:g} GPU but the Ray cluster has {have.get('GPU', 0):g}; "
+                "pass --gpus-per-trial 0 to train on CPUs"
+            )
         if cpus > have.get("CPU", 0):
             raise UserError(f"each trial asks for {cpus} CPUs but the Ray cluster has {have.get('CPU', 0):g}")
         _drive(ray, todo, out, datasets, gpus, cpus, max_concurrent or len(todo))
@@ -258,8 +297,11 @@ def _progress(run_dir: Path, spec: RunSpec, shown: int) -> int:
     for r in recs[shown:]:
         acc = r.get("test_acc", r.get("val_acc"))
         tail = f"  eval acc {acc:.4f}" if isinstance(acc, float) else ""
-        print(f"  {spec.run_id}: epoch {r['epoch']}/{spec.config.train.epochs}  "
-              f"train loss {r.get('train_loss', float('nan')):.4f}{tail}", flush=True)
+        print(
+            f"  {spec.run_id}: epoch {r['epoch']}/{spec.config.train.epochs}  "
+            f"train loss {r.get('train_loss', float('nan')):.4f}{tail}",
+            flush=True,
+        )
     return max(shown, len(recs))
 
 

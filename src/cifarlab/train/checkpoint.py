@@ -95,10 +95,14 @@ def checkpoint_data(ckpt: dict, source: str | None):
     ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None)
     opts = ckpt.get("model_options", {})
     if opts.get("in_channels") not in (None, ds.test_x.shape[-1]):
-        raise UserError(f"the checkpoint's model takes {opts['in_channels']}-channel images, "
-                        f"but {ds.name} has {ds.test_x.shape[-1]}")
+        raise UserError(
+            f"the checkpoint's model takes {opts['in_channels']}-channel images, "
+            f"but {ds.name} has {ds.test_x.shape[-1]}"
+        )
     if opts.get("num_classes") not in (None, len(ds.classes)):
-        raise UserError(f"the checkpoint's model has {opts['num_classes']} classes, but {ds.name} has {len(ds.classes)}")
+        raise UserError(
+            f"the checkpoint's model has {opts['num_classes']} classes, but {ds.name} has {len(ds.classes)}"
+        )
     return ds
 
 

@@ -145,8 +145,13 @@ class Trainer:
         self.train_seconds += seconds
         if hasattr(self.opt, "end_epoch"):
             self.opt.end_epoch(epoch)
-        record = {"epoch": epoch + 1, **stats, "lr": self.opt.param_groups[0]["lr"], "seconds": seconds,
-                  "images_per_s": stats["images"] / max(seconds, 1e-9)}
+        record = {
+            "epoch": epoch + 1,
+            **stats,
+            "lr": self.opt.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_s": stats["images"] / max(seconds, 1e-9),
+        }
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             stop = fast.stopwatch(self.device)
             ev = evaluate(self.eval_model, self.eval_loader, self.eval_loss, cfg.train.tta, self.amp_ctx)
@@ -163,13 +168,21 @@ class Trainer:
         analyses and pruning read (model_name, model_options, classes, mean, std, image_shape, ema)."""
         m, ds, dev = self.model, self.data, self.device
         return dict(
-            model=m.state_dict(), optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+            model=m.state_dict(),
+            optimizer=self.opt.state_dict(),
+            scheduler=self.sched.state_dict(),
             ema=self.ema.module.state_dict() if self.ema is not None else None,
-            ema_state=self.ema.state_dict() if self.ema is not None else None, lookahead=self.hooks.state_dict(),
-            epoch=self.epoch, best_acc=self.best_acc, train_seconds=self.train_seconds, config=to_dict(self.cfg),
-            classes=list(ds.classes), model_name=m.cifarlab_name,
+            ema_state=self.ema.state_dict() if self.ema is not None else None,
+            lookahead=self.hooks.state_dict(),
+            epoch=self.epoch,
+            best_acc=self.best_acc,
+            train_seconds=self.train_seconds,
+            config=to_dict(self.cfg),
+            classes=list(ds.classes),
+            model_name=m.cifarlab_name,
             model_options=model_options(m, ds.num_classes, int(ds.train_x.shape[-1])),
-            mean=list(self.mean), std=list(self.std),
+            mean=list(self.mean),
+            std=list(self.std),
             image_shape=list(ds.image_shape),  # (H, W, C) the model takes: predict resizes to it
             rng={"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
         )
@@ -195,17 +208,27 @@ class Trainer:
         cfg, ds, split = self.cfg, self.data, self.eval_split
         final = history[-1] if history else {}
         summary = {
-            "name": cfg.name, "run_dir": str(self.run_dir), "model": cfg.model.name, "dataset": ds.name,
-            "seed": cfg.seed, "epochs": len(history) and history[-1]["epoch"], "params": count_params(self.model),
-            f"best_{split}_acc": self.best_acc, f"final_{split}_acc": final.get(f"{split}_acc"),
-            "final_train_loss": final.get("train_loss"), "train_seconds": self.train_seconds,
+            "name": cfg.name,
+            "run_dir": str(self.run_dir),
+            "model": cfg.model.name,
+            "dataset": ds.name,
+            "seed": cfg.seed,
+            "epochs": len(history) and history[-1]["epoch"],
+            "params": count_params(self.model),
+            f"best_{split}_acc": self.best_acc,
+            f"final_{split}_acc": final.get(f"{split}_acc"),
+            "final_train_loss": final.get("train_loss"),
+            "train_seconds": self.train_seconds,
             "eval_seconds": final.get("eval_seconds"),
             "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
-            "diverged": any(h.get("diverged") for h in history), "env": environment(self.device),
+            "diverged": any(h.get("diverged") for h in history),
+            "env": environment(self.device),
         }
         model, amp_ctx = self.eval_model, self.amp_ctx
         if cfg.train.tta != "none" and final.get(f"{split}_acc") is not None:  # what the TTA adds
-            summary[f"final_{split}_acc_no_tta"] = evaluate(model, self.eval_loader, self.eval_loss, "none", amp_ctx)["acc"]
+            summary[f"final_{split}_acc_no_tta"] = evaluate(model, self.eval_loader, self.eval_loss, "none", amp_ctx)[
+                "acc"
+            ]
         if split == "val":  # model selection used val: report test once, at the end
             test_loader = _eval_loader(cfg, ds.test_x, ds.test_y, self.loader, self.mean, self.std)
             summary["final_test_acc"] = evaluate(model, test_loader, self.eval_loss, cfg.train.tta, amp_ctx)["acc"]
@@ -223,12 +246,24 @@ def build_trainer(cfg: Config, dataset: Dataset, device: torch.device, dist: dis
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda" and cfg.train.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    loader = DeviceLoader(dataset.train_x, dataset.train_y, cfg.data.batch_size, shuffle=cfg.data.shuffle,
-                          drop_last=cfg.data.drop_last, seed=cfg.seed, device=device, mean=mean, std=std,
-                          augment=Augment(cfg.augment), channels_last=channels_last)
+    loader = DeviceLoader(
+        dataset.train_x,
+        dataset.train_y,
+        cfg.data.batch_size,
+        shuffle=cfg.data.shuffle,
+        drop_last=cfg.data.drop_last,
+        seed=cfg.seed,
+        device=device,
+        mean=mean,
+        std=std,
+        augment=Augment(cfg.augment),
+        channels_last=channels_last,
+    )
     if len(loader) == 0:
-        raise UserError(f"no training batches: {len(dataset.train_y)} images with batch_size "
-                        f"{cfg.data.batch_size} and drop_last={cfg.data.drop_last}")
+        raise UserError(
+            f"no training batches: {len(dataset.train_y)} images with batch_size "
+            f"{cfg.data.batch_size} and drop_last={cfg.data.drop_last}"
+        )
     whiten_layer, whiten_seconds = None, 0.0
     if cfg.train.whiten:  # before the optimizer is built: the whitened weight is frozen
         stop = fast.stopwatch(device)
@@ -241,7 +276,9 @@ def build_trainer(cfg: Config, dataset: Dataset, device: torch.device, dist: dis
     hooks = fast.StepHooks(model, cfg.train, cfg.train.epochs * len(loader), whiten_layer)
     step_model = distributed.wrap(model, dist) if dist else model
     if cfg.train.compile:
-        step_model = torch.compile(step_model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+        step_model = torch.compile(
+            step_model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
+        )
     return Trainer(
         cfg=cfg, data=dataset, device=device, dist=dist, model=model, step_model=step_model, opt=opt,
         sched=build_scheduler(opt, cfg.schedule, cfg.train.epochs, len(loader)), ema=ema, scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16"), hooks=hooks,
@@ -362,8 +399,16 @@ def _warm_up(t: Trainer) -> float:
     if not (t.cfg.train.compile or (t.cfg.train.cudnn_benchmark and t.device.type == "cuda")):
         return 0.0
     t.loader.set_epoch(t.epoch + 1)
-    return fast.warm_up(t.step_model, t.model, t.opt, next(iter(t.loader)), t.loss.loss_fn, t.amp_ctx, t.device,
-                        compile=t.cfg.train.compile)
+    return fast.warm_up(
+        t.step_model,
+        t.model,
+        t.opt,
+        next(iter(t.loader)),
+        t.loss.loss_fn,
+        t.amp_ctx,
+        t.device,
+        compile=t.cfg.train.compile,
+    )
 
 
 def _log(t: Trainer, record: dict, writer) -> None:
@@ -391,8 +436,11 @@ def validate(cfg: Config) -> None:
     known = {n.lower() for n in model_names()} | {a.lower() for a in model_aliases()}
     if cfg.model.name.lower() not in known:
         raise UserError(f"unknown model '{cfg.model.name}'; choose one of: {', '.join(model_names())}")
-    for value, allowed, key in [(cfg.optim.name.lower(), OPTIMIZERS, "optimizer"),
-                                (cfg.schedule.name.lower(), SCHEDULES, "schedule"), (cfg.train.loss, LOSSES, "loss")]:
+    for value, allowed, key in [
+        (cfg.optim.name.lower(), OPTIMIZERS, "optimizer"),
+        (cfg.schedule.name.lower(), SCHEDULES, "schedule"),
+        (cfg.train.loss, LOSSES, "loss"),
+    ]:
         if value not in allowed:
             raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
     check_choices(cfg)
@@ -400,8 +448,17 @@ def validate(cfg: Config) -> None:
 
 def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
     m = cfg.model
-    return create_model(m.name, num_classes=num_classes, in_channels=in_channels, activation=m.activation,
-                        width=m.width, dropout=m.dropout, init=m.init, init_std=m.init_std, **m.args)
+    return create_model(
+        m.name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=m.activation,
+        width=m.width,
+        dropout=m.dropout,
+        init=m.init,
+        init_std=m.init_std,
+        **m.args,
+    )
 
 
 def model_options(model: nn.Module, num_classes: int, in_channels: int) -> dict:
@@ -422,15 +479,27 @@ def new_run_dir(cfg: Config) -> Path:
 
 def _eval_loader(cfg: Config, x: torch.Tensor, y: torch.Tensor, like: DeviceLoader, mean, std) -> DeviceLoader:
     """An evaluation loader on the training loader's device and layout."""
-    return DeviceLoader(x, y, cfg.data.eval_batch_size, shuffle=False, drop_last=False, seed=cfg.seed,
-                        device=like.device, mean=mean, std=std, channels_last=like.channels_last)
+    return DeviceLoader(
+        x,
+        y,
+        cfg.data.eval_batch_size,
+        shuffle=False,
+        drop_last=False,
+        seed=cfg.seed,
+        device=like.device,
+        mean=mean,
+        std=std,
+        channels_last=like.channels_last,
+    )
 
 
 # ---------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DeviceLoader, tta: str = "none", amp_ctx=None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, loader: DeviceLoader, tta: str = "none", amp_ctx=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32) and labels over a loader, in order; tta: none | flip | multiview (see tta.py)."""
     if tta not in TTA_MODES:
         raise UserError(f"train.tta must be {'|'.join(TTA_MODES)}, got '{tta}'")

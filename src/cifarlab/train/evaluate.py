@@ -15,8 +15,9 @@ def evaluate_checkpoint(path, source: str | None = None, tta: str = "none", devi
     model, ckpt = load_model(path, dev)
     ds = checkpoint_data(ckpt, source)
     mean, std = ckpt.get("mean") or [0.0] * ds.test_x.shape[-1], ckpt.get("std") or [1.0] * ds.test_x.shape[-1]
-    loader = DeviceLoader(ds.test_x, ds.test_y, 1000, shuffle=False, drop_last=False, seed=0, device=dev,
-                          mean=mean, std=std)
+    loader = DeviceLoader(
+        ds.test_x, ds.test_y, 1000, shuffle=False, drop_last=False, seed=0, device=dev, mean=mean, std=std
+    )
     amp = ckpt.get("config", {}).get("train", {}).get("amp", "auto")
     logits, y = predict(model, loader, tta, autocast(dev, amp))
     pred = logits.argmax(1)
@@ -24,7 +25,11 @@ def evaluate_checkpoint(path, source: str | None = None, tta: str = "none", devi
     conf = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k).cpu()
     per_class = (conf.diag().float() / conf.sum(1).clamp(min=1).float()).tolist()
     return {
-        "dataset": ds.name, "n": int(len(y)), "accuracy": (pred == y).float().mean().item(),
+        "dataset": ds.name,
+        "n": int(len(y)),
+        "accuracy": (pred == y).float().mean().item(),
         "loss": torch.nn.functional.cross_entropy(logits, y).item(),
-        "per_class": dict(zip(ds.classes, per_class)), "confusion": conf.tolist(), "classes": list(ds.classes),
+        "per_class": dict(zip(ds.classes, per_class)),
+        "confusion": conf.tolist(),
+        "classes": list(ds.classes),
     }

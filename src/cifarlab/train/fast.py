@@ -79,8 +79,18 @@ class StepHooks:
             self.lookahead.load_state_dict(state)
 
 
-def warm_up(step_model: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, batch, loss_fn: Callable,
-            amp_ctx, device: torch.device, *, compile: bool, steps: int = 3) -> float:
+def warm_up(
+    step_model: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch,
+    loss_fn: Callable,
+    amp_ctx,
+    device: torch.device,
+    *,
+    compile: bool,
+    steps: int = 3,
+) -> float:
     """Run `steps` training steps on `batch` (compiling, autotuning, recording CUDA graphs), then
     restore the model, optimizer and RNG state. Returns the seconds it took."""
     from ..data import mixed_loss

@@ -47,10 +47,26 @@ def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
 class Muon(torch.optim.Optimizer):
     """Groups with muon=True: Muon on each parameter (ndim >= 2); the others: SGD with momentum."""
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.9, nesterov: bool = True,
-                 weight_decay: float = 0.0, muon: bool = True, ns_steps: int = 3, normalize: bool = True):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, muon=muon,
-                        ns_steps=ns_steps, normalize=normalize)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        muon: bool = True,
+        ns_steps: int = 3,
+        normalize: bool = True,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            muon=muon,
+            ns_steps=ns_steps,
+            normalize=normalize,
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             if group["muon"] and any(p.ndim < 2 for p in group["params"]):

@@ -119,10 +119,19 @@ def _muon(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     for g in groups:
         g.update(muon=False, momentum=cfg.momentum)
     if main:
-        groups.insert(0, {"params": main, "lr": cfg.lr, "muon": True, "momentum": a["muon_momentum"],
-                          "weight_decay": 0.0 if a["normalize"] else cfg.weight_decay})
-    return Muon(groups, lr=cfg.lr, nesterov=bool(a["nesterov"]), ns_steps=int(a["ns_steps"]),
-                normalize=bool(a["normalize"]))
+        groups.insert(
+            0,
+            {
+                "params": main,
+                "lr": cfg.lr,
+                "muon": True,
+                "momentum": a["muon_momentum"],
+                "weight_decay": 0.0 if a["normalize"] else cfg.weight_decay,
+            },
+        )
+    return Muon(
+        groups, lr=cfg.lr, nesterov=bool(a["nesterov"]), ns_steps=int(a["ns_steps"]), normalize=bool(a["normalize"])
+    )
 
 
 # "sgd" is plain SGD unless momentum > 0 is set through "momentum"/"nesterov";

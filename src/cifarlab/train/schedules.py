@@ -23,8 +23,14 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     if name == "onecycle":  # has its own warm-up (pct_start)
         max_lr = [g["lr"] for g in opt.param_groups]
-        return S.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start,
-                            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+        return S.OneCycleLR(
+            opt,
+            max_lr=max_lr,
+            total_steps=total,
+            pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+        )
     rest = max(1, total - warm)
     ep = lambda e: max(1, int(round(e * steps_per_epoch)))  # noqa: E731  epochs -> steps
     if name == "none":

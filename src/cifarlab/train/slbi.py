@@ -56,14 +56,17 @@ def _per_row(v: Tensor, like: Tensor) -> Tensor:
 class _LBI(torch.optim.Optimizer):
     """What SLBI and SLBI-Adam share: tracked weights, Z/Gamma updates, prune order, named state."""
 
-    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], defaults: dict,
-                 layers: list[str] | None) -> None:
+    def __init__(
+        self, named_params: Iterable[tuple[str, nn.Parameter]], defaults: dict, layers: list[str] | None
+    ) -> None:
         named = list(named_params)
         if not named or not all(isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], str) for t in named):
             raise UserError("SLBI needs a non-empty list of (name, parameter) pairs, e.g. model.named_parameters()")
         if not (defaults["lr"] >= 0 and defaults["kappa"] > 0 and defaults["mu"] > 0):
-            raise UserError(f"SLBI needs lr >= 0, kappa > 0 and mu > 0 (got lr={defaults['lr']}, "
-                            f"kappa={defaults['kappa']}, mu={defaults['mu']})")
+            raise UserError(
+                f"SLBI needs lr >= 0, kappa > 0 and mu > 0 (got lr={defaults['lr']}, "
+                f"kappa={defaults['kappa']}, mu={defaults['mu']})"
+            )
         super().__init__(named, defaults)
         by_name = dict(named)
         if layers is None:
@@ -72,12 +75,15 @@ class _LBI(torch.optim.Optimizer):
             layers = [layers] if isinstance(layers, str) else list(layers)
             unknown = [n for n in layers if n not in by_name]
             if unknown:
-                raise UserError(f"SLBI layers not in the model: {', '.join(unknown)}; "
-                                f"weights that can be tracked: {', '.join(n for n, p in named if p.ndim >= 2)}")
+                raise UserError(
+                    f"SLBI layers not in the model: {', '.join(unknown)}; "
+                    f"weights that can be tracked: {', '.join(n for n, p in named if p.ndim >= 2)}"
+                )
             flat = [n for n in layers if by_name[n].ndim < 2]
             if flat:
-                raise UserError(f"SLBI tracks conv kernels and FC weights only; 1-D parameters given: "
-                                f"{', '.join(flat)}")
+                raise UserError(
+                    f"SLBI tracks conv kernels and FC weights only; 1-D parameters given: {', '.join(flat)}"
+                )
         for n in layers:
             p = by_name[n]
             st = self.state[p]
@@ -99,8 +105,10 @@ class _LBI(torch.optim.Optimizer):
         ours = [g.get("param_names") for g in self.param_groups]
         theirs = [g.get("param_names") for g in state_dict.get("param_groups", [])]
         if all(t is not None for t in theirs) and theirs != ours:
-            raise UserError("SLBI optimizer state belongs to other parameters (names differ); "
-                            "is this a checkpoint of another model?")
+            raise UserError(
+                "SLBI optimizer state belongs to other parameters (names differ); "
+                "is this a checkpoint of another model?"
+            )
         super().load_state_dict(state_dict)
         for g in self.param_groups:  # states saved by older versions may lack newer hyperparameters
             for k, v in self.defaults.items():
@@ -210,14 +218,32 @@ class SLBI(_LBI):
     layers: names of the weights to track (default: every 4-D conv kernel and 2-D FC weight).
     """
 
-    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, *, kappa: float = 1.0,
-                 mu: float = 100.0, momentum: float = 0.9, weight_decay: float = 0.0,
-                 layers: list[str] | None = None, lambda_conv: float = 1.0, lambda_fc: float = 1.0,
-                 fc_group: bool = False) -> None:
+    def __init__(
+        self,
+        named_params: Iterable[tuple[str, nn.Parameter]],
+        lr: float,
+        *,
+        kappa: float = 1.0,
+        mu: float = 100.0,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        layers: list[str] | None = None,
+        lambda_conv: float = 1.0,
+        lambda_fc: float = 1.0,
+        fc_group: bool = False,
+    ) -> None:
         if not 0 <= momentum < 1:
             raise UserError(f"SLBI momentum must be in [0, 1) (got {momentum})")
-        defaults = dict(lr=lr, kappa=kappa, mu=mu, momentum=momentum, weight_decay=weight_decay,
-                        lambda_conv=lambda_conv, lambda_fc=lambda_fc, fc_group=fc_group)
+        defaults = dict(
+            lr=lr,
+            kappa=kappa,
+            mu=mu,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lambda_conv=lambda_conv,
+            lambda_fc=lambda_fc,
+            fc_group=fc_group,
+        )
         super().__init__(named_params, defaults, layers)
 
     @torch.no_grad()
@@ -257,17 +283,39 @@ class SLBIAdam(_LBI):
     full SLBI step (no momentum) from the Adam-updated weights, untracked parameters included.
     """
 
-    def __init__(self, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, *, kappa: float = 1.0,
-                 mu: float = 100.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, layers: list[str] | None = None, lambda_conv: float = 1.0,
-                 lambda_fc: float = 1.0, fc_group: bool = False, variant: str = "coupled") -> None:
+    def __init__(
+        self,
+        named_params: Iterable[tuple[str, nn.Parameter]],
+        lr: float,
+        *,
+        kappa: float = 1.0,
+        mu: float = 100.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        layers: list[str] | None = None,
+        lambda_conv: float = 1.0,
+        lambda_fc: float = 1.0,
+        fc_group: bool = False,
+        variant: str = "coupled",
+    ) -> None:
         if variant not in VARIANTS:
             raise UserError(f"unknown SLBI-Adam variant '{variant}'; choose from: {', '.join(VARIANTS)}")
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise UserError(f"SLBI-Adam betas must be two numbers in [0, 1) (got {list(betas)})")
-        defaults = dict(lr=lr, kappa=kappa, mu=mu, betas=betas, eps=eps, weight_decay=weight_decay,
-                        lambda_conv=lambda_conv, lambda_fc=lambda_fc, fc_group=fc_group, variant=variant)
+        defaults = dict(
+            lr=lr,
+            kappa=kappa,
+            mu=mu,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            lambda_conv=lambda_conv,
+            lambda_fc=lambda_fc,
+            fc_group=fc_group,
+            variant=variant,
+        )
         super().__init__(named_params, defaults, layers)
 
     def _adam(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float) -> None:
@@ -343,11 +391,16 @@ def build_slbi(model: nn.Module, cfg: OptimConfig) -> SLBI:
 
     wd_skip_1d needs no setting: SLBI never decays 1-D parameters or names containing "bn".
     """
-    return SLBI(_named(model), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                **_args(cfg, SLBI_ARGS))
+    return SLBI(_named(model), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **_args(cfg, SLBI_ARGS))
 
 
 def build_slbi_adam(model: nn.Module, cfg: OptimConfig) -> SLBIAdam:
     """SLBI-Adam from the config: lr, betas, eps, weight_decay and optim.args (kappa, mu, layers, variant, ...)."""
-    return SLBIAdam(_named(model), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                    weight_decay=cfg.weight_decay, **_args(cfg, SLBI_ADAM_ARGS))
+    return SLBIAdam(
+        _named(model),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        **_args(cfg, SLBI_ADAM_ARGS),
+    )

@@ -22,7 +22,7 @@ def translations(x: torch.Tensor, pad: int = 1) -> list[torch.Tensor]:
     """x moved by `pad` pixels towards the bottom-right and towards the top-left (reflect padding)."""
     h, w = x.shape[-2:]
     xp = F.pad(x, (pad,) * 4, mode="reflect")
-    return [xp[..., :h, :w], xp[..., 2 * pad:, 2 * pad:]]
+    return [xp[..., :h, :w], xp[..., 2 * pad :, 2 * pad :]]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, mode: str = "none") -> torch.Tensor:

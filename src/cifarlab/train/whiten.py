@@ -56,8 +56,10 @@ def whitening_filters(cov: torch.Tensor, out_channels: int, kernel_size: tuple[i
     """The top out_channels/2 eigenvectors scaled by 1/sqrt(eigenvalue + eps), then their negatives."""
     d = cov.shape[0]
     if out_channels % 2 or not 2 <= out_channels <= 2 * d:
-        raise UserError(f"patch whitening needs an even number of filters up to 2 x {d} (both signs of each "
-                        f"of the {d} patch eigenvectors); the layer has {out_channels}")
+        raise UserError(
+            f"patch whitening needs an even number of filters up to 2 x {d} (both signs of each "
+            f"of the {d} patch eigenvectors); the layer has {out_channels}"
+        )
     # eigh on the CPU in float64: a tiny matrix, exact, and no GPU solver to start up
     evals, evecs = torch.linalg.eigh(cov.detach().cpu().double())
     evals, evecs = evals.flip(0), evecs.flip(1)  # largest first
