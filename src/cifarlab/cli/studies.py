@@ -49,13 +49,14 @@ def cmd_pj2(a) -> None:
 
     sets = overrides(a)
     if a.data:
-        sets.append(f"data={resolve_source(a.data, 'cifar10')}")
+        cifar = resolve_source(a.data, "cifar10")
+        sets.append(f"data={cifar}")
         if not any(s.startswith("mnist=") for s in sets):
             try:  # a folder of sources (as CIFARLAB_DATA) also holds the MNIST of Task 3
                 mnist = resolve_source(a.data, "mnist")
             except UserError:
                 mnist = None
-            if mnist is not None and mnist != resolve_source(a.data, "cifar10"):
+            if mnist is not None and mnist != cifar:
                 sets.append(f"mnist={mnist}")
     cfg = load_pj2_config(a.scale, a.config, sets)
     out = Path(a.out) if a.out else Path("runs") / f"pj2-{cfg.scale}"

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import from_dict, read_yaml
 from ..errors import UserError
 from ..run import atomic_write_text
+from ..run import read_summary as read_summary_file
 from ..tables import csv_text, fmt_stat, md_lines
 from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
@@ -41,11 +42,7 @@ __all__ = [
 
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None when it is missing or unreadable (a corrupt file: the run reruns)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    return read_summary_file(run_dir / "summary.json")
 
 
 def summary_corrupt(run_dir: Path) -> bool:
