@@ -24,6 +24,7 @@ class DataConfig:
     cache_dir: str = ""  # "" = $CIFARLAB_CACHE or ~/.cache/cifarlab
     val_size: int = 0  # held-out part of the training set (seeded); 0 = evaluate on test
     n_items: int = 0  # train on the first n_items images only (0 = all)
+    n_test: int = 0  # evaluate on the first n_test test images only (0 = all): quick runs, not results
     normalize: str = "dataset"  # dataset (mean/std of the train split) | course (0.5/0.5) | none
     batch_size: int = 128
     eval_batch_size: int = 1000
@@ -116,7 +117,8 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     save_checkpoints: bool = True
     save_every: int = 0  # also keep ckpt_epochNNN.pt every this many epochs, and the start as 000 (0 = off)
-    progress: bool = True
+    progress: bool = True  # the per-step progress bar
+    log_epochs: bool = True  # one line per epoch on stdout (metrics.jsonl is written either way)
     log_tensorboard: bool = True
 
 
@@ -345,6 +347,7 @@ RANGES = [
     ("train.whiten_bias_epochs", -1, None, True, True),
     ("data.n_items", 0, None, True, True),
     ("data.val_size", 0, None, True, True),
+    ("data.n_test", 0, None, True, True),
     ("data.batch_size", 1, None, True, True),
     ("data.eval_batch_size", 1, None, True, True),
     ("optim.lr", 0, None, False, True),
@@ -391,7 +394,7 @@ def check_ranges(cfg: Config) -> None:
             raise UserError(f"optim.betas[{i}]={b!r} is out of range; allowed: in [0, 1)")
 
 
-RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "data.device", "data.cache_dir")
+RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "train.log_epochs", "data.device", "data.cache_dir")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -49,6 +49,41 @@ def fmt_value(v: Any) -> str:
     return fmt(v, none="none", true="true", false="false")
 
 
+# The scorecard's resource columns: value -> a human unit (None and old summaries read "-")
+def si(v: float, unit: str = "") -> str:
+    """11_170_000 -> '11.2 M', 556_000_000 -> '0.556 G'; small numbers stay as they are."""
+    for size, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size * (0.1 if prefix == "G" else 1):
+            return f"{v / size:.3g} {prefix}{unit}".rstrip()
+    return f"{v:.3g} {unit}".rstrip()
+
+
+RESOURCE = {
+    "params": lambda v: si(v),
+    "macs_per_image": lambda v: si(v, "MACs"),
+    "train_seconds": lambda v: f"{v:,.0f} s",
+    "images_per_s": lambda v: f"{v:,.0f} img/s",
+    "peak_memory_mb": lambda v: f"{v:,.0f} MB",
+}
+
+# Column headers that say how a number was chosen: a best epoch picked on test is an optimistic number
+HEADERS = {
+    "final_test_acc": "final test acc",
+    "best_val_acc": "best val acc (selected on val)",
+    "final_val_acc": "final val acc",
+    "best_test_acc": "best test acc (selected on test)",
+    "params": "params",
+    "macs_per_image": "MACs/image",
+    "train_seconds": "train time",
+    "images_per_s": "images/s",
+    "peak_memory_mb": "peak memory",
+}
+
+
+def header(metric: str) -> str:
+    return HEADERS.get(metric, metric)
+
+
 def fmt_stat(metric: str, stat: tuple[float, float | None] | None) -> str:
     """A (mean, std) over seeds: accuracies in % with 2 decimals, seconds with 1, anything else 4 digits."""
     if stat is None:

@@ -96,6 +96,7 @@ def test_each_analysis_writes_its_files(run, capsys, analysis, options, files):
     if analysis == "gradcam":
         z = np.load(where / "attribution.npz")
         assert (z["targets"] == 1).all() and z["gradcam"].shape == (3, 16, 16) and res["layer"] == "layer1"
+        assert res["split"] == "test" and res["indices"] == [0, 1, 2] and list(z["indices"]) == [0, 1, 2]
     if analysis == "metrics":
         assert main(["eval", str(run), "--json"]) == 0
         assert res["accuracy"] == pytest.approx(json.loads(capsys.readouterr().out)["accuracy"])

@@ -213,7 +213,7 @@ def test_a_sweep_without_results_md_is_tabulated_in_memory(report_tree, tmp_path
     (tmp_path / "out").mkdir()
     html = report_folder(sweep, tmp_path / "out").read_text()  # an existing folder: OUT/report.html
     assert (tmp_path / "out" / "report.html").is_file()
-    assert "best by best_test_acc: optim.lr=0.1" in html or "best by best_test_acc: optim.lr=0.02" in html
+    assert "best by final_test_acc: optim.lr=0.1" in html or "best by final_test_acc: optim.lr=0.02" in html
     assert re.search(r"<th[^>]*>optim.lr</th>\s*<th[^>]*>n</th>", html)  # the mean ± std table
     assert sorted(p.name for p in sweep.iterdir()) == before  # the sweep folder is not written to
 

@@ -124,3 +124,12 @@ def test_stalled_runs_are_flagged_and_left_out_of_the_means():
     assert per["stalled"] == 1 and per["runs"] == 2
     assert per["loss_variation_width"] == pytest.approx(0.1) and per["beta_smooth_mean"] == pytest.approx(2.0)
     assert per["course_band_width"] == pytest.approx(np.mean(np.abs(loss[0] - loss[1])))
+
+
+def test_a_bad_data_source_leaves_no_folder(tmp_path):
+    cfg = load_config(None, ["n_items=512 epochs=1 lrs=[1e-3] device=cpu"], cls=BNStudyConfig)
+    cfg.models = TINY
+    out = tmp_path / "study"
+    with pytest.raises(UserError):
+        run_bn_study(cfg, out, data_source=str(tmp_path / "no-such-data"))
+    assert not out.exists()

@@ -160,13 +160,13 @@ def test_tabulate_from_folders_alone(tmp_path):
         for ln in md.splitlines()
         if ln.startswith("| ")
     }
-    assert lines["a"][1:4] == ["2", "0", "82.00 ± 2.83"]  # sample std of 80 and 84
-    assert lines["b"][1:4] == ["2", "0", "**88.00 ± 2.83**"]
-    assert lines["c"][1:4] == ["1", "1", "50.00"]  # one finished seed: no spread to show
+    assert lines["a"][1:4] == ["2", "0", "81.00 ± 2.83"]  # final acc: sample std of 79 and 83
+    assert lines["b"][1:4] == ["2", "0", "**87.00 ± 2.83**"]
+    assert lines["c"][1:4] == ["1", "1", "49.00"]  # one finished seed: no spread to show
     assert lines["d"][1:4] == ["0", "0", "-"]
     assert lines["a"][5] == "10.5 ± 0.7" and lines["c"][5] == "**10.0**"  # the fastest in bold
     assert "`c-s1`: UserError: boom" in md
-    assert "Best by best_test_acc: **variant=b**" in md
+    assert "Best by final_test_acc: **variant=b**" in md
     assert (tmp_path / "figures" / "curves.png").is_file()
 
 
@@ -213,7 +213,7 @@ def test_cli_runs_a_sweep_on_real_data(tmp_path, capsys):
     )
     a.fn(a)
     printed = capsys.readouterr().out
-    assert "| optim.lr | n | best_test_acc" in printed and f"sweep folder: {out}" in printed
+    assert "| optim.lr | n | final test acc" in printed and f"sweep folder: {out}" in printed
     summary = json.loads((out / "lr0.1-s0" / "summary.json").read_text())
     assert summary["dataset"] == "mnist" and 0.0 <= summary["best_test_acc"] <= 1.0
     assert (out / "results.md").read_text() in printed

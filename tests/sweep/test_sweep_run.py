@@ -107,7 +107,7 @@ def test_results_md_has_mean_std_per_configuration_and_best_in_bold(local_sweep)
         means[(cells[0], cells[1])] = (t.mean().item(), bool(m.group(1)))
     best = max(v[0] for v in means.values())
     assert all(bold == (mean == best) for mean, bold in means.values())
-    assert "Best by best_test_acc" in md
+    assert "Best by final_test_acc" in md
 
 
 def test_ray_engine_gives_the_same_runs(local_sweep, tmp_path):
@@ -194,3 +194,19 @@ def test_failing_run_is_recorded_and_the_rest_complete(tmp_path):
     (out / "results.csv").unlink()
     tabulate(out)
     assert (out / "results.csv").read_text() == before
+
+
+def test_ablation_lr_leads_with_the_final_test_accuracy_over_seeds(tmp_path):
+    # the shipped preset as a user runs it (`cifarlab sweep ablation_lr --set train.epochs=1
+    # --set seeds=[0,1]`), on a small net and tiny data so that it takes seconds
+    small = [f"{k}={json.dumps(v)}" for k, v in RUN_SET.items()]
+    sweep = load_sweep("ablation_lr", ["train.epochs=1", "seeds=[0,1]", "axes={optim.lr: [0.1, 0.01]}", *small])
+    run_sweep(sweep, tmp_path / "out", engine="local", data=tiny_dataset())
+    md = (tmp_path / "out" / "results.md").read_text()
+    head = next(ln for ln in md.splitlines() if ln.startswith("| optim.lr"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols[:3] == ["optim.lr", "n", "final test acc"]
+    assert "best test acc (selected on test)" in cols and "best val acc (selected on val)" not in cols
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 0.1 "))
+    cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+    assert cells[1] == "2" and re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", cells[2])

@@ -8,8 +8,9 @@ from conftest import tiny_dataset
 
 from cifarlab.config import Config, from_dict
 from cifarlab.errors import UserError
+from cifarlab.models import flops_per_image
 from cifarlab.train.checkpoint import load_model
-from cifarlab.train.engine import train
+from cifarlab.train.engine import build_model, train
 
 
 def tiny_cfg(tmp_path, **over):
@@ -163,3 +164,54 @@ def test_resume_auto_skips_resumes_and_refuses(tmp_path):
         eng.Trainer.train_epoch = real
     assert epochs == [1]  # only the epoch that had not finished
     assert resumed["final_test_acc"] == done["final_test_acc"]
+
+
+# ---- the scorecard in summary.json, data.n_test, progress bar vs epoch lines
+
+
+def test_summary_has_the_scorecard(tmp_path):
+    s = train(tiny_cfg(tmp_path, **{"train.epochs": 1}), run_dir=tmp_path / "run", dataset=tiny_dataset())
+    model = build_model(tiny_cfg(tmp_path), 4, 3)
+    assert s["macs_per_image"] == flops_per_image(model, (3, 16, 16)) > 0
+    assert s["params"] > 0 and s["train_seconds"] > 0 and s["images_per_s"] > 0
+    assert s["peak_memory_mb"] > 10  # this process's peak resident size on CPU
+    assert s["best_selected_on"] == "test"  # no val split: the best epoch was picked on test
+    assert s["test_images"] == len(tiny_dataset().test_y)
+
+
+def test_val_split_names_val_as_the_selection(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"train.epochs": 1, "data.val_size": 64})
+    s = train(cfg, run_dir=tmp_path / "run", dataset=tiny_dataset())
+    assert s["best_selected_on"] == "val" and "best_val_acc" in s and "final_test_acc" in s
+    assert "best_test_acc" not in s
+
+
+def test_n_test_scores_only_the_first_test_images(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"train.epochs": 1, "data.n_test": 40})
+    assert train(cfg, run_dir=tmp_path / "run", dataset=tiny_dataset())["test_images"] == 40
+
+
+def test_progress_off_keeps_the_epoch_lines(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, **{"train.epochs": 2}), run_dir=tmp_path / "a", dataset=tiny_dataset())
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert [x.split()[1] for x in lines] == ["1/2", "2/2"]
+    cfg = tiny_cfg(tmp_path, **{"train.epochs": 2, "train.log_epochs": False})
+    train(cfg, run_dir=tmp_path / "b", dataset=tiny_dataset())
+    assert "epoch " not in capsys.readouterr().out
+
+
+def test_a_val_split_keeps_the_test_set_untouched_until_the_end(tmp_path, monkeypatch):
+    import cifarlab.train.engine as engine
+
+    seen, predict = [], engine.predict
+
+    def spy(model, loader, *a, **kw):
+        logits, y = predict(model, loader, *a, **kw)
+        seen.append(len(y))
+        return logits, y
+
+    monkeypatch.setattr(engine, "predict", spy)
+    cfg = tiny_cfg(tmp_path, **{"train.epochs": 3, "data.val_size": 48})
+    s = train(cfg, run_dir=tmp_path / "run", dataset=tiny_dataset())  # 64 test images
+    assert seen == [48, 48, 48, 64]  # each epoch on val, the test set once after the last
+    assert s["best_selected_on"] == "val" and 0 <= s["final_test_acc"] <= 1

@@ -113,8 +113,9 @@ def gradcam_pp(
     alpha = g^2 / (2 g^2 + sum_ij(A) g^3), weights = sum_ij alpha * ReLU(g)."""
     a, g = activations_and_gradients(model, x, target, layer)
     g2, g3 = g.pow(2), g.pow(3)
-    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g3 + 1e-7)
-    alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+    denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g3
+    # guard only exact zeros, as the authors do: a fixed epsilon would swamp g^2 ~ 1e-8 at CIFAR gradient sizes
+    alpha = torch.where(denom != 0, g2 / denom, torch.zeros_like(g2))
     weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
     return _upsample((weights * a).sum(1, keepdim=True).clamp_min(0), x, upsample)
 
@@ -176,13 +177,17 @@ def plot_attribution_grid(
     path: str | Path,
     title: str,
     max_rows: int = 16,
+    names: Sequence[str] | None = None,
 ) -> Path:
-    """A row per image: the input titled 'pred / true', then each method's map over the image."""
+    """A row per image: the input titled '[name] pred / true', then each method's map over the image.
+    names (e.g. 'test #17') say which dataset image a row shows."""
     rows, cols = min(len(images), max_rows), 1 + len(maps)
     fig = figure(cols * 1.3, rows * 1.6 + 0.4)
     for r in range(rows):
         pred = class_name(classes, int(preds[r]))
         label = f"pred {pred}" if labels is None else f"pred {pred}\ntrue {class_name(classes, int(labels[r]))}"
+        if names is not None:
+            label = f"{names[r]}\n{label}"
         ax = fig.add_subplot(rows, cols, r * cols + 1)
         show_image(ax, images[r], label)
         if labels is not None and int(preds[r]) != int(labels[r]):
@@ -215,12 +220,16 @@ def run_attribution(
     batch_size: int = 32,
     ig_steps: int = 32,
     max_rows: int = 16,
+    split: str | None = None,
+    indices: Sequence[int] | None = None,
 ) -> dict:
     """Attribution maps of x (normalized N x C x H x W on the model's device) for the target class
     (default: the predicted one) at `layer` (default: see layers.default_cam_layer).
 
     Writes attribution.png (a grid with predicted/true class names) and attribution.npz (every
     method's maps, predictions, targets); returns {"layer", "methods", "predictions", "figures", "arrays"}.
+    split and indices (the dataset indices of x's images) are recorded in the npz, the result
+    ("split", "indices") and the row titles, so a map can be traced back to its image.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -265,18 +274,22 @@ def run_attribution(
         out_dir / "attribution",
         f"attribution for {whose}, CAMs at layer {layer}",
         max_rows,
+        None if indices is None else [f"{split or 'image'} #{int(i)}" for i in indices],
     )
     arrays = save_arrays(
         out_dir / "attribution",
         predictions=preds_t.numpy(),
         targets=targets_t.numpy(),
         **({} if labels is None else {"labels": labels.numpy()}),
+        **({} if indices is None else {"indices": np.asarray(indices, dtype=np.int64)}),
         **{m.replace("+", "p"): v.numpy() for m, v in full.items()},
     )
     return {
         "layer": layer,
         "methods": list(methods),
         "predictions": preds_t.tolist(),
+        "split": split,
+        "indices": None if indices is None else [int(i) for i in indices],
         "figures": [str(fig)],
         "arrays": str(arrays),
     }

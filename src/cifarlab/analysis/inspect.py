@@ -246,6 +246,8 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
             std=s.std,
             batch_size=min(a.batch_size, 64),
             max_rows=len(x),
+            split="test",  # Session.test takes the first n test images, in file order
+            indices=list(range(len(x))),
         )
     if analysis == "metrics":
         from .metrics import run_metrics
@@ -383,7 +385,10 @@ def describe(analysis: str, res: dict, classes: list[str]) -> str:
         return f"{len(res['figures'])} figures"
     if analysis == "hessian":
         eig = ", ".join(f"{v:.4g}" for v in res["eigenvalues"])
-        return f"top eigenvalues {eig}; trace {res['trace']:.4g} ± {res['trace_std_error']:.2g}"
+        return (
+            f"largest eigenvalue {res['largest_eigenvalue']:.4g}; largest in magnitude {eig}; "
+            f"trace {res['trace']:.4g} ± {res['trace_std_error']:.2g}"
+        )
     if "points" in res:
         s = f"{res['points_done']}/{res['points']} points"
         if res["complete"]:

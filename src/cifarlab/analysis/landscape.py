@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 from torch import nn
 from torch.func import functional_call, vmap
 from tqdm import tqdm
@@ -488,6 +489,13 @@ def _levels(loss: np.ndarray, n: int = 25) -> np.ndarray:
     return np.geomspace(lo, hi, n)
 
 
+def _plain_ticks(*axes) -> None:
+    """At most ~5 plainly formatted ticks per axis: dense or offset labels overlap on small figures."""
+    for a in axes:
+        a.set_major_locator(MaxNLocator(nbins=5))
+        a.set_major_formatter(FormatStrFormatter("%g"))
+
+
 def plot_1d(
     xs: np.ndarray, loss: np.ndarray, acc: np.ndarray, path: str | Path, xlabel: str = "alpha", title: str = ""
 ) -> Path:
@@ -499,6 +507,11 @@ def plot_1d(
     v = loss[np.isfinite(loss)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 50:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2 not 2x10^0
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        _plain_ticks(ax.yaxis)
+    _plain_ticks(ax.xaxis)
     ax2 = ax.twinx()
     ax2.plot(xs, acc * 100, color="tab:red", ls="--", label="accuracy")
     ax2.set_ylabel("accuracy (%)", color="tab:red")
@@ -531,6 +544,7 @@ def plot_2d(
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
         ax.set_title(f"{title} {name}".strip(), fontsize=9)
+        _plain_ticks(ax.xaxis, ax.yaxis)
         return fig, ax
 
     def trace(ax):
@@ -562,6 +576,7 @@ def plot_2d(
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.set_zlabel("loss")
+    _plain_ticks(ax.xaxis, ax.yaxis, ax.zaxis)
     ax.set_title(f"{title} surface (clipped at {levels[-1]:.3g})".strip(), fontsize=9)
     paths.append(save_figure(fig, out_dir / f"{prefix}_surface", pdf=True))
     return paths

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from ..run import atomic_write
 
@@ -65,6 +66,27 @@ def with_suffix(path: str | Path, suffix: str) -> Path:
 
 def figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def epoch_ticks(ax, nbins: int = 8) -> None:
+    """Integer epoch ticks on the x axis. min_n_ticks=1: with one epoch MaxNLocator would otherwise
+    fall back to fractional ticks (0.945, 0.960, ...)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=nbins, min_n_ticks=1))
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers ('2.3', '0.001', not '2.3x10^0'); which ticks get a label is
+    still LogFormatter's choice, so the minor ticks of a wide range stay unlabelled."""
+
+    def __call__(self, x, pos=None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def plain_log(axis) -> None:
+    """Plain labels on a log axis (ax.xaxis or ax.yaxis); call after set_xscale/set_yscale("log"),
+    which reset the formatters."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> Path:

@@ -79,13 +79,17 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
 def dataset_from_config(cfg, seed: int, dataset: Dataset | None = None) -> Dataset:
     """The data a DataConfig asks for: `dataset` (or cfg.source, loaded) split by prepare_splits."""
     ds = dataset if dataset is not None else load_dataset(cfg.source, cfg.cache_dir or None)
-    return prepare_splits(ds, cfg.n_items, cfg.val_size, seed)
+    return prepare_splits(ds, cfg.n_items, cfg.val_size, seed, n_test=cfg.n_test)
 
 
-def prepare_splits(ds: Dataset, n_items: int, val_size: int, seed: int) -> Dataset:
+def prepare_splits(ds: Dataset, n_items: int, val_size: int, seed: int, n_test: int = 0) -> Dataset:
     """The one data preparation path: a seeded val_size part of the full training set is held out
-    first, then the first n_items of what remains are trained on (0 = all of it)."""
-    return subset(split_val(ds, val_size, seed), n_items)
+    first, then the first n_items of what remains are trained on (0 = all of it); n_test > 0 keeps
+    the first n_test test images (a tiny run need not score all 10,000)."""
+    ds = subset(split_val(ds, val_size, seed), n_items)
+    if 0 < n_test < len(ds.test_y):
+        ds = dataclasses.replace(ds, test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test])
+    return ds
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

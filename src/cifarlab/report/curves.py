@@ -8,7 +8,8 @@ import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from ..analysis.plotting import epoch_ticks, plain_log
 
 
 def _series(history: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
@@ -20,6 +21,16 @@ def _series(history: list[dict], key: str, scale: float = 1.0) -> tuple[list[int
 
 def training_curves(history: list[dict], split: str = "test") -> bytes | None:
     """A PNG (bytes) with loss and accuracy per epoch, or None when there is nothing to draw."""
+    fig = curves_figure(history, split)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def curves_figure(history: list[dict], split: str = "test") -> Figure | None:
+    """The Figure training_curves draws (tests read its axes)."""
     if not any(isinstance(h.get("train_loss"), (int, float)) for h in history):
         return None
     lrs = {h.get("lr") for h in history if h.get("lr") is not None}
@@ -36,18 +47,17 @@ def training_curves(history: list[dict], split: str = "test") -> bytes | None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_ticks(ax)
         ax.legend(fontsize=8)
     y = _series(history, "train_loss")[1]
     if y and min(y) > 0 and max(y) / min(y) > 30:  # a loss that falls by decades reads better on a log axis
         axes[0].set_yscale("log")
+        plain_log(axes[0].yaxis)
     if panels == 3:
         x, lr = _series(history, "lr")
         axes[2].plot(x, lr, color="tab:gray", marker=marker, ms=3)
         axes[2].set_xlabel("epoch")
         axes[2].set_ylabel("learning rate (end of epoch)")
         axes[2].grid(alpha=0.3)
-        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+        epoch_ticks(axes[2])
+    return fig

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .official import accuracy, load_official, mnist_test
+from .official import accuracy, load_official, official_test_set
 from .prune import named_states, prune, recover
 
 
@@ -62,10 +62,10 @@ def load_target(
     device = torch.device(device)
     if "model_name" not in ckpt:  # not ours: the authors' format (load_official checks it)
         model, opt = load_official(p)
-        x, y = mnist_test(data or "mnist", cache_dir)
+        x, y, name = official_test_set(data or "mnist", cache_dir)
         if x.shape[1:] != (1, 28, 28):
             raise UserError(f"the official LeNet takes 28x28 grey images; {data} has shape {tuple(x.shape[1:])}")
-        return PruneTarget(model.to(device), opt, x.to(device), y.to(device), str(p), "official", "mnist", "slbi")
+        return PruneTarget(model.to(device), opt, x.to(device), y.to(device), str(p), "official", name, "slbi")
     return _cifarlab_target(p, ckpt, data, device, dataset)
 
 

@@ -96,10 +96,16 @@ def load_official(path: str | Path) -> tuple[nn.Module, SLBI]:
 
 def mnist_test(source: str | Path = "mnist", cache_dir: str | Path | None = None) -> tuple[Tensor, Tensor]:
     """MNIST test images as the official code feeds them: float (N, 1, 28, 28) in [0, 1], labels."""
+    x, y, _ = official_test_set(source, cache_dir)
+    return x, y
+
+
+def official_test_set(source: str | Path = "mnist", cache_dir: str | Path | None = None) -> tuple[Tensor, Tensor, str]:
+    """mnist_test plus the dataset's real name (fashion-mnist must not be reported as mnist)."""
     from ..data import load_dataset
 
     ds = load_dataset(str(source), cache_dir)
-    return ds.test_x.permute(0, 3, 1, 2).float().div_(255), ds.test_y
+    return ds.test_x.permute(0, 3, 1, 2).float().div_(255), ds.test_y, ds.name
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.plotting import figure, save_figure
+from ..analysis.plotting import epoch_ticks, figure, plain_log, save_figure
 
 COLORS = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
 
@@ -55,6 +55,7 @@ def plot_training(out_dir: Path, a: dict, stalled: dict) -> str:
             )
         axes[0, m].set(title=str(label), xlabel="step", ylabel="training loss (per step, smoothed line)")
         axes[1, m].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        epoch_ticks(axes[1, m])
         axes[0, m].legend(fontsize=7)
         axes[1, m].legend(fontsize=6, ncol=2)
     fig.suptitle("Training curves: same seed and data order for every run (train acc: running, during the epoch)")
@@ -85,6 +86,7 @@ def _log_if_positive(ax, values: np.ndarray) -> None:
     v = values[np.isfinite(values)]
     if v.size and v.min() > 0 and v.max() / v.min() > 20:
         ax.set_yscale("log")
+        plain_log(ax.yaxis)
 
 
 def plot_probes(out_dir: Path, a: dict, stalled: dict) -> str:

@@ -326,12 +326,13 @@ def check_out_folder(cfg: BNStudyConfig, out_dir: Path) -> None:
 def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
     """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
     cfg = check_config(cfg)
-    out_dir = make_folder(out_dir)
-    check_out_folder(cfg, out_dir)
-    save_config(cfg, out_dir / "config.yaml")  # what a rerun into this folder is checked against
+    check_out_folder(cfg, Path(out_dir))
     device = pick_device(cfg.device)
     specs = model_specs(cfg)
+    # the data first: a bad source fails here, before any folder is made (none is left behind empty)
     data = prepare_data(cfg, data_source, dataset, device)
+    out_dir = make_folder(out_dir)
+    save_config(cfg, out_dir / "config.yaml")  # what a rerun into this folder is checked against
     t0 = time.perf_counter()
     runs: dict[tuple[int, int], dict] = {}
     n = len(specs) * len(cfg.lrs)

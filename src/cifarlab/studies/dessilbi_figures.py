@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.plotting import figure, save_figure
+from ..analysis.plotting import epoch_ticks, figure, plain_log, save_figure
 
 COLORS = {"slbi": "tab:red", "momentum": "tab:blue", "slbi_adam": "tab:green"}
 LABELS = {"slbi": "SLBI", "momentum": "SGD-momentum", "slbi_adam": "SLBI-Adam"}
@@ -61,23 +61,30 @@ def plot_curves(out_dir: Path, runs: list[dict]) -> str:
         ax_acc.set_ylim(min(top) - 3, 100)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="LeNet on MNIST: test accuracy")
     ax_loss.set(xlabel="epoch", ylabel="training loss (NLL)", yscale="log", title="training loss")
+    plain_log(ax_loss.yaxis)
+    for ax in (ax_acc, ax_loss):
+        epoch_ticks(ax)
     ax_acc.legend(fontsize=8)
     ax_loss.legend(fontsize=8)
     save_figure(fig, out_dir / "lenet_curves.png")
     return "lenet_curves"
 
 
-def _path_panel(ax, path: np.ndarray, kept: np.ndarray, color: str, title: str, kept_what: str) -> None:
-    epochs = np.arange(1, path.shape[0] + 1)
+def _path_panel(ax, v: dict, color: str, title: str, kept_what: str) -> None:
+    """One line per filter over v["x"] (epochs, fractional between the epoch ends: the path is recorded
+    every path_every steps); without x (an older run) one point per epoch."""
+    path, kept = v["path"], v["kept"]
+    epochs = np.asarray(v["x"]) if v.get("x") is not None else np.arange(1, path.shape[0] + 1)
     for i in np.nonzero(~kept)[0]:
         ax.plot(epochs, path[:, i], color="0.6", lw=0.6, alpha=0.6)
     for i in np.nonzero(kept)[0]:
         ax.plot(epochs, path[:, i], color=color, lw=1.1, alpha=0.9)
-    if path.shape[0] == 1:  # one epoch: lines have no length, show the points
-        ax.scatter(np.ones(path.shape[1]), path[0], c=np.where(kept, color, "0.6"), s=8)
+    if path.shape[0] == 1:  # one point: lines have no length, show the points
+        ax.scatter(np.full(path.shape[1], epochs[0]), path[0], c=np.where(kept, color, "0.6"), s=8)
     ax.plot([], [], color=color, label=f"{int(kept.sum())} {kept_what}")
     ax.plot([], [], color="0.6", label=f"{int((~kept).sum())} pruned")
     ax.set(xlabel="epoch", ylabel="||Gamma|| per filter", title=title)
+    epoch_ticks(ax)
     ax.legend(fontsize=8)
 
 
@@ -93,9 +100,9 @@ def plot_paths(out_dir: Path, cfg, extra: dict) -> str:
     fig = figure(5.2 * max(1, len(panels)), 4.2)
     axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
     for ax, (title, v, color, pct) in zip(axes, panels):
-        _path_panel(ax, v["path"], v["kept"], color, title, f"kept at {pct:g}% pruning")
+        _path_panel(ax, v, color, title, f"kept at {pct:g}% pruning")
     fig.suptitle(
-        "Solution path: norm of Gamma per filter after each epoch (coloured: the filters that pruning "
+        "Solution path: norm of Gamma per filter during training (coloured: the filters that pruning "
         "keeps; grey: the ones it removes)",
         fontsize=10,
     )
@@ -183,20 +190,44 @@ def plot_lenet_pruning(out_dir: Path, rows: list[dict], runs: list[dict]) -> str
     return "lenet_pruning"
 
 
+def _percent(values: list) -> np.ndarray:
+    return np.array([100 * a if a is not None else np.nan for a in values], dtype=float)
+
+
+def vgg_note(run: dict) -> str:
+    """Why the VGG run has no pruning panels (run_record always finds a test accuracy to draw)."""
+    if run["stalled"]:
+        return (
+            f"No pruning curve: {run['model']} stalled at chance (final test accuracy "
+            f"{run['final_test_acc']:.2f}%), so it was not pruned."
+        )
+    return f"No pruning curve: no pruning rows for {run['model']}."
+
+
 def plot_vgg(out_dir: Path, cfg, run: dict, rows: list[dict]) -> str:
-    fig = figure(16, 4.6)
-    ax_curve, ax_sweep, ax_each = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
+    if rows:
+        fig = figure(16, 4.6)
+        ax_curve, ax_sweep, ax_each = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
+    else:  # a stalled run is not pruned: say so where the pruning panels would be, not empty axes
+        fig = figure(11, 4.6)
+        ax_curve, ax_note = fig.subplots(1, 2)
+        ax_note.axis("off")
+        ax_note.text(0.5, 0.5, vgg_note(run), ha="center", va="center", wrap=True, transform=ax_note.transAxes)
     h = run["history"]
-    ax_curve.plot(h["epoch"], [100 * a for a in h["test_acc"]], marker=".", color="tab:purple", label="test")
+    ax_curve.plot(h["epoch"], _percent(h["test_acc"]), marker=".", color="tab:purple", label="test")
     ax_curve.plot(
-        h["epoch"], [100 * a for a in h["train_acc"]], marker=".", color="tab:purple", ls="--", label="train (running)"
+        h["epoch"], _percent(h["train_acc"]), marker=".", color="tab:purple", ls="--", label="train (running)"
     )
     ax_curve.set(
         xlabel="epoch",
         ylabel="accuracy (%)",
         title=f"{run['model']}, SLBI-Adam" + (" (STALLED)" if run["stalled"] else ""),
     )
+    epoch_ticks(ax_curve)
     ax_curve.legend(fontsize=8)
+    if not rows:
+        save_figure(fig, out_dir / "vgg_pruning.png")
+        return "vgg_pruning"
     sweep = sorted((r for r in rows if r.get("experiment") == "sweep"), key=lambda r: r["percent"])
     each = [r for r in rows if r.get("experiment") == "each_layer"]
     before = run.get("accuracy_unpruned")

@@ -229,7 +229,7 @@ def _where(cfg: DessiLBIStudyConfig, name: str, seed: int, source: str) -> dict:
         "name": name,
         "seed": seed,
         "data": {"source": source, "cache_dir": cfg.cache_dir, "device": cfg.device},
-        "train": {"progress": cfg.progress},
+        "train": {"progress": cfg.progress, "log_epochs": cfg.progress},
     }
 
 

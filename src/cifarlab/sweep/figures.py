@@ -13,11 +13,21 @@ from ..run import atomic_write, read_jsonl
 from .stats import FINISHED, best_config, direction
 
 
+def _figure(width: float, height: float) -> Figure:
+    """Constrained layout leaves room for titles and labels (objects, not pyplot: no global state)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _save(fig: Figure, path: Path) -> Path:
-    """tight_layout, then PNG at 120 dpi via a temporary name (objects, not pyplot: no global state)."""
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    """PNG at 120 dpi via a temporary name; bbox tight so no title or label is cut at the edge."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     return path
+
+
+def epoch_ticks(ax) -> None:
+    """Integer epoch ticks (min_n_ticks=1: one epoch would otherwise get 0.945, 0.960, ...). The same
+    line as analysis.plotting.epoch_ticks: sweep may not import analysis (import-linter layers)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8, min_n_ticks=1))
 
 
 def sweep_figures(
@@ -28,11 +38,13 @@ def sweep_figures(
     primary = next((m for m in metrics if direction(m)), metrics[0])
     written = []
     if axis_names and any(r[primary] is not None for r in rows):
-        written.append(_per_axis(fig_dir / "metric_by_axis.png", rows, axis_names, primary))
+        written.append(_save(per_axis_figure(rows, axis_names, primary), fig_dir / "metric_by_axis.png"))
     ranked = [g for g in groups if g.get(primary) is not None]
     if ranked and best_config(groups, primary) is not None:
         ranked.sort(key=lambda g: -direction(primary) * g[primary][0])
-        written.append(_curves(fig_dir / "curves.png", out_dir, rows, ranked[:5], axis_names, primary))
+        fig = curves_figure(out_dir, rows, ranked[:5], axis_names, primary)
+        if fig is not None:
+            written.append(_save(fig, fig_dir / "curves.png"))
     seconds = _seconds(out_dir, rows)
     if seconds:
         written.append(_run_time(fig_dir / "run_time.png", groups, seconds, axis_names))
@@ -43,15 +55,21 @@ def _scale(metric: str) -> tuple[float, str]:
     return (100.0, f"{metric} (%)") if metric.endswith("acc") else (1.0, metric)
 
 
+def short(axis: str) -> str:
+    """optim.lr -> lr: the last part of a dotted key names the axis in a legend."""
+    return axis.split(".")[-1]
+
+
 def _label(g: dict, axis_names: list[str]) -> str:
-    return ", ".join(str(g[a]) for a in axis_names) or g["config_id"]
+    """'lr = 0.3' (', '-joined for several axes), or the config id when the sweep has no axes."""
+    return ", ".join(f"{short(a)} = {g[a]}" for a in axis_names) or g["config_id"]
 
 
-def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) -> Path:
+def per_axis_figure(rows: list[dict], axis_names: list[str], metric: str) -> Figure:
     """One panel per axis: the metric over all finished runs with each value (other axes pooled)."""
     scale, ylabel = _scale(metric)
     n = len(axis_names)
-    fig = Figure(figsize=(max(4.0, 3.2 * n), 3.6))
+    fig = _figure(max(4.8, 3.2 * n), 3.8)
     axs = fig.subplots(1, n, squeeze=False, sharey=True)
     for ax, name in zip(axs[0], axis_names):
         labels = list(dict.fromkeys(r[name] for r in rows))
@@ -70,20 +88,21 @@ def _per_axis(path: Path, rows: list[dict], axis_names: list[str], metric: str) 
             ha="right" if max(len(s) for s in labels) > 6 else "center",
         )
         ax.set_xlim(-0.5, len(labels) - 0.5)
-        ax.set_title(name)
+        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
     axs[0][0].set_ylabel(ylabel)
-    fig.suptitle(f"{metric}: mean ± std over runs with each value")
-    return _save(fig, path)
+    # two short lines: one line ran off a one-panel figure
+    fig.suptitle(f"{metric}\nmean ± std over the runs with each value", fontsize=10)
+    return fig
 
 
-def _curves(
-    path: Path, out_dir: Path, rows: list[dict], best: list[dict], axis_names: list[str], metric: str
-) -> Path | None:
+def curves_figure(
+    out_dir: Path, rows: list[dict], best: list[dict], axis_names: list[str], metric: str
+) -> Figure | None:
     """Eval accuracy per epoch of the best configurations: mean over seeds, band = min..max."""
     split = "val" if "val" in metric else "test"
     key = f"{split}_acc"
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = _figure(6.4, 4.0)
     ax = fig.subplots()
     drawn = 0
     for g in best:
@@ -111,12 +130,12 @@ def _curves(
     if not drawn:
         return None
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_ticks(ax)
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_title(f"best {drawn} configurations by {metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def _seconds(out_dir: Path, rows: list[dict]) -> dict[str, list[float]]:
@@ -134,7 +153,7 @@ def _run_time(path: Path, groups: list[dict], seconds: dict[str, list[float]], a
     gs = [g for g in groups if g["config_id"] in seconds]
     means = [np.mean(seconds[g["config_id"]]) for g in gs]
     stds = [np.std(seconds[g["config_id"]], ddof=1) if len(seconds[g["config_id"]]) > 1 else 0.0 for g in gs]
-    fig = Figure(figsize=(6.4, 1.2 + 0.3 * len(gs)))
+    fig = _figure(6.4, 1.2 + 0.3 * len(gs))
     ax = fig.subplots()
     y = np.arange(len(gs))
     ax.barh(y, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)

@@ -19,7 +19,7 @@ from ..config import from_dict, read_yaml
 from ..errors import UserError
 from ..run import atomic_write_text
 from ..run import read_summary as read_summary_file
-from ..tables import csv_text, fmt_stat, md_lines
+from ..tables import csv_text, fmt_stat, header, md_lines
 from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
 from .stats import FINISHED, best_config, direction
@@ -147,9 +147,17 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         "times in seconds; the best of each column is in bold.",
         "",
     ]
+    # a column no run has (best_val_acc without a val split) is left out
+    metrics = [m for m in metrics if any(g[m] is not None for g in groups)] or metrics
     show_failed = any(g["failed"] for g in groups)
     show_diverged = any(g.get("diverged") for g in groups)
-    head = axis_names + ["n"] + (["diverged"] if show_diverged else []) + (["failed"] if show_failed else []) + metrics
+    head = (
+        axis_names
+        + ["n"]
+        + (["diverged"] if show_diverged else [])
+        + (["failed"] if show_failed else [])
+        + [header(m) for m in metrics]
+    )
     best = {m: best_config(groups, m) for m in metrics}
     body = []
     for g in groups:

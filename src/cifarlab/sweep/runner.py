@@ -203,7 +203,7 @@ def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False, log_epochs=False))
     target = Path(run_dir)
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -215,13 +215,17 @@ class Trainer:
             "seed": cfg.seed,
             "epochs": len(history) and history[-1]["epoch"],
             "params": count_params(self.model),
+            "macs_per_image": _macs(self.model, ds),
             f"best_{split}_acc": self.best_acc,
+            "best_selected_on": split,  # best.pt is chosen on this split: quote a best test acc only if "val"
+            "test_images": len(ds.test_y),
             f"final_{split}_acc": final.get(f"{split}_acc"),
             "final_train_loss": final.get("train_loss"),
             "train_seconds": self.train_seconds,
             "eval_seconds": final.get("eval_seconds"),
             "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
             "diverged": any(h.get("diverged") for h in history),
+            "peak_memory_mb": peak_memory_mb(self.device),
             "env": environment(self.device),
         }
         model, amp_ctx = self.eval_model, self.amp_ctx
@@ -419,7 +423,7 @@ def _log(t: Trainer, record: dict, writer) -> None:
             if k != "epoch" and isinstance(v, (int, float)):
                 writer.add_scalar(k, v, record["epoch"])
         writer.flush()
-    if t.cfg.train.progress and t.main:
+    if t.cfg.train.log_epochs and t.main:
         print(_epoch_line(record, t.cfg.train.epochs, t.eval_split), flush=True)
 
 
@@ -519,6 +523,28 @@ def evaluate(model, loader, loss_fn, tta="none", amp_ctx=None) -> dict:
 
 
 # ---------------------------------------------------------------- output
+
+
+def _macs(model: nn.Module, ds: Dataset) -> int | None:
+    """Forward multiply-adds per image (the scorecard's FLOPs); None where the counter cannot run."""
+    from ..models import flops_per_image
+
+    h, w, c = ds.image_shape
+    try:
+        return flops_per_image(model, (c, h, w))
+    except Exception:  # a model the counter cannot trace must not cost the run its summary
+        return None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the run: allocated CUDA memory on a GPU, else the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def _epoch_line(r: dict, epochs: int, split: str) -> str:
