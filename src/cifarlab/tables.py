@@ -49,23 +49,6 @@ def fmt_value(v: Any) -> str:
     return fmt(v, none="none", true="true", false="false")
 
 
-# The scorecard's resource columns: value -> a human unit (None and old summaries read "-")
-def si(v: float, unit: str = "") -> str:
-    """11_170_000 -> '11.2 M', 556_000_000 -> '0.556 G'; small numbers stay as they are."""
-    for size, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= size * (0.1 if prefix == "G" else 1):
-            return f"{v / size:.3g} {prefix}{unit}".rstrip()
-    return f"{v:.3g} {unit}".rstrip()
-
-
-RESOURCE = {
-    "params": lambda v: si(v),
-    "macs_per_image": lambda v: si(v, "MACs"),
-    "train_seconds": lambda v: f"{v:,.0f} s",
-    "images_per_s": lambda v: f"{v:,.0f} img/s",
-    "peak_memory_mb": lambda v: f"{v:,.0f} MB",
-}
-
 # Column headers that say how a number was chosen: a best epoch picked on test is an optimistic number
 HEADERS = {
     "final_test_acc": "final test acc",
