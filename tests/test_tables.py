@@ -20,3 +20,16 @@ def test_markdown_and_csv():
     assert md_lines(["x", "n"], [["r", "1"]], ["---", "---:"]) == ["| x | n |", "|---|---:|", "| r | 1 |"]
     assert csv_text(rows) == "a,b\n1,0.5\n2,\n"
     assert csv_text([{"a": 1, "b": None, "c": "x,y"}], ["a", "c"]) == 'a,c\n1,"x,y"\n'
+
+
+def test_scorecard_cells_and_the_seed_spread():
+    from cifarlab.tables import fmt_stat, within_spread
+
+    assert fmt_stat("params", (176402.0, 0.0)) == "176,402" and fmt_stat("macs_per_image", (5.6e8, None)) == "0.56 G"
+    assert (
+        fmt_stat("images_per_s", (1234.4, 10.0)) == "1,234 ± 10"
+        and fmt_stat("peak_memory_mb", (1159.9, None)) == "1,160"
+    )
+    # within the larger of the two stds; a single seed (no std) is never marked
+    assert within_spread((0.90, 0.01), (0.905, 0.002)) and not within_spread((0.90, 0.01), (0.93, 0.02))
+    assert not within_spread((0.90, None), (0.90, 0.01))

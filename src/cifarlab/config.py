@@ -103,6 +103,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False  # torch.compile the model; compile_seconds in summary.json, not in train_seconds
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    graph: str = "auto"  # capture the training step as a CUDA graph: auto (on CUDA where the step allows) | on | off
     cudnn_benchmark: bool = False  # let cuDNN pick its fastest kernels (autotuned in the warm-up step)
     ema: float = 0.0  # EMA decay of the weights (0 = off); evaluation uses the EMA model
     lookahead_every: int = 0  # airbench's lookahead: every k steps pull the weights to a slow EMA (0 = off)
@@ -327,6 +328,7 @@ def check_choices(cfg: Config) -> None:
         (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
         (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
         (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
+        (cfg.train.graph, ("auto", "on", "off"), "train.graph"),
         (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize"),
     ]:
         if value not in allowed:
@@ -394,7 +396,10 @@ def check_ranges(cfg: Config) -> None:
             raise UserError(f"optim.betas[{i}]={b!r} is out of range; allowed: in [0, 1)")
 
 
-RUN_NEUTRAL_KEYS = ("name", "out", "train.progress", "train.log_epochs", "data.device", "data.cache_dir")
+# How a run executes, not what it computes: a resume may change these.
+RUN_NEUTRAL_KEYS = (
+    "name", "out", "train.progress", "train.log_epochs", "train.graph", "data.device", "data.cache_dir"
+)  # fmt: skip
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -56,26 +56,60 @@ HEADERS = {
     "final_val_acc": "final val acc",
     "best_test_acc": "best test acc (selected on test)",
     "params": "params",
-    "macs_per_image": "MACs/image",
-    "train_seconds": "train time",
+    "macs_per_image": "FLOPs/image (multiply-adds)",
+    "train_seconds": "train time (s)",
     "images_per_s": "images/s",
-    "peak_memory_mb": "peak memory",
+    "peak_memory_mb": "peak memory (MB)",
 }
+# What a run costs, shown beside its accuracy wherever summary.json records it
+SCORECARD = ("params", "macs_per_image", "train_seconds", "images_per_s", "peak_memory_mb")
+SPREAD_NOTE = (
+    "≈: within seed spread of the best; the difference in mean is no larger than the larger of the two "
+    "sample stds (both with n ≥ 2 seeds), so these seeds do not tell the two apart."
+)
 
 
 def header(metric: str) -> str:
     return HEADERS.get(metric, metric)
 
 
+def giga(v: float) -> str:
+    """Multiply-adds per image: 0.56 G, 41.2 M."""
+    return f"{v / 1e9:.2f} G" if abs(v) >= 1e8 else f"{v / 1e6:.3g} M"
+
+
+def fmt_cost(metric: str, v: float) -> str:
+    """One scorecard number: params 11,173,962; MACs 0.56 G; images/s 1,234; memory (MB) 1,160; seconds 12.3."""
+    if metric == "params":
+        return f"{v:,.0f}"
+    if metric == "macs_per_image":
+        return giga(v)
+    if metric in ("images_per_s", "peak_memory_mb"):
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+
 def fmt_stat(metric: str, stat: tuple[float, float | None] | None) -> str:
-    """A (mean, std) over seeds: accuracies in % with 2 decimals, seconds with 1, anything else 4 digits."""
+    """A (mean, std) over seeds: accuracies in % with 2 decimals, seconds with 1, scorecard columns
+    as fmt_cost (no std for params and MACs: seeds do not change them), anything else 4 digits."""
     if stat is None:
         return "-"
     mean, std = stat
+    if metric in SCORECARD:
+        spread = std is not None and metric not in ("params", "macs_per_image")
+        return fmt_cost(metric, mean) + (f" ± {fmt_cost(metric, std)}" if spread else "")
     scale, digits = (100.0, 2) if metric.endswith("acc") else (1.0, 1 if "seconds" in metric else 4)
     if digits == 4:
         return f"{mean:.4g}" + (f" ± {std:.2g}" if std is not None else "")
     return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
+def within_spread(a: tuple[float, float | None] | None, b: tuple[float, float | None] | None) -> bool:
+    """Two (mean, std) over seeds whose means differ by no more than the larger std (SPREAD_NOTE).
+    False without a std on both sides (a single seed has no spread to compare against)."""
+    if a is None or b is None or a[1] is None or b[1] is None:
+        return False
+    return abs(a[0] - b[0]) <= max(a[1], b[1])
 
 
 def md_lines(head: Sequence[str], body: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> list[str]:

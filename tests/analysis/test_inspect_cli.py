@@ -70,7 +70,11 @@ def test_engine_keeps_epoch_checkpoints_and_input_shape(run):
         ),
         ("gradcam", ["--n-images", 3, "--target", "dog", "--layer", "layer1"], ["attribution.png", "attribution.npz"]),
         ("metrics", [], ["confusion.png", "per_class.png", "misclassified.png", "metrics.npz"]),
-        ("hessian", ["--n", 16, "--k", 1, "--iters", 10, "--trace-samples", 3], ["hessian.json", "hessian.npz"]),
+        (
+            "hessian",
+            ["--n", 16, "--k", 1, "--iters", 10, "--trace-samples", 3],
+            ["hessian.json", "hessian.npz", "hessian_spectrum.png"],
+        ),
         (
             "trajectory",
             ["--steps", 3, "--n", 16],

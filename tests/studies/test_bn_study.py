@@ -133,3 +133,16 @@ def test_a_bad_data_source_leaves_no_folder(tmp_path):
     with pytest.raises(UserError):
         run_bn_study(cfg, out, data_source=str(tmp_path / "no-such-data"))
     assert not out.exists()
+
+
+def test_parallel_runs_give_the_same_arrays(tmp_path):
+    # two runs side by side in spawned processes: the same trajectories as one after another
+    over = ["n_items=256 epochs=1 probe_every=0 lrs=[1e-3,1e-4] n_etas=2"]
+    arrays = []
+    for parallel in (1, 2):
+        cfg = load_config(None, over, cls=BNStudyConfig)
+        cfg.models = TINY[1:]
+        run_bn_study(cfg, tmp_path / f"p{parallel}", dataset=synthetic(), parallel=parallel)
+        arrays.append(np.load(tmp_path / f"p{parallel}" / "arrays.npz"))
+    np.testing.assert_allclose(arrays[1]["step_loss"], arrays[0]["step_loss"], rtol=1e-4)
+    np.testing.assert_allclose(arrays[1]["test_acc"], arrays[0]["test_acc"], atol=1.5 / 100)

@@ -211,3 +211,20 @@ def test_runs_are_the_train_presets_plus_overrides_and_the_shorthands_are_aliase
         load_study_config(None, ["lenet_run.base=no_such_preset"])
     with pytest.raises(UserError, match="train.epochs"):
         load_study_config(None, ["lenet_run.set.train.epochs=ten"])
+
+
+def test_lenet_runs_side_by_side_match_the_runs_one_after_another(study, tmp_path):
+    """--parallel 2: the three LeNet runs in processes of their own give the same results."""
+    from cifarlab.train import pool
+
+    out, summary, data = study
+    cfg = load_study_config(None, [TINY, "vgg=false"])
+    pool.set_parallel(2)
+    try:
+        apart = run_dessilbi_study(cfg, tmp_path / "par", lenet_dataset=data["lenet_dataset"])
+    finally:
+        pool.set_parallel(None)
+    lenet = [r for r in summary["runs"] if r["part"] == "lenet"]
+    assert [r["run"] for r in apart["runs"]] == [r["run"] for r in lenet]
+    for a, b in zip(lenet, apart["runs"]):
+        assert b["final_test_acc"] == pytest.approx(a["final_test_acc"], abs=1.5), a["run"]  # percent: one image

@@ -127,6 +127,21 @@ def test_ray_engine_gives_the_same_runs(local_sweep, tmp_path):
         assert la["final_train_loss"] == lb["final_train_loss"]
 
 
+def test_parallel_local_sweep_gives_the_same_runs(local_sweep, tmp_path, capsys):
+    # two spawned processes, the dataset sent to each once; the threads per process follow the
+    # machine's cores, so the runs agree to float rounding rather than bit for bit
+    sweep, local_out, local_rows = local_sweep
+    rows = run_sweep(sweep, tmp_path / "par", engine="local", data=tiny_dataset(), parallel=2)
+    assert "2 runs at a time" in capsys.readouterr().out
+    assert [r["status"] for r in rows] == ["done"] * 8
+    for a, b in zip(local_rows, rows):
+        assert a["run_id"] == b["run_id"]
+        la = json.loads((local_out / a["run_id"] / "summary.json").read_text())
+        lb = json.loads((tmp_path / "par" / b["run_id"] / "summary.json").read_text())
+        assert lb["final_train_loss"] == pytest.approx(la["final_train_loss"], rel=1e-4)
+        assert lb["final_test_acc"] == pytest.approx(la["final_test_acc"], abs=1.5 / 128)  # one image at most
+
+
 def test_killed_sweep_resumes_only_missing_runs(tmp_path, monkeypatch):
     import cifarlab.train.engine as engine
 

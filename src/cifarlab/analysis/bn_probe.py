@@ -13,16 +13,21 @@ every eta. All step sizes are evaluated at once with torch.func.vmap over stacke
 (method="vmap"; "auto" uses it on accelerators), or one by one (method="loop", the CPU choice of
 "auto", and the fallback when an op has no batching rule).
 
+`run_probes` runs the probes at a saved checkpoint's weights (`cifarlab inspect RUN probes`): one
+probe_step per batch, written to probes.json and probes.png.
+
 The proxies (`grad_change_proxy`) only use the training trajectory and are NOT the probes above;
 `ics_measure` is the internal-covariate-shift measure of Santurkar et al. (Definition 2.1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.func import grad as func_grad
@@ -269,3 +274,97 @@ def ics_measure(
     finally:
         rng.reset()
     return {"layers": layers, "norm": np.array(norms), "cos": np.array(coss)}
+
+
+# ---------------------------------------------------------------- the probes at a checkpoint
+
+
+def run_probes(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    etas: Sequence[float],
+    out_dir: str | Path,
+    *,
+    loss_fn: LossFn | None = None,
+    bn: str = "train",
+    method: str = "auto",
+    data: dict | None = None,
+    title: str = "",
+) -> dict:
+    """probe_step on each batch at the model's weights, along that batch's own gradient.
+
+    bn: "train" normalizes with batch statistics as in training (Santurkar et al. probe the training
+    network; the running statistics stay untouched), "eval" with the running ones; dropout is off
+    either way (landscape.bn_mode), so the probes are a function of the weights and the batch.
+    The summary numbers are bn-study's: loss_variation and gradient_predictiveness are the means
+    over batches of (max - min over eta), beta_smooth the mean over batches of probe_step's
+    beta_smooth. Writes probes.json (these, the per-batch, per-eta arrays, data) and probes.png.
+    """
+    from cifarlab.errors import UserError
+    from cifarlab.run import atomic_write_json
+
+    from .landscape import bn_mode
+
+    etas = [float(e) for e in etas]
+    if not etas or not all(e > 0 and np.isfinite(e) for e in etas):
+        raise UserError(f"probe step sizes must be positive numbers, got {etas} (--etas min:max:num with min > 0)")
+    if not batches:
+        raise UserError("the probes need at least one batch of data")
+    with bn_mode(model, bn):
+        steps = [probe_step(model, loss_fn or F.cross_entropy, x, y, etas, method=method) for x, y in batches]
+    loss, diff, beta = (np.stack([p[k] for p in steps]) for k in ("loss", "grad_diff", "beta"))  # batches x etas
+    out = {
+        "loss_variation": float(np.mean(loss.max(1) - loss.min(1))),
+        "gradient_predictiveness": float(np.mean(diff.max(1) - diff.min(1))),
+        "beta_smooth": float(np.mean([p["beta_smooth"] for p in steps])),
+        "etas": etas,
+        "n_batches": len(steps),
+        "batch_sizes": [int(len(y)) for _, y in batches],
+        "bn": bn,
+        "method": steps[0]["method"],
+        "per_batch": {
+            "loss_t": [p["loss_t"] for p in steps],
+            "grad_norm": [p["grad_norm"] for p in steps],
+            "beta_smooth": [p["beta_smooth"] for p in steps],
+            "loss": loss.tolist(),  # L(w - eta g), batches x etas
+            "grad_diff": diff.tolist(),  # ||grad L(w - eta g) - g||
+            "beta": beta.tolist(),  # grad_diff / ||eta g||
+        },
+        "data": data,
+    }
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "probes.json", out)
+    out["figures"] = [str(save_probes_figure(out, out_dir / "probes", title))]
+    return out
+
+
+def save_probes_figure(res: dict, path: str | Path, title: str = "") -> Path:
+    """The three probes against eta, one line per batch: what the summary numbers are ranges of."""
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    from .plotting import figure, save_figure
+
+    fig = figure(10, 3.2)
+    axes = fig.subplots(1, 3)
+    etas, per = res["etas"], res["per_batch"]
+    panels = (
+        ("loss", f"loss variation (mean range {res['loss_variation']:.3g})", "L(w - eta g)"),
+        (
+            "grad_diff",
+            f"gradient predictiveness (mean range {res['gradient_predictiveness']:.3g})",
+            "||grad L(w - eta g) - g||",
+        ),
+        ("beta", f"effective beta-smoothness (mean max {res['beta_smooth']:.3g})", "grad_diff / ||eta g||"),
+    )
+    for ax, (key, name, ylabel) in zip(axes, panels):
+        for b, values in enumerate(per[key]):
+            ax.plot(etas, values, marker="o", ms=3, lw=1, label=f"batch {b + 1}")
+        ax.set(title=name, xlabel="step size eta", ylabel=ylabel)
+        ax.title.set_fontsize(9)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, few ticks: the panels are small
+            axis.set_major_locator(MaxNLocator(nbins=4))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+    if res["n_batches"] <= 8:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"Santurkar et al. probes along -g ({title}, BN {res['bn']})" if title else "Santurkar et al. probes")
+    return save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX or TorchScript, and check the export computes what PyTorch does.
+"""Export a trained model to ONNX, TorchScript or a bundle, and check the export computes what PyTorch does.
 
 The file is written under a temporary name, run on random inputs of another batch size than the
 one it was traced with, compared with the PyTorch model, and only then renamed into place: a file
@@ -8,6 +8,10 @@ ONNX: the torch.export-based exporter (`dynamo`, needs onnxscript) is the defaul
 installed; the older TorchScript-based one (`legacy`, needs onnx) is deprecated in PyTorch but
 still works. The check runs the file with onnxruntime if installed, else onnx's reference
 evaluator, else it says the check was skipped.
+
+Bundle: one torch.save file (NAME.bundle.pt) with what `cifarlab eval` and `cifarlab predict` need
+and nothing a resumed run needs: the weights load_model picks (EMA where kept), the resolved config,
+classes, normalization, input shape, model name and options, the run's metrics and environment.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from torch import nn
 
 from ..errors import UserError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "bundle")
 EXPORTERS = ("auto", "dynamo", "legacy")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "bundle": ".bundle.pt"}
+# what a bundle copies from the checkpoint as is (the weights and metrics are chosen apart)
+BUNDLE_KEYS = ("config", "classes", "mean", "std", "image_shape", "model_name", "model_options")
 
 
 def _have(module: str) -> bool:
@@ -127,6 +133,21 @@ def torchscript_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], 
     return run, "torch.jit.load"
 
 
+def bundle_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    from ..train.checkpoint import load_model
+
+    loaded, _ = load_model(path, "cpu")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(torch.from_numpy(x)).float().numpy()
+
+    return run, "cifarlab load_model"
+
+
+RUNNERS = {"onnx": onnx_runner, "torchscript": torchscript_runner, "bundle": bundle_runner}
+
+
 def check_export(
     model: nn.Module,
     path: Path,
@@ -142,7 +163,7 @@ def check_export(
     Returns {"runtime", "max_abs_diff", "checked"}; raises UserError if the outputs differ by more
     than atol + rtol * |reference|.
     """
-    run, runtime = onnx_runner(path) if fmt == "onnx" else torchscript_runner(path)
+    run, runtime = RUNNERS[fmt](path)
     if run is None:
         return {"runtime": runtime, "max_abs_diff": None, "checked": False}
     g = torch.Generator().manual_seed(seed)
@@ -166,6 +187,24 @@ def check_export(
     return {"runtime": runtime, "max_abs_diff": worst, "checked": True}
 
 
+def out_path(out: str | Path, fmt: str, default_name: str) -> Path:
+    """The file to write; as cp does, an existing folder receives default_name + the format's suffix."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{default_name}{SUFFIX[fmt]}"
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def temp_beside(out: Path, fmt: str) -> Path:
+    """An empty temporary file in out's folder (so the final rename is atomic), with the format's suffix."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX[fmt])
+    os.close(fd)
+    return Path(tmp)
+
+
 def export_model(
     model: nn.Module,
     shape: tuple[int, int, int],
@@ -177,20 +216,13 @@ def export_model(
     """Export model (taking H x W x C = shape images) to `out` as fmt, checked before it is renamed
     into place; an existing folder `out` receives default_name + the format's suffix (model.onnx).
     Returns {"path", "format", "exporter", "runtime", "max_abs_diff", "checked"}."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
-    out = Path(out)
-    if out.is_dir():  # as cp does: an existing folder receives the file under the default name
-        out = out / f"{default_name}{SUFFIX[fmt]}"
-        if out.is_dir():
-            raise UserError(f"--out {out} is a folder; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt not in ("onnx", "torchscript"):  # a bundle needs the checkpoint: export_bundle
+        raise UserError(f"unknown export format {fmt!r}; use onnx or torchscript")
+    out = out_path(out, fmt, default_name)
     model = model.cpu().eval()
     example = torch.randn(2, shape[2], shape[0], shape[1], generator=torch.Generator().manual_seed(1))
     used = onnx_exporter(exporter) if fmt == "onnx" else "torch.jit.trace"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=SUFFIX[fmt])
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = temp_beside(out, fmt)
     try:
         try:
             to_onnx(model, example, tmp, used) if fmt == "onnx" else to_torchscript(model, example, tmp)
@@ -210,3 +242,60 @@ def export_model(
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": str(out), "format": fmt, "exporter": used, **check}
+
+
+# ---------------------------------------------------------------- bundle
+
+
+def run_metrics(checkpoint: Path, ckpt: dict) -> tuple[dict, dict]:
+    """(metrics, environment): the run's summary.json beside the checkpoint, else what the checkpoint holds."""
+    from ..run import environment, read_summary
+
+    if "metrics" in ckpt:  # a bundle exported again: it carries its run's facts
+        return ckpt["metrics"], ckpt.get("environment") or {}
+    summary = read_summary(checkpoint.parent / "summary.json")
+    if summary is not None:
+        metrics = {k: v for k, v in summary.items() if k != "env"}
+        return metrics, summary.get("env") or environment("cpu")
+    # no run folder (a copied checkpoint): the training facts the checkpoint keeps
+    metrics = {k: ckpt[k] for k in ("epoch", "best_acc", "train_seconds") if k in ckpt}
+    return metrics, environment("cpu")
+
+
+def make_bundle(checkpoint: Path, ckpt: dict) -> dict:
+    """The bundle of a checkpoint: the weights load_model uses, no optimizer or other training state."""
+    from ..train.checkpoint import BUNDLE_FORMAT, BUNDLE_VERSION, state_of
+
+    missing = [k for k in ("model_name", "mean", "std", "image_shape") if not ckpt.get(k)]
+    if missing:  # checkpoints older than these keys: the bundle could not be used on its own
+        raise UserError(f"{checkpoint} lacks {', '.join(missing)}; retrain with this version to bundle it")
+    metrics, env = run_metrics(checkpoint, ckpt)
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "model": {k: v.detach().cpu().clone() for k, v in state_of(ckpt).items()},
+        **{k: ckpt.get(k) for k in BUNDLE_KEYS},
+        "metrics": metrics,
+        "environment": env,
+        "exported_from": str(checkpoint),
+    }
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, default_name: str = "model") -> dict:
+    """Write the bundle of a checkpoint to `out`, checked (reloaded, same outputs) before it is renamed
+    into place. Returns {"path", "format", "exporter", "runtime", "max_abs_diff", "checked"}."""
+    from ..train.checkpoint import checkpoint_path, load_model
+
+    checkpoint = checkpoint_path(checkpoint)
+    model, ckpt = load_model(checkpoint, "cpu")
+    bundle = make_bundle(checkpoint, ckpt)
+    out = out_path(out, "bundle", default_name)
+    tmp = temp_beside(out, "bundle")
+    try:
+        torch.save(bundle, tmp)
+        check = check_export(model, tmp, "bundle", tuple(ckpt["image_shape"]))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the export is an ordinary file
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": str(out), "format": "bundle", "exporter": "torch.save", **check}

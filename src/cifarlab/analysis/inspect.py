@@ -19,9 +19,24 @@ from pathlib import Path
 
 from cifarlab.errors import UserError
 
-ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "interpolate", "trajectory", "hessian", "all")
+ANALYSES = (
+    "filters",
+    "features",
+    "gradcam",
+    "metrics",
+    "landscape",
+    "interpolate",
+    "trajectory",
+    "hessian",
+    "probes",
+    "all",
+)
 ALL = ("filters", "features", "gradcam", "metrics", "landscape")  # what `all` runs
 COARSE = {"grid": "-1:1:11", "n": 500}  # the landscape of `all`: a first look, minutes on a CPU
+SPLITS = ("train", "test")
+# probes: step sizes as bn-study's defaults (eta_range 0.05..0.4, 8 of them, times the run's learning rate)
+PROBE_ETAS = (0.05, 0.4, 8)
+PROBE_BATCHES = 4  # probes: --n defaults to this many batches of --batch-size
 
 
 @dataclass
@@ -34,7 +49,7 @@ class InspectOptions:
     data: str | None = None  # data source (default: the one the run was trained on)
     device: str = "auto"
     batch_size: int = 500
-    seed: int = 0
+    seed: int | None = None  # directions / vectors (None: 0); given, also a random image subset (see Session.images)
     # filters, features, gradcam
     layer: str | list[str] | None = None  # dotted names, a list or comma-separated
     kernel_mode: str = "mean"
@@ -45,9 +60,10 @@ class InspectOptions:
     dims: int = 2
     grid: str | None = None
     n: int | None = None
+    split: str = "train"  # landscape, interpolate, trajectory, hessian, probes: the images used
     norm: str = "filter"
     include_biasbn: bool = False
-    bn: str = "eval"
+    bn: str | None = None  # None: eval, but train for probes (Santurkar et al. probe the training-mode network)
     shard: str | None = None
     merge: int | None = None
     chunk: int = 8
@@ -62,6 +78,8 @@ class InspectOptions:
     k: int = 3
     iters: int = 100
     trace_samples: int = 50
+    # probes
+    etas: str | None = None  # min:max:num step sizes (None: PROBE_ETAS times the run's learning rate)
 
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(InspectOptions))
@@ -86,6 +104,8 @@ def inspect(
     if unknown:
         raise UserError(f"unknown inspect option {unknown[0]!r}; choose from: {', '.join(OPTIONS)}")
     o = InspectOptions(**options)
+    if o.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {o.batch_size}")
     # torch scripts its forward-mode decompositions on the first Hessian-vector product and warns that
     # torch.jit.script is deprecated: torch's own business, not the user's.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
@@ -197,11 +217,42 @@ class Session:
         x, y = self.ds.test_x, self.ds.test_y
         return self.inputs(x[:n] if n else x), (y[:n] if n else y).to(self.device)
 
-    def train(self, n: int):
-        """The first n training images: a fixed subset, no augmentation."""
+    def images(self, split: str, n: int, seed: int | None = None):
+        """(x, y, info): n images of the split, no augmentation; all of them if it has fewer.
+
+        Without a seed the first n (a fixed subset, as before seeds existed); with one, n drawn at
+        random without replacement by numpy's default_rng(seed), sorted. The first m < n drawn with a
+        seed are a subset of the n, so --hessian-n images come from the landscape's own. info (for
+        the JSON) has split, seed, n_images and the indices (None: the first n_images).
+        """
+        import numpy as np
+        import torch
+
+        if split not in SPLITS:
+            raise UserError(f"unknown --split {split!r}; use {' or '.join(SPLITS)}")
         if n < 1:
             raise UserError(f"--n must be at least 1, got {n}")
-        return self.inputs(self.ds.train_x[:n]), self.ds.train_y[:n].to(self.device)
+        if split == "train" and self.ds.test_only:
+            raise UserError(f"{self.ds.name} is test-only data (no training images): pass --split test")
+        x, y = (self.ds.train_x, self.ds.train_y) if split == "train" else (self.ds.test_x, self.ds.test_y)
+        idx = None
+        if seed is None:
+            x, y = x[:n], y[:n]
+        else:
+            idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+            x, y = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
+        info = {
+            "split": split,
+            "seed": seed,
+            "n_images": int(len(y)),
+            "subset": "first n_images" if idx is None else "random without replacement",
+            "indices": None if idx is None else idx.tolist(),
+        }
+        return self.inputs(x), y.to(self.device), info
+
+    def learning_rate(self) -> float:
+        """The run's (initial) learning rate, optim.lr of its config; 1 when the checkpoint does not say."""
+        return float(self.ckpt.get("config", {}).get("optim", {}).get("lr") or 1.0)
 
     def loss_fn(self):
         from cifarlab.train.losses import make_loss
@@ -266,11 +317,12 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
         )
     from . import hessian, landscape
 
+    seed = or_default(a.seed, 0)  # the directions' and vectors' seed; a.seed itself also picks the images
     grid_kw = dict(
         method=a.method,
         chunk=a.chunk,
         batch_size=a.batch_size,
-        bn=a.bn,
+        bn=or_default(a.bn, "eval"),
         amp=a.amp,
         loss_fn=s.loss_fn(),
         progress=progress,
@@ -286,7 +338,7 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
         if a.merge is not None:
             res = landscape.run_merge_shards(out, a.merge)
         else:
-            x, y = s.train(n)
+            x, y, data = s.images(a.split, n, a.seed)
             res = landscape.run_landscape(
                 s.model,
                 x,
@@ -296,12 +348,13 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
                 xrange=grid,
                 norm=a.norm,
                 ignore=ignore,
-                seed=a.seed,
+                seed=seed,
                 shard=parse_shard(a.shard),
                 **grid_kw,
             )
+            res["data"] = data
         if a.hessian_grid:  # same directions.pt as the landscape; few power iterations per grid point
-            x, y = s.train(min(a.hessian_n, n))
+            x, y, data = s.images(a.split, min(a.hessian_n, n), a.seed)
             res["hessian_grid"] = hessian.run_hessian_grid(
                 s.model,
                 x,
@@ -310,11 +363,12 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
                 xrange=a.hessian_grid,
                 norm=a.norm,
                 ignore=ignore,
-                seed=a.seed,
+                seed=seed,
                 iters=min(a.iters, 20),
                 batch_size=a.batch_size,
                 loss_fn=s.loss_fn(),
             )
+            res["hessian_grid"]["data"] = data
         return res
     if analysis == "interpolate":
         from cifarlab.train.checkpoint import read_checkpoint
@@ -324,18 +378,20 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
         other = read_checkpoint(a.other)
         if other.get("model_name") != s.ckpt.get("model_name"):
             raise UserError(f"--other holds model {other.get('model_name')}, not {s.ckpt.get('model_name')}")
-        x, y = s.train(or_default(a.n, 10000))
-        return landscape.run_interpolation(
+        x, y, data = s.images(a.split, or_default(a.n, 10000), a.seed)
+        res = landscape.run_interpolation(
             s.model, state_of(s.ckpt), state_of(other), x, y, out, alphas=a.grid or "-0.5:1.5:41", **grid_kw
         )
+        return {**res, "data": data}
     if analysis == "trajectory":
         states = trajectory_states(s.path.parent)
-        x, y = s.train(or_default(a.n, 10000))
-        return landscape.run_trajectory(
+        x, y, data = s.images(a.split, or_default(a.n, 10000), a.seed)
+        res = landscape.run_trajectory(
             s.model, states, x, y, out, steps=a.steps, margin=a.margin, ignore=ignore, **grid_kw
         )
+        return {**res, "data": data}
     if analysis == "hessian":
-        x, y = s.train(or_default(a.n, 1000))
+        x, y, data = s.images(a.split, or_default(a.n, 1000), a.seed)
         return hessian.run_hessian(
             s.model,
             x,
@@ -345,8 +401,30 @@ def run_one(s: Session, analysis: str, out: Path, a: InspectOptions | None = Non
             iters=a.iters,
             trace_samples=a.trace_samples,
             batch_size=a.batch_size,
-            seed=a.seed,
+            seed=seed,
             loss_fn=s.loss_fn(),
+            data=data,
+            title=f"{s.ckpt.get('model_name', 'model')}, {data['n_images']} {a.split} images",
+        )
+    if analysis == "probes":
+        import numpy as np
+
+        from .bn_probe import run_probes
+
+        x, y, data = s.images(a.split, or_default(a.n, PROBE_BATCHES * a.batch_size), a.seed)
+        if a.etas:
+            etas = landscape.parse_range(a.etas)
+        else:
+            etas = np.linspace(*PROBE_ETAS) * s.learning_rate()
+        return run_probes(
+            s.model,
+            hessian.batches_of(x, y, a.batch_size),
+            etas.tolist(),
+            out,
+            loss_fn=s.loss_fn(),
+            bn=or_default(a.bn, "train"),
+            data=data,
+            title=f"{s.ckpt.get('model_name', 'model')}, {data['n_images']} {a.split} images",
         )
     raise UserError(f"unknown analysis {analysis!r}; choose from: {', '.join(ANALYSES)}")
 
@@ -388,6 +466,11 @@ def describe(analysis: str, res: dict, classes: list[str]) -> str:
         return (
             f"largest eigenvalue {res['largest_eigenvalue']:.4g}; largest in magnitude {eig}; "
             f"trace {res['trace']:.4g} ± {res['trace_std_error']:.2g}"
+        )
+    if analysis == "probes":
+        return (
+            f"loss variation {res['loss_variation']:.4g}, gradient predictiveness {res['gradient_predictiveness']:.4g}, "
+            f"effective beta-smoothness {res['beta_smooth']:.4g} ({res['n_batches']} batches)"
         )
     if "points" in res:
         s = f"{res['points_done']}/{res['points']} points"

@@ -34,7 +34,7 @@ An interrupted grid (or shard) resumes where it stopped: run the same command ag
 def add_inspect_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "inspect",
-        help="look inside a trained network: filters, feature maps, Grad-CAM, errors, landscapes, Hessian",
+        help="look inside a trained network: filters, feature maps, Grad-CAM, errors, landscapes, Hessian, BN probes",
         description="Run one analysis of a checkpoint (or a run folder's best.pt) and write its figures and arrays.",
         epilog=INSPECT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,7 +47,12 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: see below)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="random directions / vectors (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random directions / vectors (default 0); given, also --n images drawn at random from --split",
+    )
 
     g = p.add_argument_group("filters, features, gradcam")
     g.add_argument(
@@ -75,7 +80,13 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
         "--n",
         type=int,
         default=None,
-        help="the first n training images, no augmentation (landscape 10000, `all` 500, hessian 1000)",
+        help="images of --split, no augmentation: the first n, or n at random with --seed "
+        "(landscape 10000, `all` 500, hessian 1000, probes 4 x --batch-size)",
+    )
+    g.add_argument(
+        "--split",
+        default="train",
+        help="landscape, interpolate, trajectory, hessian, probes: train | test images (default train)",
     )
     g.add_argument("--norm", default="filter", help="direction normalization: filter | layer | none")
     g.add_argument(
@@ -83,7 +94,11 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="also move biases and BN parameters (default: zero in the directions)",
     )
-    g.add_argument("--bn", default="eval", help="BN with running statistics (eval) or batch statistics (train)")
+    g.add_argument(
+        "--bn",
+        default=None,
+        help="BN with running statistics (eval, the default) or batch statistics (train, the default of probes)",
+    )
     g.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I of N of the grid points")
     g.add_argument("--merge", type=int, default=None, metavar="N", help="join the N shard files and plot")
     g.add_argument("--chunk", type=int, default=8, metavar="K", help="grid points evaluated at once (default 8)")
@@ -96,7 +111,7 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
         default=None,
         metavar="RANGE",
         help="landscape: also the top Hessian eigenvalue on a coarse grid (default -1:1:5) of "
-        "the same directions, on the first --hessian-n images, min(--iters, 20) power iterations",
+        "the same directions, on --hessian-n of the landscape's images, min(--iters, 20) power iterations",
     )
     g.add_argument("--hessian-n", type=int, default=1000, help="images for --hessian-grid (default 1000)")
     g.add_argument(
@@ -111,6 +126,18 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--k", type=int, default=3, help="top eigenvalues (default 3)")
     g.add_argument("--iters", type=int, default=100, help="power iterations per eigenvalue (default 100)")
     g.add_argument("--trace-samples", type=int, default=50, help="Hutchinson samples for the trace (default 50)")
+
+    g = p.add_argument_group(
+        "probes",
+        "Santurkar et al.'s probes at the checkpoint's weights, one per batch of --batch-size of\n"
+        "the --n images: loss and gradient after a step -eta g along the batch's gradient g.",
+    )
+    g.add_argument(
+        "--etas",
+        default=None,
+        metavar="MIN:MAX:NUM",
+        help="step sizes (default 0.05:0.4:8 times the run's learning rate, as bn-study)",
+    )
     # Let ranges that start with a minus (--grid -1:1:51) be values, not options: argparse only
     # knows plain negative numbers. (A private attribute; --grid=-1:1:51 works regardless.)
     p._negative_number_matcher = re.compile(r"^-\.?\d[\d.:eE+-]*$")
@@ -125,7 +152,7 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
         description="Classify image files of any size or mode: each is converted to the model's "
         "channels and resized to its input size.",
     )
-    p.add_argument("checkpoint", help="a .pt file or a run folder")
+    p.add_argument("checkpoint", help="a .pt file (checkpoint or .bundle.pt) or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files")
     p.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
     p.add_argument("--gradcam", action="store_true", help="save IMAGE_STEM.gradcam.png beside each image (or in --out)")
@@ -141,14 +168,18 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
 def add_export_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
-        help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
+        help="export a checkpoint to ONNX, TorchScript or a self-contained bundle, checked against PyTorch",
         description="Export the model and check the exported file gives the same outputs as "
-        "PyTorch on random inputs (max abs diff printed); written atomically.",
+        "PyTorch on random inputs (max abs diff printed); written atomically. A bundle is one "
+        ".bundle.pt file (weights, config, classes, normalization, metrics, environment) that "
+        "`cifarlab eval` and `cifarlab predict` load on their own.",
     )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
-    p.add_argument("--format", required=True, help="onnx | torchscript")
+    p.add_argument("--format", required=True, help="onnx | torchscript | bundle")
     p.add_argument(
-        "--out", default=None, help="output file (default: beside the checkpoint, best.onnx / best.torchscript.pt)"
+        "--out",
+        default=None,
+        help="output file (default: beside the checkpoint, best.onnx / best.torchscript.pt / best.bundle.pt)",
     )
     p.add_argument(
         "--exporter",
@@ -192,22 +223,19 @@ def cmd_predict(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from ..analysis.export import FORMATS, export_model
+    from ..analysis.export import FORMATS, export_bundle, export_model
     from ..analysis.export import default_out as export_out
     from ..train.checkpoint import checkpoint_path, input_shape, load_model
 
     if a.format not in FORMATS:
-        raise UserError(f"unknown export format {a.format!r}; use {' or '.join(FORMATS)}")
+        raise UserError(f"unknown export format {a.format!r}; use onnx, torchscript or bundle")
     path = checkpoint_path(a.checkpoint)
-    model, ckpt = load_model(path, "cpu")
-    res = export_model(
-        model,
-        input_shape(ckpt, a.data),
-        a.out or export_out(path, a.format),
-        a.format,
-        a.exporter,
-        default_name=path.stem,
-    )  # --out FOLDER receives best.onnx for best.pt
+    out = a.out or export_out(path, a.format)  # --out FOLDER receives best.onnx for best.pt
+    if a.format == "bundle":
+        res = export_bundle(path, out, default_name=path.stem)
+    else:
+        model, ckpt = load_model(path, "cpu")
+        res = export_model(model, input_shape(ckpt, a.data), out, a.format, a.exporter, default_name=path.stem)
     print(f"wrote {res['path']} ({res['format']} via {res['exporter']})")
     if res["checked"]:
         print(f"check: {res['runtime']} vs PyTorch on random inputs, max abs diff {res['max_abs_diff']:.3g}")

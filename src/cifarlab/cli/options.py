@@ -27,3 +27,14 @@ def overrides(a, positional: str | None = None) -> list[str]:
     elif words:
         raise UserError(f"--set expects key=value, got '{words[0]}'")
     return items
+
+
+def add_parallel(p) -> None:
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="independent runs at once on this machine, each in its own process "
+        "(default: as GPU memory and CPU cores allow; 1 on a CPU)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .options import add_set, overrides
+from .options import add_parallel, add_set, overrides
 
 STUDY_HINT = "run the same command again: finished runs are reused"
 
@@ -20,8 +20,10 @@ def cmd_bn_study(a) -> None:
     from ..config import find_preset, load_config
     from ..data.sources import resolve_source
     from ..studies.bn_study import BNStudyConfig, run_bn_study
+    from ..train.pool import set_parallel
 
     sets = overrides(a, "config")
+    set_parallel(a.parallel)
     if a.data:
         sets.append(f"data={resolve_source(a.data, 'cifar10')}")
     cfg = load_config(str(find_preset(a.config or "bn", "studies")), sets, cls=BNStudyConfig)
@@ -33,8 +35,10 @@ def cmd_bn_study(a) -> None:
 def cmd_dessilbi(a) -> None:
     from ..data.sources import resolve_source
     from ..studies.dessilbi_study import load_study_config, run_dessilbi_study
+    from ..train.pool import set_parallel
 
     sets = overrides(a, "config")
+    set_parallel(a.parallel)
     if a.data:
         sets.append(f"lenet_data={resolve_source(a.data, 'mnist')}")
     cfg = load_study_config(a.config, sets)
@@ -46,8 +50,10 @@ def cmd_dessilbi(a) -> None:
 def cmd_pj2(a) -> None:
     from ..data.sources import resolve_source
     from ..studies.pj2 import load_pj2_config, run_pj2
+    from ..train.pool import set_parallel
 
     sets = overrides(a)
+    set_parallel(a.parallel)
     if a.data:
         cifar = resolve_source(a.data, "cifar10")
         sets.append(f"data={cifar}")
@@ -81,6 +87,7 @@ def register(sub) -> None:
     p.add_argument(
         "--data", help="data source (default: the config's data, cifar10); a folder of sources as CIFARLAB_DATA"
     )
+    add_parallel(p)
     p.set_defaults(fn=cmd_bn_study, resume_hint=STUDY_HINT)
 
     p = sub.add_parser(
@@ -95,6 +102,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="study folder (default: runs/<name>)")
     add_set(p, "epochs=1 n_items=512 vgg=false percents=[50,80]")
     p.add_argument("--data", help="the LeNet part's data source (default: mnist); the VGG part reads vgg_data")
+    add_parallel(p)
     p.set_defaults(fn=cmd_dessilbi, resume_hint=STUDY_HINT)
 
     p = sub.add_parser(
@@ -120,4 +128,5 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default=None, help="study folder (default: runs/pj2-<scale>)")
     add_set(p, "best.set.train.epochs=30 parts=[best,analyses] mnist=PATH")
+    add_parallel(p)
     p.set_defaults(fn=cmd_pj2, resume_hint="start it again with the same --out: finished parts are skipped")

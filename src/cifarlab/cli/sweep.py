@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import add_set, overrides
+from .options import add_parallel, add_set, overrides
 
 
 def cmd_sweep(a) -> None:
     from ..data.sources import resolve_source
     from ..sweep.grid import expand, load_sweep
     from ..sweep.runner import check_failed, default_out, describe, run_sweep
+    from ..train.pool import set_parallel
 
     sets = overrides(a)
+    set_parallel(a.parallel)
     if a.data:  # a folder of sources gives the copy of the dataset the runs name
         dataset = expand(load_sweep(a.sweep, sets))[0].config.data.source
         sets.append(f"data.source={resolve_source(a.data, dataset)}")
@@ -65,6 +67,7 @@ def register(sub) -> None:
     )
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per run with --engine ray")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many runs at once (ray)")
+    add_parallel(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--out", default=None, help="sweep folder (default: runs/<sweep name>)")
     p.add_argument(

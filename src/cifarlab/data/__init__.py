@@ -28,7 +28,7 @@ from .loader import DeviceLoader
 
 __all__ = [
     "Augment", "Dataset", "DeviceLoader", "Mixed", "channel_stats", "data_info", "dataset_from_config",
-    "load_dataset", "mixed_loss", "normalization", "prepare_splits", "split_val", "subset",
+    "load_dataset", "mixed_loss", "normalization", "prepare_splits", "require_train", "split_val", "subset",
 ]  # fmt: skip
 
 
@@ -52,11 +52,21 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:  # (H, W, C)
-        return tuple(self.train_x.shape[1:])
+        return tuple(self.train_x.shape[1:])  # a test-only source's empty train_x keeps the shape
+
+    @property
+    def test_only(self) -> bool:
+        """Evaluation data only (an .npz, test/ alone, class folders): train_x is 0 x H x W x C."""
+        return len(self.train_y) == 0
 
 
-def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
-    """A dataset name (cifar10, cifar100, svhn, mnist, fashion-mnist) or a path, decoded once and cached."""
+def load_dataset(source: str, cache_dir: str | Path | None = None, classes: list[str] | None = None) -> Dataset:
+    """A dataset name (cifar10, cifar100, svhn, mnist, fashion-mnist) or a path, decoded once and cached.
+
+    `classes` are the caller's class names (a checkpoint's): a source without names of its own (an .npz
+    without `classes`) takes them, and one whose names are all among them has its labels renumbered to
+    their order. Without them such a source's classes are "0".."K-1".
+    """
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     src = sources.locate(str(source), cache_dir / "downloads")
     fp = fingerprint(src)
@@ -64,16 +74,34 @@ def load_dataset(source: str, cache_dir: str | Path | None = None) -> Dataset:
     blob = read_cache(path, fp)
     if blob is None:
         arr = sources.read(src)
-        mean, std = channel_stats(arr.train_x)
+        # test-only data has no train split: its test images' stats keep `data info` meaningful
+        # (evaluation normalizes with the checkpoint's own stored mean/std)
+        mean, std = channel_stats(arr.train_x if len(arr.train_y) else arr.test_x)
         blob = dict(vars(arr), mean=list(mean), std=list(std), fingerprint=fp)
         try:
             write_cache(path, blob)
         except OSError as e:  # a read-only cache folder costs speed next time, not the run
             print(f"cifarlab: warning: could not write the data cache {path} ({e})", file=sys.stderr)
-    return Dataset(
+    ds = Dataset(
         blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]), blob["name"],
         blob["fingerprint"], tuple(blob["mean"]), tuple(blob["std"]),
     )  # fmt: skip
+    return _name_classes(ds, list(classes or []))
+
+
+def _name_classes(ds: Dataset, classes: list[str]) -> Dataset:
+    if not ds.classes:  # the source names none: the caller's names, else 0..K-1
+        labels = torch.cat([ds.train_y, ds.test_y])
+        k = int(labels.max()) + 1 if len(labels) else 0
+        names = classes or [str(i) for i in range(k)]
+        if k > len(names):
+            raise UserError(f"{ds.name}: labels go up to {k - 1} but there are only {len(names)} class names")
+        return dataclasses.replace(ds, classes=names)
+    if not classes or ds.classes == classes or not set(ds.classes) <= set(classes):
+        return ds
+    # e.g. test/ holding a few of the checkpoint's classes: label k means ds.classes[k], renumber to theirs
+    to = torch.tensor([classes.index(c) for c in ds.classes], dtype=torch.int64)
+    return dataclasses.replace(ds, train_y=to[ds.train_y], test_y=to[ds.test_y], classes=list(classes))
 
 
 def dataset_from_config(cfg, seed: int, dataset: Dataset | None = None) -> Dataset:
@@ -86,6 +114,7 @@ def prepare_splits(ds: Dataset, n_items: int, val_size: int, seed: int, n_test: 
     """The one data preparation path: a seeded val_size part of the full training set is held out
     first, then the first n_items of what remains are trained on (0 = all of it); n_test > 0 keeps
     the first n_test test images (a tiny run need not score all 10,000)."""
+    require_train(ds)
     ds = subset(split_val(ds, val_size, seed), n_items)
     if 0 < n_test < len(ds.test_y):
         ds = dataclasses.replace(ds, test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test])
@@ -123,12 +152,22 @@ def split_val(ds: Dataset, val_size: int, seed: int) -> Dataset:
 
 def subset(ds: Dataset, n_items: int) -> Dataset:
     """The first n_items training images (0 = all)."""
+    require_train(ds)
     n = len(ds.train_y)
     if n_items <= 0 or n_items == n:
         return ds
     if n_items > n:
         raise UserError(f"data.n_items={n_items} exceeds the {n} training images")
     return _with_train(ds, ds.train_x[:n_items], ds.train_y[:n_items])
+
+
+def require_train(ds: Dataset) -> None:
+    """Training (or anything that reads train images) on evaluation-only data is a user error."""
+    if ds.test_only:
+        raise UserError(
+            f"{ds.name} is test-only data (no training split): use it to evaluate a checkpoint"
+            " (eval, predict, inspect), and train on a source with training images"
+        )
 
 
 def _with_train(ds: Dataset, x: torch.Tensor, y: torch.Tensor, **kw) -> Dataset:

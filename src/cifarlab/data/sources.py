@@ -6,6 +6,12 @@ CIFAR-100 pickles (folder or tarball), SVHN's train_32x32.mat and test_32x32.mat
 both, or a tarball; extra_32x32.mat is not read), an image folder with train/ and test/ (folder or
 tarball), and MNIST-style IDX files (raw or gzipped).
 
+Test-only sources, for evaluating a checkpoint (eval, predict, the analyses), not for training: an
+image folder with test/ but no train/ (folder or tarball), a folder of class subfolders (class-dir),
+and an .npz of `images` (N x H x W x C or N x H x W uint8) and `labels`, with optional `classes`.
+Their train arrays are empty (0 x H x W x C); an .npz without `classes` reads with classes [] and
+load_dataset names them.
+
 NAME:PATH reads PATH as the dataset NAME, for what the files alone do not say: the label set
 (`cifar100-coarse:/data/cifar-100-python.tar.gz` gives CIFAR-100's 20 superclasses; a plain path
 or `cifar100:PATH` its 100 fine classes) or which IDX dataset a folder holds (`fashion-mnist:DIR`).
@@ -24,6 +30,7 @@ import struct
 import sys
 import tarfile
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +51,7 @@ NAMES = {"cifar10": "cifar10", "cifar-10": "cifar10", "mnist": "mnist", "fashion
          "cifar100-coarse": "cifar100-coarse", "cifar-100-coarse": "cifar100-coarse",
          "cifar100_coarse": "cifar100-coarse", "svhn": "svhn"}  # fmt: skip
 # which located kinds can hold each dataset (an archive's content is checked when it is read)
-KINDS = {"cifar10": ("archive", "cifar-dir", "image-dir"), "mnist": ("idx-dir",), "fashion-mnist": ("idx-dir",),
+KINDS = {"cifar10": ("archive", "cifar-dir", "image-dir", "class-dir"), "mnist": ("idx-dir",), "fashion-mnist": ("idx-dir",),
          "cifar100": ("archive", "cifar100-dir"), "cifar100-coarse": ("archive", "cifar100-dir"),
          "svhn": ("archive", "svhn-dir")}  # fmt: skip
 
@@ -69,7 +76,10 @@ IDX_FILES = {  # role -> file name torchvision uses (gzipped with .gz)
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+NPZ_IMAGES = ("images", "x", "x_test")  # accepted key names, first match wins
+NPZ_LABELS = ("labels", "y", "y_test")
 BAD_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+BAD_NPZ = (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile)
 
 
 @dataclass
@@ -78,7 +88,7 @@ class Arrays:
     train_y: torch.Tensor  # int64 (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
-    classes: list[str]
+    classes: list[str]  # [] when the source names none (an .npz without `classes`)
     name: str
 
 
@@ -86,7 +96,7 @@ class Arrays:
 class Source:
     """A located source: what it is, where, and which files its fingerprint covers."""
 
-    kind: str  # archive | cifar-dir | cifar100-dir | svhn-dir | image-dir | idx-dir
+    kind: str  # archive | cifar-dir | cifar100-dir | svhn-dir | image-dir | class-dir | idx-dir | npz
     path: Path
     files: tuple[Path, ...]
     name: str = ""  # dataset name when known from the request (mnist vs fashion-mnist, cifar100 vs -coarse)
@@ -161,8 +171,10 @@ def resolve_source(value: str, dataset: str = "cifar10") -> str:
 def _detect(path: Path, key: str = "") -> Source:
     path = path.resolve()
     if path.is_file():
+        if path.name.lower().endswith(".npz"):
+            return Source("npz", path, (path,), key)
         if not path.name.lower().endswith(TAR_SUFFIXES):
-            raise UserError(f"{path}: not a supported data file (expected .tar.gz, .tgz, .tar or a folder)")
+            raise UserError(f"{path}: not a supported data file (expected .tar.gz, .tgz, .tar, .npz or a folder)")
         return Source("archive", path, (path,), key)
     d = _cifar_dir(path)
     if d:
@@ -180,9 +192,12 @@ def _detect(path: Path, key: str = "") -> Source:
     if root:
         files = tuple(sorted(f for s in ("train", "test") for f in (root / s).rglob("*") if f.is_file()))
         return Source("image-dir", root, files, key)
+    if _is_class_dir(path):
+        files = tuple(sorted(f for c in path.iterdir() if c.is_dir() for f in c.iterdir() if f.is_file()))
+        return Source("class-dir", path, files, key)
     raise UserError(
         f"{path}: found no CIFAR-10 or CIFAR-100 pickles, SVHN .mat files, IDX files"
-        " or image folder with train/ and test/ class subfolders"
+        " or image folder (train/ and test/ class subfolders, test/ alone, or class subfolders)"
     )
 
 
@@ -284,12 +299,25 @@ def _idx_name(path: Path) -> str:
 
 
 def _image_root(path: Path) -> Path | None:
-    for d in [path] + sorted(c for c in path.iterdir() if c.is_dir()):
+    """The folder holding test/ (and train/, unless the data is test-only): path or one folder below."""
+    if (path / "test").is_dir():
+        return path
+    if (path / "train").is_dir():  # training data that cannot be scored is a mistake, not a source
+        raise UserError(f"{path}: an image folder needs both train/ and test/ subfolders (or test/ alone)")
+    for d in sorted(c for c in path.iterdir() if c.is_dir()):
         if (d / "train").is_dir() and (d / "test").is_dir():
             return d
-    if (path / "train").is_dir() or (path / "test").is_dir():
-        raise UserError(f"{path}: an image folder needs both train/ and test/ subfolders")
     return None
+
+
+def _is_class_dir(path: Path) -> bool:
+    """Class subfolders of images directly under path (no train/ or test/): test-only data."""
+    return any(
+        f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS) and not f.name.startswith(".")
+        for c in path.iterdir()
+        if c.is_dir()
+        for f in c.iterdir()
+    )
 
 
 # ---------------------------------------------------------------- reading
@@ -307,12 +335,51 @@ def read(src: Source) -> Arrays:
     if src.kind == "idx-dir":
         blobs = {role: f.read_bytes() for role, f in zip(IDX_FILES, src.files)}
         return _idx_from_blobs(blobs, src.name, src.path)
-    blobs = {}
-    for split in ("train", "test"):
-        for f in (src.path / split).rglob("*"):
-            if f.is_file():
-                blobs[str(f.relative_to(src.path))] = f.read_bytes()
+    if src.kind == "npz":
+        return _read_npz(src.path)
+    # class-dir: the class folders are the test split, as test/ alone would be
+    prefix = "test/" if src.kind == "class-dir" else ""
+    blobs = {prefix + f.relative_to(src.path).as_posix(): f.read_bytes() for f in src.files}
     return _images_from_blobs(blobs, src.path.name, src.path)
+
+
+def _read_npz(path: Path) -> Arrays:
+    """images (N, H, W, C) or (N, H, W) uint8, labels (N,) integers, optional classes: test-only data."""
+    try:
+        z = np.load(path, allow_pickle=False)  # never unpickle: an .npz may come from anywhere
+        if not hasattr(z, "files"):
+            raise ValueError("it holds one .npy array, not named arrays")
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except BAD_NPZ as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable .npz file ({why})") from None
+    x, y = _npz_array(arrays, NPZ_IMAGES, path), _npz_array(arrays, NPZ_LABELS, path)
+    if x.dtype != np.uint8:
+        raise UserError(f"{path}: images are {x.dtype}, expected uint8 (0..255)")
+    x = x[..., None] if x.ndim == 3 else x
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
+        raise UserError(f"{path}: images have shape {x.shape}, expected N x H x W x C (C 1 or 3) or N x H x W")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{path}: labels are {y.dtype} of shape {y.shape}, expected N integers")
+    if len(y) != len(x):
+        raise UserError(f"{path}: {len(x)} images but {len(y)} labels")
+    if int(y.min()) < 0:
+        raise UserError(f"{path}: labels must be 0 or more, found {int(y.min())}")
+    classes = []
+    if "classes" in arrays:
+        c = arrays["classes"]
+        if c.ndim != 1 or c.dtype.kind not in "US":
+            raise UserError(f"{path}: classes must be a list of names, got {c.dtype} of shape {c.shape}")
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in c.tolist()]
+    return _arrays(x[:0], y[:0], x, y, classes, path.stem, path)
+
+
+def _npz_array(arrays: dict[str, np.ndarray], keys: tuple[str, ...], path: Path) -> np.ndarray:
+    for k in keys:
+        if k in arrays:
+            return arrays[k]
+    raise UserError(f"{path}: no {keys[0]} array (looked for {', '.join(keys)}; it holds {', '.join(arrays)})")
 
 
 def _read_archive(src: Source) -> Arrays:
@@ -485,6 +552,7 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
 
     Within a class files sort by name (natural order); the classes are then interleaved round-robin
     so that any prefix (n_items, "the first 1000 test images") is class-balanced, not all airplanes.
+    With no train/ images the data is test-only: empty train arrays, classes from test/.
     """
     splits: dict[str, dict[str, list[tuple[str, str]]]] = {"train": {}, "test": {}}
     for path in blobs:
@@ -496,26 +564,32 @@ def _images_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Array
         splits[parts[-3]].setdefault(parts[-2], []).append((parts[-1], path))
     if not splits["train"] and not splits["test"]:
         raise UserError(
-            f"{where}: image folder has no classes (expected train/<class>/<image> and test/<class>/<image>)"
+            f"{where}: image folder has no classes (expected train/<class>/<image> and test/<class>/<image>,"
+            " or test/<class>/<image> alone)"
         )
-    for split, by_class in splits.items():
-        if not by_class:
-            raise UserError(f"{where}: image folder has no classes under {split}/ (expected {split}/<class>/<image>)")
-    classes = sorted(splits["train"])
+    if not splits["test"]:
+        raise UserError(f"{where}: image folder has no classes under test/ (expected test/<class>/<image>)")
+    classes = sorted(splits["train"] or splits["test"])
     extra = sorted(set(splits["test"]) - set(classes))
     if extra:
         raise UserError(f"{where}: test/ has classes that train/ lacks: {', '.join(extra)}")
-    out = []
-    for split in ("train", "test"):
-        queues = [sorted(splits[split].get(c, []), key=lambda f: _natural(f[0])) for c in classes]
-        order = [(q[i][1], k) for i in range(max(map(len, queues))) for k, q in enumerate(queues) if i < len(q)]
-        print(f"cifarlab: decoding {len(order)} {split} images from {where}", file=sys.stderr)
-        out.append(_decode([blobs[p] for p, _ in order], [p for p, _ in order], where))
-        out.append(np.array([k for _, k in order], dtype=np.int64))
+    train = _decode_split(blobs, splits["train"], classes, "train", where) if splits["train"] else None
+    test_x, test_y = _decode_split(blobs, splits["test"], classes, "test", where)
+    if train is None:
+        return _arrays(test_x[:0], test_y[:0], test_x, test_y, classes, name, where)
+    out = [*train, test_x, test_y]
     if out[0].shape[1:] != out[2].shape[1:]:
         shapes = tuple(out[0].shape[1:]), tuple(out[2].shape[1:])
         raise UserError(f"{where}: train images are {shapes[0]} (H, W, C) but test images {shapes[1]}")
     return _arrays(*out, classes, name, where)
+
+
+def _decode_split(blobs: dict[str, bytes], by_class: dict, classes: list[str], split: str, where: Path):
+    queues = [sorted(by_class.get(c, []), key=lambda f: _natural(f[0])) for c in classes]
+    order = [(q[i][1], k) for i in range(max(map(len, queues))) for k, q in enumerate(queues) if i < len(q)]
+    print(f"cifarlab: decoding {len(order)} {split} images from {where}", file=sys.stderr)
+    x = _decode([blobs[p] for p, _ in order], [p for p, _ in order], where)
+    return x, np.array([k for _, k in order], dtype=np.int64)
 
 
 def _decode(blobs: list[bytes], names: list[str], where: Path) -> torch.Tensor:
@@ -579,7 +653,7 @@ def _arrays(train_x, train_y, test_x, test_y, classes: list[str], name: str, whe
     tx, ty = _tensor(train_x, np.uint8), _tensor(train_y, np.int64)
     vx, vy = _tensor(test_x, np.uint8), _tensor(test_y, np.int64)
     for split, y in (("train", ty), ("test", vy)):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+        if classes and len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             span = f"{int(y.min())}..{int(y.max())}"
             raise UserError(f"{where}: {split} labels span {span} but there are {len(classes)} classes")
     return Arrays(tx, ty, vx, vy, list(classes), name)

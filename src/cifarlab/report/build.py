@@ -63,66 +63,47 @@ def context(tree: Section, root: Path) -> dict:
 
 
 def overview(tree: Section) -> Table | None:
-    """One row per run (outside sweeps), sweep and study: what each is and its headline number."""
+    """One row per run (outside sweeps), sweep and model of a study: what each is and its final test
+    accuracy (a sweep: its best configuration's, mean ± std over seeds)."""
     rows = []
     for s in tree.walk():
         o = s.overview
         if s.compact or not o:
             continue
         if o["kind"] == "sweep":
-            runs = [c.overview for c in s.children if c.kind == "run"]
-            best = [r["best"] for r in runs if r.get("best") is not None]
-            models = sorted({str(r["model"]) for r in runs})
-            secs = [r["seconds"] for r in runs if isinstance(r.get("seconds"), (int, float))]
-            epochs = sorted({str(r["epochs"]) for r in runs}, key=lambda e: (len(e), e))
-            rows.append(
-                [
-                    s.anchor,
-                    s.rel,
-                    "sweep",
-                    ", ".join(models) or "-",
-                    ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-",
-                    ", ".join(epochs) or "-",
-                    fmt_acc(max(best)) if best else "-",
-                    fmt_seconds(sum(secs)) if secs else "-",
-                    f"{len(runs)} runs",
-                ]
-            )
+            rows.append(_sweep_row(s))
         elif o["kind"] == "run":
-            rows.append(
-                [
-                    s.anchor,
-                    s.rel,
-                    "run",
-                    str(o["model"]),
-                    str(o["dataset"]),
-                    str(o["epochs"]),
-                    fmt_acc(o["best"]),
-                    fmt_seconds(o["seconds"]),
-                    f"{o['status']} ({o['device']})",
-                ]
-            )
+            head = [s.anchor, s.rel, "run", str(o["model"]), str(o["dataset"]), str(o["epochs"])]
+            rows.append(head + [fmt_acc(o["final"]), fmt_seconds(o["seconds"]), f"{o['status']} ({o['device']})"])
         else:
-            rows.append(
-                [
-                    s.anchor,
-                    s.rel,
-                    s.label,
-                    str(o["model"]),
-                    str(o["dataset"]),
-                    "-",
-                    fmt_acc(o["best"]),
-                    fmt_seconds(o["seconds"]),
-                    f"{o['runs']} runs" if o.get("runs") else "-",
-                ]
-            )
+            runs = f"{o['runs']} runs" if o.get("runs") else "-"
+            for model, acc in (o["models"] or {"-": None}).items():  # each model its own row and accuracy
+                head = [s.anchor, s.rel, s.label, model, str(o["dataset"]), "-"]
+                rows.append(head + [fmt_acc(acc), fmt_seconds(o["seconds"]), runs])
     if not rows:
         return None
     return Table(
         title="overview",
-        columns=["anchor", "folder", "kind", "model", "data", "epochs", "best accuracy", "time", "status"],
+        columns=["anchor", "folder", "kind", "model", "data", "epochs", "final test accuracy", "time", "status"],
         rows=rows,
     )
+
+
+def _sweep_row(s: Section) -> list[str]:
+    runs = [c.overview for c in s.children if c.kind == "run"]
+    secs = [r["seconds"] for r in runs if isinstance(r.get("seconds"), (int, float))]
+    epochs = sorted({str(r["epochs"]) for r in runs}, key=lambda e: (len(e), e))
+    return [
+        s.anchor,
+        s.rel,
+        "sweep",
+        ", ".join(sorted({str(r["model"]) for r in runs})) or "-",
+        ", ".join(sorted({str(r["dataset"]) for r in runs})) or "-",
+        ", ".join(epochs) or "-",
+        s.overview.get("final", "-"),
+        fmt_seconds(sum(secs)) if secs else "-",
+        f"{len(runs)} runs",
+    ]
 
 
 # ---------------------------------------------------------------- HTML

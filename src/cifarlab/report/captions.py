@@ -130,6 +130,11 @@ CAPTIONS: list[tuple[str, str]] = [
     (r"prun.*", "Accuracy and removed fraction when the network is pruned by the DessiLBI scores."),
     (r"gamma.*", "The sparse shadow Gamma of DessiLBI: which weights or filters it selects."),
     (
+        r"solution_path",
+        "The DessiLBI solution path: the norm of Gamma per filter over training, in fractional epochs "
+        "(a point every path_every steps); coloured: the filters pruning keeps, grey: the ones it removes.",
+    ),
+    (
         r"path.*|reg(ularization)?_path.*",
         "The DessiLBI regularization path: when each weight or filter first enters Gamma.",
     ),

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..run import read_jsonl
-from ..tables import fmt_value
+from ..tables import SCORECARD, fmt_cost, fmt_value, header
 from .captions import caption_for
 
 MARKER = ".cifarlab-report"  # in the folder of PNGs a Markdown report writes: never scanned
@@ -368,15 +368,13 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
         if p
     ]
     sec.subtitle = ", ".join(parts)
-    sec.stats = [(f"best {split} acc", fmt_acc(best)), (f"final {split} acc", fmt_acc(final))]
+    # the final accuracy leads; the best epoch is named by the split it was chosen on
+    sec.stats = [(f"final {split} acc", fmt_acc(final))]
     if test is not None:
         sec.stats.append(("final test acc", fmt_acc(test)))
-    if summary.get("params"):
-        sec.stats.append(("parameters", f"{summary['params']:,}"))
+    sec.stats.append((f"best {split} acc (chosen on {split})", fmt_acc(best)))
     train_s = summary.get("train_seconds", sum(h.get("seconds", 0) for h in history) if history else None)
-    sec.stats.append(("training time", fmt_seconds(train_s)))
-    if summary.get("images_per_s"):
-        sec.stats.append(("images / s", f"{summary['images_per_s']:,.0f}"))
+    sec.stats += scorecard(summary, train_s)
     sec.env = env_rows(summary)
     seed = summary.get("seed", cfg.get("seed") if isinstance(cfg, dict) else None)
     if seed is not None:
@@ -413,6 +411,26 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
     }
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def scorecard(summary: dict, train_s: Any = None) -> list[tuple[str, str]]:
+    """What the run cost, as summary.json records it: parameters, FLOPs per image (multiply-adds),
+    training time, images/s and peak memory; a number it lacks is left out."""
+    from ..tables import giga
+
+    s = summary
+    rows = [
+        ("parameters", f"{s['params']:,}" if _number(s.get("params")) else None),
+        ("FLOPs / image", f"{giga(s['macs_per_image'])} multiply-adds" if _number(s.get("macs_per_image")) else None),
+        ("training time", fmt_seconds(train_s) if _number(train_s) else None),
+        ("images / s", f"{s['images_per_s']:,.0f}" if _number(s.get("images_per_s")) else None),
+        ("peak memory", f"{s['peak_memory_mb']:,.0f} MB" if _number(s.get("peak_memory_mb")) else None),
+    ]
+    return [(k, v) for k, v in rows if v is not None]
+
+
 def _read_metrics(path: Path) -> list[dict]:
     try:
         return [r for r in read_jsonl(path) if isinstance(r, dict) and "epoch" in r]
@@ -441,7 +459,7 @@ def csv_table(path: Path, title: str | None = None, open_: bool = True) -> Table
     if len(rows) < 2:
         return None
     head = rows[0]
-    cols = [f"{c} (%)" if _is_acc(c) else c for c in head]
+    cols = [f"{c} (%)" if _is_acc(c) else header(c) if c in SCORECARD else c for c in head]
     body = [[_fmt_cell(head[i] if i < len(head) else "", v) for i, v in enumerate(r)] for r in rows[1:]]
     return Table(title=title or path.name, columns=cols, rows=body, open=open_)
 
@@ -459,8 +477,11 @@ def _fmt_cell(col: str, v: str) -> str:
         return v
     if _is_acc(col) and abs(x) <= 1.0:
         return f"{100 * x:.2f}"
+    if col in SCORECARD:
+        return fmt_cost(col, x)
     if x == int(x) and "." not in v and "e" not in v.lower():
-        return v
+        # thousands separated, as everywhere in the report (176,402); a seed is a name, not a count
+        return f"{int(x):,}" if abs(x) >= 10000 and "seed" not in col else v
     return f"{x:.4g}"
 
 
@@ -503,7 +524,20 @@ def _fill_sweep(sec: Section) -> None:
     sec.subtitle = f"{n_runs} runs" + (f"; {best}" if best else "")
     if isinstance(spec, dict) and spec.get("name"):
         sec.subtitle = f"{spec['name']}: " + sec.subtitle
-    sec.overview = {"kind": "sweep", "runs": n_runs, "best_line": best}
+    sec.overview = {"kind": "sweep", "runs": n_runs, "best_line": best, "final": sweep_final(d)}
+
+
+def sweep_final(d: Path) -> str:
+    """The best configuration's final test accuracy over its seeds, e.g. '93.10 ± 0.20 (n=3)'; '-' if none."""
+    try:
+        from ..sweep.results import best_config, collect, summarize
+        from ..tables import fmt_stat
+
+        rows, axes, metrics = collect(d, ["final_test_acc"])
+        best = best_config(summarize(rows, axes, metrics), "final_test_acc")
+    except Exception:  # a half-written sweep: the overview still lists it
+        return "-"
+    return f"{fmt_stat('final_test_acc', best['final_test_acc'])}% (n={best['n']})" if best else "-"
 
 
 def _sweep_markdown(d: Path) -> str:
@@ -550,33 +584,41 @@ def _fill_study(sec: Section) -> None:
         and not isinstance(v, bool)
     ]
     sec.stats = [(k.replace("_", " "), fmt_acc(v) if _is_acc(k) else fmt_value(v)) for k, v in scalars[:8]]
-    runs = summary.get("runs") if isinstance(summary.get("runs"), list) else []
-    models = list(dict.fromkeys(str(r.get("model")) for r in runs if isinstance(r, dict) and r.get("model")))
+    runs = [r for r in summary.get("runs", []) if isinstance(r, dict)] if isinstance(summary.get("runs"), list) else []
+    finals = model_finals(runs)
     parts = [
         summary.get("dataset") and f"on {summary['dataset']}",
-        models and f"models {', '.join(models)}",
+        finals and f"models {', '.join(finals)}",
         runs and f"{len(runs)} runs",
         "seconds" in summary and f"took {fmt_seconds(summary['seconds'])}",
     ]
     sec.subtitle = ", ".join(p for p in parts if p)
-    best = [r.get("best_test_acc") for r in runs if isinstance(r, dict) and isinstance(r.get("best_test_acc"), float)]
-    for m in models:  # the headline of a study of several models: each one's best accuracy
-        accs = [
-            r["best_test_acc"]
-            for r in runs
-            if isinstance(r, dict) and str(r.get("model")) == m and isinstance(r.get("best_test_acc"), float)
-        ]
-        if accs:
-            sec.stats.append((f"{m}: best test acc", fmt_acc(max(accs))))
+    for m, acc in finals.items():  # the headline of a study of several models: each one's own final accuracy
+        sec.stats.append((f"{m}: final test acc", fmt_acc(acc)))
     sec.overview = {
         "kind": "study",
-        "model": ", ".join(models) or "-",
+        "models": finals,  # one overview row per model, each with its own accuracy
         "dataset": summary.get("dataset", "-"),
-        "best": max(best) if best else None,
         "seconds": summary.get("seconds"),
         "device": (summary.get("env") or {}).get("device", "-"),
         "runs": len(runs),
     }
+
+
+def run_model(r: dict) -> str | None:
+    """A study run's model; a run recorded before studies named it (DessiLBI's LeNet part) by its part."""
+    m = r.get("model") or {"lenet": "LeNet"}.get(str(r.get("part")))
+    return str(m) if m else None
+
+
+def model_finals(runs: list[dict]) -> dict[str, float | None]:
+    """Per model (in order of appearance), the highest final test accuracy of its runs (None: none recorded)."""
+    out: dict[str, float | None] = {}
+    for r in runs:
+        m, acc = run_model(r), r.get("final_test_acc")
+        if m is not None:
+            out[m] = max(out.get(m) or -math.inf, acc) if _number(acc) else out.get(m)
+    return out
 
 
 STUDY_SKIP = ("name", "progress", "cache_dir")

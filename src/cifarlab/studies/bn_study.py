@@ -27,10 +27,11 @@ from ..config import check_same_run, read_yaml, save_config, to_dict
 from ..data import DeviceLoader, load_dataset, normalization, subset
 from ..errors import UserError
 from ..models import count_params, create_model
-from ..run import atomic_write_json, atomic_write_text, environment, make_folder, read_summary
+from ..run import atomic_write_json, atomic_write_text, check_folder, environment, make_folder, read_summary
 from ..tables import csv_text, fmt, md_table
 from ..train.device import autocast, pick_device, use_channels_last
 from ..train.engine import evaluate
+from ..train.pool import default_parallel, run_all
 from .bn_figures import plot_all
 from .settings import key_settings
 
@@ -323,10 +324,13 @@ def check_out_folder(cfg: BNStudyConfig, out_dir: Path) -> None:
     check_same_run(out_dir, dataclasses.replace(cfg, **{k: old[k] for k in NEUTRAL_KEYS if k in old}))
 
 
-def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None) -> dict:
-    """Train every model at every lr, probe, and write arrays, tables, figures and summary.json."""
+def run_bn_study(
+    cfg: BNStudyConfig, out_dir: Path, data_source: str | None = None, dataset=None, parallel: int | None = None
+) -> dict:
+    """Train every model at every lr, probe, and write arrays, tables, figures and summary.json.
+    parallel: runs at once, each in its own process (None: as the machine allows, 1 on a CPU)."""
     cfg = check_config(cfg)
-    check_out_folder(cfg, Path(out_dir))
+    check_out_folder(cfg, check_folder(out_dir))
     device = pick_device(cfg.device)
     specs = model_specs(cfg)
     # the data first: a bad source fails here, before any folder is made (none is left behind empty)
@@ -334,14 +338,7 @@ def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = No
     out_dir = make_folder(out_dir)
     save_config(cfg, out_dir / "config.yaml")  # what a rerun into this folder is checked against
     t0 = time.perf_counter()
-    runs: dict[tuple[int, int], dict] = {}
-    n = len(specs) * len(cfg.lrs)
-    for mi, spec in enumerate(specs):
-        for li, lr in enumerate(cfg.lrs):
-            tag = f"{spec['label']} lr={lr:g}"
-            if cfg.progress:
-                print(f"run {mi * len(cfg.lrs) + li + 1}/{n}: {tag}", flush=True)
-            runs[mi, li] = train_run(spec, float(lr), cfg, data, device, tag)
+    runs = train_runs(cfg, specs, data, parallel or default_parallel(cfg.device))
     seconds = time.perf_counter() - t0
 
     labels = [s["label"] for s in specs]
@@ -366,6 +363,26 @@ def run_bn_study(cfg: BNStudyConfig, out_dir: Path, data_source: str | None = No
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def train_runs(cfg: BNStudyConfig, specs: list[dict], data: dict, parallel: int) -> dict[tuple[int, int], dict]:
+    """Every (model, lr) run, keyed by their indices; `parallel` at once in processes of their own."""
+    keys = [(mi, li) for mi in range(len(specs)) for li in range(len(cfg.lrs))]
+    jobs = [(specs[mi], float(cfg.lrs[li]), cfg, f"{specs[mi]['label']} lr={cfg.lrs[li]:g}") for mi, li in keys]
+    if parallel > 1:  # each process puts the data on its own device
+        data = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    runs = {}
+    for done, (i, run) in enumerate(run_all(_train_job, jobs, parallel, data), 1):
+        if cfg.progress:
+            print(f"run {done}/{len(jobs)} done: {jobs[i][3]}", flush=True)
+        runs[keys[i]] = run
+    return runs
+
+
+def _train_job(data: dict, spec: dict, lr: float, cfg: BNStudyConfig, tag: str) -> dict:
+    device = pick_device(cfg.device)
+    data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    return train_run(spec, lr, cfg, data, device, tag)
 
 
 def stack_runs(runs: dict, labels: list[str], cfg: BNStudyConfig) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..analysis.plotting import epoch_ticks, figure, plain_log, save_figure
 
@@ -71,21 +72,34 @@ def plot_curves(out_dir: Path, runs: list[dict]) -> str:
 
 
 def _path_panel(ax, v: dict, color: str, title: str, kept_what: str) -> None:
-    """One line per filter over v["x"] (epochs, fractional between the epoch ends: the path is recorded
-    every path_every steps); without x (an older run) one point per epoch."""
+    """One line per filter over v["x"] (fractional epochs: the path has a row every path_every steps
+    and at each epoch end); without x (an older run, one row per epoch) over the epoch numbers."""
     path, kept = v["path"], v["kept"]
-    epochs = np.asarray(v["x"]) if v.get("x") is not None else np.arange(1, path.shape[0] + 1)
+    x = np.asarray(v["x"]) if v.get("x") is not None else np.arange(1, path.shape[0] + 1)
     for i in np.nonzero(~kept)[0]:
-        ax.plot(epochs, path[:, i], color="0.6", lw=0.6, alpha=0.6)
+        ax.plot(x, path[:, i], color="0.6", lw=0.6, alpha=0.6)
     for i in np.nonzero(kept)[0]:
-        ax.plot(epochs, path[:, i], color=color, lw=1.1, alpha=0.9)
+        ax.plot(x, path[:, i], color=color, lw=1.1, alpha=0.9)
     if path.shape[0] == 1:  # one point: lines have no length, show the points
-        ax.scatter(np.full(path.shape[1], epochs[0]), path[0], c=np.where(kept, color, "0.6"), s=8)
+        ax.scatter(np.full(path.shape[1], x[0]), path[0], c=np.where(kept, color, "0.6"), s=8)
     ax.plot([], [], color=color, label=f"{int(kept.sum())} {kept_what}")
     ax.plot([], [], color="0.6", label=f"{int((~kept).sum())} pruned")
+    if not np.any(path):  # a short run: say why the lines are flat rather than leave an empty-looking panel
+        ax.text(0.5, 0.6, "Gamma still zero: no filter selected yet", ha="center", transform=ax.transAxes)
     ax.set(xlabel="epoch", ylabel="||Gamma|| per filter", title=title)
-    epoch_ticks(ax)
+    _fraction_ticks(ax, float(np.max(x)) if len(x) else 1.0)
     ax.legend(fontsize=8)
+
+
+def _fraction_ticks(ax, last: float) -> None:
+    """Integer epochs for a long run; for a run of a couple of epochs, a few plain fractional ticks
+    (0, 0.25, 0.5, ...) so that the steps within an epoch can be read."""
+    if last > 3:
+        epoch_ticks(ax)
+        return
+    ax.set_xlim(0, max(last, 1e-9))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}"))
 
 
 def plot_paths(out_dir: Path, cfg, extra: dict) -> str:

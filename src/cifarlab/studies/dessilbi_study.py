@@ -34,6 +34,7 @@ from ..sparsity.prune import named_states, prune, recover, selection
 from ..tables import acc2, csv_text, fmt, md_table
 from ..train.device import pick_device
 from ..train.engine import train
+from ..train.pool import default_parallel, quiet, run_all
 from .dessilbi_figures import plot_all
 from .settings import key_settings
 
@@ -339,9 +340,21 @@ def weights_before_after(target: PruneTarget, layer: str, percent: float, prune_
 
 
 def solution_path(target: PruneTarget, layer: str) -> np.ndarray | None:
-    """||Gamma|| per filter (conv) or output row (FC) after each epoch, from SLBI.end_epoch()."""
+    """||Gamma|| per filter (conv) or output row (FC), a row every path_every steps and at each epoch end."""
     path = named_states(target.opt).get(layer, {}).get("gamma_path")
     return None if path is None else path.cpu().numpy()
+
+
+def path_epochs(target: PruneTarget, layer: str) -> np.ndarray | None:
+    """The fractional epoch of each solution-path row (its step, placed between the steps at which the
+    epochs ended); None for a path recorded once per epoch, without steps (an older run)."""
+    st = named_states(target.opt).get(layer, {})
+    if "path_steps" not in st or "epoch_steps" not in st:
+        return None
+    steps, ends = st["path_steps"].cpu().double().numpy(), st["epoch_steps"].cpu().double().numpy()
+    if not len(ends) or np.isnan(steps).any() or np.isnan(ends).any():
+        return None
+    return np.interp(steps, np.concatenate([[0.0], ends]), np.arange(len(ends) + 1, dtype=float))
 
 
 def kept_at(target: PruneTarget, layer: str, percent: float) -> np.ndarray:
@@ -365,19 +378,22 @@ def run_dessilbi_study(cfg: DessiLBIStudyConfig, out_dir: str | Path, lenet_data
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
     runs, prune_table, figures, extra = [], [], [], {}
+    num_classes = 10  # MNIST and CIFAR-10; the datasets below say so
     if cfg.lenet:
         ds = lenet_dataset if lenet_dataset is not None else load_dataset(cfg.lenet_data, cfg.cache_dir or None)
         ds = _with_test(ds, cfg.n_test)
+        num_classes = ds.num_classes
         _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra)
     if cfg.vgg:
         ds = vgg_dataset if vgg_dataset is not None else load_dataset(cfg.vgg_data, cfg.cache_dir or None)
         ds = _with_test(ds, cfg.n_test)
+        num_classes = ds.num_classes
         _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra)
     seconds = time.perf_counter() - t0
 
     figures += plot_all(out_dir, cfg, runs, prune_table, extra)
     headline = headlines(cfg, runs, prune_table)
-    write_tables(out_dir, cfg, runs, prune_table, headline)
+    write_tables(out_dir, cfg, runs, prune_table, headline, num_classes)
     summary = {
         "study": "dessilbi",
         "config": to_dict(cfg),
@@ -401,13 +417,31 @@ def _say(cfg: DessiLBIStudyConfig, msg: str) -> None:
         print(f"[dessilbi] {msg}", flush=True)
 
 
+def _train_lenet_runs(cfg, cfgs: list[Config], out_dir: Path, ds) -> None:
+    """Train (or reuse) the LeNet runs: independent seeds and optimizers, so --parallel of them at once."""
+    n = default_parallel(cfg.device)
+    if n <= 1:
+        for i, run_cfg in enumerate(cfgs):
+            _say(cfg, f"LeNet run {i + 1}/{len(cfgs)}: {run_cfg.name}")
+            train_or_reuse(run_cfg, out_dir / run_cfg.name, ds)
+        return
+    _say(cfg, f"{len(cfgs)} LeNet runs, {min(n, len(cfgs))} at a time")
+    jobs = [(quiet(c), out_dir / c.name) for c in cfgs]
+    for done, (i, _) in enumerate(run_all(_train_job, jobs, n, ds), 1):
+        _say(cfg, f"LeNet run {done}/{len(cfgs)} done: {cfgs[i].name}")
+
+
+def _train_job(ds, run_cfg: Config, run_dir: Path) -> None:
+    train_or_reuse(run_cfg, run_dir, ds)
+
+
 def _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
     plan = [(o, s) for o in cfg.optimizers for s in cfg.seeds]
-    for i, (opt_name, seed) in enumerate(plan):
-        run_cfg = lenet_run_config(cfg, opt_name, seed)
-        _say(cfg, f"LeNet run {i + 1}/{len(plan)}: {run_cfg.name}")
-        train_or_reuse(run_cfg, out_dir / run_cfg.name, ds)
+    cfgs = [lenet_run_config(cfg, o, s) for o, s in plan]
+    _train_lenet_runs(cfg, cfgs, out_dir, ds)
+    for (opt_name, seed), run_cfg in zip(plan, cfgs):
         run = run_record(out_dir / run_cfg.name, "lenet", opt_name, seed, cfg.chance_acc)
+        run["model"] = run_cfg.model.name  # every run names its model (the report's overview row per model)
         runs.append(run)
         if run["stalled"]:
             _say(cfg, f"{run['run']} stalled at chance (test accuracy {run['final_test_acc']:.2f}%): not pruned")
@@ -428,6 +462,7 @@ def _lenet_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
         if first_of_kind:  # one seed per optimizer in the path and weights figures
             extra.setdefault("paths", {})[(opt_name, run["run"])] = {
                 "path": solution_path(target, cfg.path_layer),
+                "x": path_epochs(target, cfg.path_layer),
                 "kept": kept_at(target, cfg.path_layer, cfg.prune_percent),
             }
             if opt_name == "slbi" or "weights" not in extra:
@@ -480,6 +515,7 @@ def _vgg_part(cfg, out_dir, ds, device, runs, prune_table, extra) -> None:
         "run": run["run"],
         "model": run["model"],
         "path": solution_path(target, layer),
+        "x": path_epochs(target, layer),
         "kept": kept_at(target, layer, cfg.vgg_layer_percent),
     }
 
@@ -500,7 +536,7 @@ def optimizer_means(runs: list[dict]) -> list[dict]:
                 "runs": len(mine),
                 "stalled": len(mine) - len(ok),
                 "mean_test_acc": float(np.mean(ok)) if ok else None,
-                "std_test_acc": float(np.std(ok)) if len(ok) > 1 else None,
+                "std_test_acc": float(np.std(ok, ddof=1)) if len(ok) > 1 else None,  # sample std, as the sweeps
             }
         )
     return out
@@ -605,8 +641,24 @@ PRUNE_COLS = [
 ]
 
 
+def stall_note(chance_acc: float, num_classes: int) -> str:
+    """What STALLED means: below the chance_acc threshold, which is not chance itself (100/num_classes %)."""
+    chance = f"chance is 100/{num_classes} = {100 / num_classes:g}%"
+    if chance_acc <= 0:
+        return f"- STALLED: never flagged here (chance_acc 0: every run is pruned and averaged; {chance})."
+    return (
+        f"- STALLED: final test accuracy below chance_acc = {100 * chance_acc:g}% ({chance}); under the official "
+        "recipe some seeds kill every ReLU in the first steps. Stalled runs are left out of the means and not pruned."
+    )
+
+
 def write_tables(
-    out_dir: Path, cfg: DessiLBIStudyConfig, runs: list[dict], rows: list[dict], headline: list[dict]
+    out_dir: Path,
+    cfg: DessiLBIStudyConfig,
+    runs: list[dict],
+    rows: list[dict],
+    headline: list[dict],
+    num_classes: int = 10,
 ) -> None:
     atomic_write_text(out_dir / "results.csv", csv_text(runs, RUN_COLS))
     atomic_write_text(out_dir / "pruning.csv", csv_text(rows, PRUNE_COLS))
@@ -669,8 +721,7 @@ def write_tables(
         lines += _md_table([_pct(r) for r in each], ["layer"] + cols, ["layer"] + names)
     lines += [
         "",
-        f"- STALLED: final test accuracy below {100 * cfg.chance_acc:g}% (chance); under the official recipe some "
-        "seeds kill every ReLU in the first steps. Stalled runs are left out of the means and not pruned.",
+        stall_note(cfg.chance_acc, num_classes),
         "- Pruning (official toolbox): score = filter norm (conv) or |w| (FC) minus the epoch Gamma first selected "
         "it (2000 if never); the layer loses what scores below the numpy percentile at `percent`. Scores tie (every "
         "never-selected FC weight scores about -2000), so `fraction` (what was actually removed) can exceed the "

@@ -21,9 +21,13 @@ interrupted, so a killed pj2 goes on where it stopped when started again with th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
+import re
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..config import (
@@ -47,7 +52,7 @@ from ..config import (
 )
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, make_folder
-from ..tables import fmt_stat, md_table
+from ..tables import SPREAD_NOTE, fmt_stat, md_table, within_spread
 from .settings import key_settings
 
 SCALES = ("smoke", "standard", "full")
@@ -169,6 +174,26 @@ def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
         "data.device": cfg.device,
     }
     return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in items.items()]
+
+
+def load_quiet_sweep(name: str, items: list[str]):
+    """load_sweep, with its note per overridden variant key ('--set K overrides variant V's K=...')
+    said once per sweep: pj2 sets those keys on purpose (the scale's settings), so one line is enough."""
+    from ..sweep import load_sweep
+
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        sweep = load_sweep(name, items)
+    notes = [ln for ln in buf.getvalue().splitlines() if "overrides variant" in ln]
+    others = [ln for ln in buf.getvalue().splitlines() if ln.strip() and ln not in notes]
+    keys = list(dict.fromkeys(m.group(1) for ln in notes if (m := re.search(r"--set (\S+) overrides", ln))))
+    for ln in others:
+        print(ln, file=sys.stderr)
+    if keys:
+        print(
+            f"cifarlab: note: sweep {name}: pj2 sets {', '.join(keys)} over its variants' own values", file=sys.stderr
+        )
+    return sweep
 
 
 def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
@@ -343,9 +368,7 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
                 )
             )
     if "sweeps" in cfg.parts:
-        from ..sweep import load_sweep
-
-        sweeps = {name: load_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
+        sweeps = {name: load_quiet_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
         counts = {name: sweep_runs_done(s, f["sweeps"] / s.name) for name, s in sweeps.items()}
         total = sum(n for _, n in counts.values())
         for name, sweep in sweeps.items():
@@ -556,7 +579,7 @@ def sweep_row(name: str, out_dir: Path) -> dict | None:
         "done": sum(r["status"] in ("done", "diverged") for r in rows),
         "metric": primary,
         "best": desc,
-        "value": fmt_stat(primary, best[primary]) if best else "-",
+        "value": f"{fmt_stat(primary, best[primary])} (n={best['n']})" if best else "-",
     }
 
 
@@ -567,9 +590,12 @@ def bn_rows(out_dir: Path) -> list[dict]:
         mine = [r for r in runs if r["model"] == model]
         ok = [r for r in mine if not r.get("stalled")]
         mean = lambda k: sum(r[k] for r in ok) / len(ok) if ok and all(k in r for r in ok) else None  # noqa: E731, B023 (called in this iteration)
+        top = max(mine, key=lambda r: r["final_test_acc"])  # the lr with the best final accuracy
         out.append(
             {
                 "model": model,
+                "final_test_acc": top["final_test_acc"],
+                "lr": top["lr"],
                 "best_test_acc": max(r["best_test_acc"] for r in mine),
                 "runs": len(mine),
                 "stalled": len(mine) - len(ok),
@@ -599,6 +625,59 @@ def dessilbi_rows(out_dir: Path) -> list[dict]:
             }
         )
     return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None] | None:
+    """Mean and sample std over seeds (no std for one seed), as the sweep tables give them."""
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _pm(stat: tuple[float, float | None] | None) -> str:
+    """A (mean, std) of percentages: '98.61 ± 0.12', or '98.61' for one seed."""
+    if stat is None:
+        return "-"
+    return f"{stat[0]:.2f}" + (f" ± {stat[1]:.2f}" if stat[1] is not None else "")
+
+
+def dessilbi_groups(rows: list[dict]) -> list[dict]:
+    """The DessiLBI runs per (model, optimizer) over their seeds: final test accuracy mean ± std (stalled
+    runs left out, as the study does) and each group against its model's best (≈ within seed spread)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["optimizer"]), []).append(r)
+    out = []
+    for (model, opt), mine in groups.items():
+        ok = [r for r in mine if not r["stalled"]]
+        out.append(
+            {
+                "model": model,
+                "optimizer": opt,
+                "n": len(mine),
+                "acc": mean_std([r["test_acc"] for r in ok if r["test_acc"] is not None]),
+                "pruned": next((r["pruned"] for r in mine if r["pruned"]), ""),
+                "pruned_acc": _pm(mean_std([r["pruned_acc"] for r in ok if r["pruned_acc"] is not None])),
+                "removed": mine[0]["removed"] if len(mine) == 1 else "per run in the study's section",
+                "stalled": sum(bool(r["stalled"]) for r in mine),
+            }
+        )
+    for g in out:
+        rivals = [h for h in out if h["model"] == g["model"] and h["acc"] is not None]
+        top = max(rivals, key=lambda h: h["acc"][0]) if rivals else None
+        g["test_acc"] = _pm(g["acc"])
+        g["vs_best"] = _vs(g, top, len(rivals))
+    return out
+
+
+def _vs(g: dict, top: dict | None, rivals: int) -> str:
+    if rivals < 2 or g["acc"] is None or top is None:
+        return ""
+    if g is top:
+        return "best"
+    return f"{g['acc'][0] - top['acc'][0]:+.2f}" + (
+        " (≈ within seed spread)" if within_spread(g["acc"], top["acc"]) else ""
+    )
 
 
 def _table(rows: list[dict], cols: list[str], names: list[str]) -> list[str]:
@@ -638,6 +717,7 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
                     "acc": pct(best["test_acc"]),
                     "acc_no_tta": pct(best["test_acc_no_tta"]),
                     "time": clock(best["train_seconds"] or 0),
+                    "params": f"{best['params']:,}" if isinstance(best["params"], int) else "-",
                 }
             ],
             best_cols,
@@ -675,11 +755,22 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
     if bn:
         lines += ["", "## Task 2: batch normalization", ""]
         lines += _table(
-            [{**r, "best_test_acc": pct(r["best_test_acc"])} for r in bn],
-            ["model", "best_test_acc", "runs", "stalled", "loss_variation_width", "beta_smooth_mean"],
+            [{**r, "final_test_acc": pct(r["final_test_acc"]), "best_test_acc": pct(r["best_test_acc"])} for r in bn],
             [
                 "model",
-                "best test accuracy over lrs",
+                "final_test_acc",
+                "lr",
+                "best_test_acc",
+                "runs",
+                "stalled",
+                "loss_variation_width",
+                "beta_smooth_mean",
+            ],
+            [
+                "model",
+                "final test accuracy (best lr, chosen on test)",
+                "at lr",
+                "best epoch over lrs (chosen on test)",
                 "runs",
                 "stalled",
                 "loss-variation width (mean)",
@@ -688,19 +779,24 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
         )
     if dessilbi:
         lines += ["", "## Task 3: DessiLBI", ""]
+        groups = dessilbi_groups(dessilbi)
         lines += _table(
+            groups,
+            ["model", "optimizer", "n", "test_acc", "vs_best", "pruned", "pruned_acc", "removed", "stalled"],
             [
-                {
-                    **r,
-                    "test_acc": f"{r['test_acc']:.2f}" if r["test_acc"] is not None else "-",
-                    "pruned_acc": f"{r['pruned_acc']:.2f}" if r["pruned_acc"] is not None else "-",
-                    "stalled": "STALLED" if r["stalled"] else "",
-                }
-                for r in dessilbi
+                "model",
+                "optimizer",
+                "seeds",
+                "final test accuracy",
+                "vs the model's best",
+                "pruned",
+                "accuracy after pruning",
+                "removed",
+                "stalled runs",
             ],
-            ["run", "model", "optimizer", "test_acc", "pruned", "pruned_acc", "removed", "stalled"],
-            ["run", "model", "optimizer", "test accuracy", "pruned", "accuracy after pruning", "removed", ""],
         )
+        if any("≈" in g["vs_best"] for g in groups):
+            lines += ["", SPREAD_NOTE]
     part_rows = [{"part": p.key, "title": p.title, "status": p.status, "seconds": round(p.seconds, 1)} for p in parts]
     lines += ["", "## Time per part", ""]
     lines += _table(
@@ -735,7 +831,7 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
         if best["test_acc_no_tta"] is not None:
             summary["best_model_no_tta_test_acc"] = best["test_acc_no_tta"]
     for r in bn:
-        summary[f"{r['model']}_best_test_acc"] = r["best_test_acc"]
+        summary[f"{r['model']}_final_test_acc"] = r["final_test_acc"]
     for r in dessilbi:
         if r["test_acc"] is not None and r["optimizer"] == "slbi":
             summary[f"{r['run']}_test_acc"] = r["test_acc"] / 100

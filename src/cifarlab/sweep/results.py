@@ -19,7 +19,7 @@ from ..config import from_dict, read_yaml
 from ..errors import UserError
 from ..run import atomic_write_text
 from ..run import read_summary as read_summary_file
-from ..tables import csv_text, fmt_stat, header, md_lines
+from ..tables import SCORECARD, SPREAD_NOTE, csv_text, fmt_stat, header, md_lines, within_spread
 from .figures import sweep_figures
 from .grid import DEFAULT_METRICS, SweepConfig, sweep_axes
 from .stats import FINISHED, best_config, direction
@@ -79,6 +79,8 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list
         raise UserError(f"{out_dir} holds no sweep runs (no */run.json)")
     sweep = read_sweep(out_dir)
     metrics = list(metrics or (sweep.metrics if sweep else DEFAULT_METRICS))
+    # the scorecard (what a run cost) follows the accuracies; markdown drops a column no run has
+    metrics = [m for m in metrics if m not in SCORECARD] + list(SCORECARD)
     axis_names = [ax.name for ax in sweep_axes(sweep)] if sweep else list(infos[0]["axes"])
     rows = []
     for info in sorted(infos, key=lambda i: i.get("index", 0)):
@@ -90,7 +92,8 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list
         summary = (read_summary(run_dir) or {}) if status in FINISHED else {}
         for m in metrics:
             v = summary.get(m)
-            row[m] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            # an int (params, MACs) stays one: results.csv then reads 176402, not 176402.0
+            row[m] = v if isinstance(v, int) and not isinstance(v, bool) else float(v) if isinstance(v, float) else None
         row["error"] = _first_line(run_dir / "error.txt") if status == "failed" else ""
         rows.append(row)
     return rows, axis_names, metrics
@@ -144,7 +147,8 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         "",
         f"{len(rows)} runs ({state}); {len(groups)} configurations x seeds {seeds}. "
         "Each cell is the mean ± sample std over the finished seeds (n); accuracies in %, "
-        "times in seconds; the best of each column is in bold.",
+        "times in seconds; the best of each column is in bold. Beside the accuracies, what a run cost: "
+        "parameters, FLOPs per image (multiply-adds), training time, images/s and peak memory.",
         "",
     ]
     # a column no run has (best_val_acc without a val split) is left out
@@ -159,6 +163,10 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         + [header(m) for m in metrics]
     )
     best = {m: best_config(groups, m) for m in metrics}
+    primary = next((m for m in metrics if direction(m)), None)
+    compare = primary is not None and best[primary] is not None and len(groups) > 1
+    if compare:
+        head.append(f"vs best ({header(primary)})")
     body = []
     for g in groups:
         cells = (
@@ -172,13 +180,19 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
             if best[m] is not None and g[m] is not None and g[m][0] == best[m][m][0]:
                 cell = f"**{cell}**"
             cells.append(cell)
+        if compare:
+            cells.append(vs_best(primary, g, best[primary]))
         body.append(cells)
     lines += md_lines(head, body, ["---"] * len(axis_names) + ["---:"] * (len(head) - len(axis_names)))
-    primary = next((m for m in metrics if direction(m)), None)
+    if compare and any(within_spread(g[primary], best[primary][primary]) for g in groups if g is not best[primary]):
+        lines += ["", SPREAD_NOTE]
     if primary and best[primary] is not None:
         b = best[primary]
-        desc = ", ".join(f"{a}={b[a]}" for a in axis_names) or b["config_id"]
-        lines += ["", f"Best by {primary}: **{desc}** ({fmt_stat(primary, b[primary])}, n={b['n']})."]
+        lines += [
+            "",
+            f"Best by {primary}: **{_describe(b, axis_names)}** ({fmt_stat(primary, b[primary])}, n={b['n']}).",
+        ]
+        lines += _runner_up(groups, b, axis_names, primary)
     if show_diverged:
         lines += [
             "",
@@ -190,6 +204,37 @@ def markdown(name: str, rows: list[dict], groups: list[dict], axis_names: list[s
         lines += ["", "Failed runs (see error.txt in each folder):"]
         lines += [f"- `{r['run_id']}`: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _describe(g: dict, axis_names: list[str]) -> str:
+    return ", ".join(f"{a}={g[a]}" for a in axis_names) or g["config_id"]
+
+
+def vs_best(metric: str, g: dict, best: dict) -> str:
+    """A configuration against the best by metric: its difference in mean (points for accuracies),
+    marked when it is within the seed spread (tables.within_spread)."""
+    if g is best:
+        return "best"
+    if g[metric] is None:
+        return "-"
+    scale = 100.0 if metric.endswith("acc") else 1.0
+    diff = f"{(g[metric][0] - best[metric][0]) * scale:+.2f}"
+    return diff + (" (≈ within seed spread)" if within_spread(g[metric], best[metric]) else "")
+
+
+def _runner_up(groups: list[dict], best: dict, axis_names: list[str], metric: str) -> list[str]:
+    """A line naming the runner-up when the seeds cannot tell it from the best."""
+    others = [g for g in groups if g is not best and g[metric] is not None]
+    if not others:
+        return []
+    second = max(others, key=lambda g: direction(metric) * g[metric][0])
+    if not within_spread(second[metric], best[metric]):
+        return []
+    return [
+        "",
+        f"Runner-up {_describe(second, axis_names)} ({fmt_stat(metric, second[metric])}, n={second['n']}) "
+        "is ≈ within seed spread of the best: these seeds do not separate the two.",
+    ]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

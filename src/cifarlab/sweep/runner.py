@@ -21,6 +21,7 @@ from ..config import check_same_run, save_config
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, make_folder, read_jsonl
+from ..train.pool import default_parallel, quiet, run_all
 from .grid import RunSpec, SweepConfig, expand
 from .results import run_status, summary_corrupt, tabulate
 from .stats import FINISHED
@@ -44,10 +45,13 @@ def run_sweep(
     address: str | None = None,
     data: Any = None,
     max_concurrent: int | None = None,
+    parallel: int | None = None,
 ) -> list[dict]:
     """Run every missing run of the sweep; returns the per-run rows of results.csv.
 
     data: None (each run's data.source), a source string for every run, or a loaded Dataset.
+    parallel: runs at once with the local engine, each in its own process (None: as the machine
+    allows, pool.default_parallel; 1: one after another in this process).
     """
     if engine not in ("local", "ray"):
         raise UserError(f"unknown sweep engine '{engine}'; choose local or ray")
@@ -69,7 +73,8 @@ def run_sweep(
         given = data is not None and not isinstance(data, str)
         datasets = {k: data if given else load_dataset(*k) for k in dict.fromkeys(map(_data_key, todo))}
         if engine == "local":
-            _run_local(todo, out, datasets)
+            n = parallel or default_parallel(todo[0].config.data.device)
+            _run_local(todo, out, datasets, n)
         else:
             _run_ray(todo, out, datasets, gpus_per_trial, cpus_per_trial, address, max_concurrent)
     return tabulate(out)
@@ -180,11 +185,21 @@ def _done_line(spec: RunSpec, result: dict) -> str:
 # ---------------------------------------------------------------- local engine
 
 
-def _run_local(todo: list[RunSpec], out: Path, datasets: dict) -> None:
-    for i, spec in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {spec.run_id}", flush=True)
-        result = execute(spec.config, out / spec.run_id, datasets[_data_key(spec)])
-        print(_done_line(spec, result), flush=True)
+def _run_local(todo: list[RunSpec], out: Path, datasets: dict, parallel: int) -> None:
+    if parallel <= 1:
+        for i, spec in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {spec.run_id}", flush=True)
+            result = execute(spec.config, out / spec.run_id, datasets[_data_key(spec)])
+            print(_done_line(spec, result), flush=True)
+        return
+    print(f"{min(parallel, len(todo))} runs at a time, each in its own process", flush=True)
+    jobs = [(quiet(spec.config), out / spec.run_id, _data_key(spec)) for spec in todo]
+    for done, (i, result) in enumerate(run_all(_pool_trial, jobs, parallel, datasets), 1):
+        print(f"[{done}/{len(todo)}]" + _done_line(todo[i], result), flush=True)
+
+
+def _pool_trial(datasets: dict, cfg, run_dir: Path, key) -> dict:
+    return execute(cfg, run_dir, datasets[key])
 
 
 # ---------------------------------------------------------------- Ray engine
@@ -203,7 +218,7 @@ def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False, log_epochs=False))
+    cfg = quiet(cfg)
     target = Path(run_dir)
     try:
         target.mkdir(parents=True, exist_ok=True)

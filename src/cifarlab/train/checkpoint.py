@@ -28,25 +28,68 @@ def checkpoint_path(path: str | Path, which: str = "best.pt") -> Path:
     return p
 
 
+BUNDLE_FORMAT = "cifarlab-bundle"  # the marker `cifarlab export --format bundle` writes
+BUNDLE_VERSION = 1
+
+
 def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A run's checkpoint or an exported bundle (which holds the same keys, less the training state)."""
     p = checkpoint_path(path)
+    what = "bundle" if p.name.endswith(".bundle.pt") else "checkpoint"
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated file, not a torch file, ...
-        raise UserError(f"cannot read checkpoint {p}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot read {what} {p}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == BUNDLE_FORMAT:
+        check_bundle(ckpt, p)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{p} is not a cifarlab checkpoint (no 'model' entry)")
     return ckpt
 
 
+def check_bundle(bundle: dict, p: Path) -> None:
+    """A bundle of a newer cifarlab may hold what this one cannot read: say so instead of guessing."""
+    version = bundle.get("version")
+    if not isinstance(version, int) or version > BUNDLE_VERSION:
+        raise UserError(f"{p} is a cifarlab bundle of version {version!r}; this cifarlab reads up to {BUNDLE_VERSION}")
+    missing = [k for k in ("model", "model_name", "image_shape", "mean", "std") if not bundle.get(k)]
+    if missing:
+        raise UserError(f"{p} is an incomplete cifarlab bundle (no {', '.join(missing)})")
+
+
+def _listed(names: list[str], first: int = 3, sep: str = ", ") -> str:
+    return sep.join(names[:first]) + (f"{sep}..." if len(names) > first else "")
+
+
+def state_mismatch(model: nn.Module, state: dict) -> str:
+    """Missing and unexpected keys and shape mismatches of state against model, in one phrase ("" if none)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {list(state[k].shape)}, model {list(v.shape)}"
+        for k, v in own.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key{'s' * (len(missing) > 1)} ({_listed(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_listed(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch{'es' * (len(shapes) > 1)} ({_listed(shapes, 2, '; ')})")
+    return ", ".join(parts)
+
+
 def load_state(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """load_state_dict with a one-line error when the architectures differ."""
+    """load_state_dict with a one-line error naming what differs when the architectures differ."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        # torch's message spans many lines and starts with the least useful one: list the keys instead
+        detail = state_mismatch(model, state) or str(e).splitlines()[0][:200]
         name = getattr(model, "cifarlab_name", type(model).__name__)
-        raise UserError(f"{source} does not fit model {name}: {first[:200]}") from None
+        raise UserError(f"{source} does not fit model {name}: {detail}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
@@ -92,7 +135,7 @@ def checkpoint_data(ckpt: dict, source: str | None):
     src = source or cfg.get("data", {}).get("source")
     if not src:
         raise UserError("the checkpoint does not record its data source; pass --data")
-    ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None)
+    ds = load_dataset(src, cfg.get("data", {}).get("cache_dir") or None, classes=ckpt.get("classes"))
     opts = ckpt.get("model_options", {})
     if opts.get("in_channels") not in (None, ds.test_x.shape[-1]):
         raise UserError(

@@ -41,6 +41,7 @@ from ..run import (
     read_summary,
 )
 from . import distributed, fast
+from . import graph as graphs
 from .checkpoint import load_state, read_checkpoint, save_checkpoint
 from .device import autocast, pick_device, seed_everything, use_channels_last
 from .ema import make_ema
@@ -82,6 +83,7 @@ class Trainer:
     run_dir: Path | None = None
     loss_sum: torch.Tensor | None = None  # the epoch's running sums, on the device
     correct: torch.Tensor | None = None
+    graph: graphs.StepGraph | None = None  # the captured step (train.graph), else train_step runs eagerly
 
     @property
     def main(self) -> bool:
@@ -90,6 +92,11 @@ class Trainer:
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    def _evaluator(self):
+        """What evaluation calls: the eval model, through its captured forward when the step is captured."""
+        model = self.eval_model
+        return self.graph.eval_model(model) if self.graph is not None and self.graph.capture else model
 
     def train_step(self, x: torch.Tensor, y) -> None:
         """One optimizer step; adds to the epoch's device-side sums and never waits for the device."""
@@ -119,12 +126,13 @@ class Trainer:
         self.model.train()
         self.loader.set_epoch(epoch)
         self.epoch, self.step = epoch, epoch * n_batches
-        self.loss_sum, self.correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        self.zero_sums()
+        step = self.graph.step if self.graph is not None else self.train_step
         batches = distributed.shard(self.loader, self.dist, cfg.data.batch_size) if self.dist else self.loader
         bar = _progress(n_batches, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg.train.progress and not self.dist)
         stop = fast.stopwatch(self.device)
         for i, (x, y) in enumerate(batches):
-            self.train_step(x, y)
+            step(x, y)
             n += x.shape[0]
             if bar is not None:
                 bar.update(1)
@@ -138,6 +146,14 @@ class Trainer:
             torch.distributed.all_reduce(totals)
         loss_sum, correct, n = totals[0].item(), totals[1].item(), int(totals[2].item())
         return {"train_loss": loss_sum / n, "train_acc": correct / n, "images": n}, seconds
+
+    def zero_sums(self) -> None:
+        """Zero the running sums in place: a captured step adds into these very tensors."""
+        if self.loss_sum is None:
+            self.loss_sum = torch.zeros((), device=self.device)
+            self.correct = torch.zeros((), device=self.device)
+        self.loss_sum.zero_()
+        self.correct.zero_()
 
     def end_epoch(self, epoch: int, stats: dict, seconds: float) -> dict:
         """The epoch's metrics line; on evaluation epochs also the evaluation (and best.pt)."""
@@ -154,7 +170,7 @@ class Trainer:
         }
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             stop = fast.stopwatch(self.device)
-            ev = evaluate(self.eval_model, self.eval_loader, self.eval_loss, cfg.train.tta, self.amp_ctx)
+            ev = evaluate(self._evaluator(), self.eval_loader, self.eval_loss, cfg.train.tta, self.amp_ctx)
             record.update({f"{split}_loss": ev["loss"], f"{split}_acc": ev["acc"], "eval_seconds": stop()})
             if ev["acc"] > self.best_acc:
                 self.best_acc = ev["acc"]
@@ -228,7 +244,7 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(self.device),
             "env": environment(self.device),
         }
-        model, amp_ctx = self.eval_model, self.amp_ctx
+        model, amp_ctx = self._evaluator(), self.amp_ctx
         if cfg.train.tta != "none" and final.get(f"{split}_acc") is not None:  # what the TTA adds
             summary[f"final_{split}_acc_no_tta"] = evaluate(model, self.eval_loader, self.eval_loss, "none", amp_ctx)[
                 "acc"
@@ -333,6 +349,7 @@ def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> di
             t.load_state_dict(ckpt, f"{run_dir}/last.pt")
             history = _resumed_history(run_dir, t.epoch + 1, t.main)
         compile_seconds = _warm_up(t)
+        capture_seconds = _capture_step(t)
         t.run_dir = distributed.broadcast(run_dir or new_run_dir(cfg), dist)
         if t.main:
             make_folder(t.run_dir)
@@ -352,7 +369,8 @@ def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> di
                 break
         if writer is not None:
             writer.close()
-        summary = {**t.summary(history), "compile_seconds": compile_seconds}
+        summary = {**t.summary(history), "compile_seconds": compile_seconds, "capture_seconds": capture_seconds}
+        summary["step"] = "graph" if t.graph is not None and t.graph.capture else "eager"
         if dist:
             summary["processes"] = dist.world
         if t.main:
@@ -413,6 +431,34 @@ def _warm_up(t: Trainer) -> float:
         t.device,
         compile=t.cfg.train.compile,
     )
+
+
+def _capture_step(t: Trainer) -> float:
+    """Set up the captured step where train.graph asks and the run allows (see graph.py); returns the
+    seconds the capture took (not training time, like compile_seconds). Falls back to the eager step
+    with one line saying why."""
+    mode, cuda = t.cfg.train.graph, t.device.type == "cuda"
+    if mode == "off" or (mode == "auto" and not cuda):
+        return 0.0
+    reason = graphs.why_not(t.cfg, t.dist is not None)
+    if reason is None and not cuda and t.device.type != "cpu":
+        reason = f"graphs are CUDA's; on {t.device.type} there is nothing to capture"
+    if reason is not None:
+        if t.main:
+            print(f"note: train.graph: {reason}; the step runs eagerly", flush=True)
+        return 0.0
+    t.graph = graphs.StepGraph(t, capture=cuda)
+    if not cuda:
+        return 0.0  # train.graph=on without CUDA: the same step body, run uncaptured
+    t.zero_sums()
+    t.loader.set_epoch(t.epoch + 1)
+    try:
+        return t.graph.capture_phases(next(iter(t.loader)), range(t.epoch + 1, t.cfg.train.epochs))
+    except RuntimeError as e:  # an op that cannot be captured (a host sync in a model, an old driver)
+        t.graph = None
+        if t.main:
+            print(f"note: train.graph: capture failed ({str(e).splitlines()[0]}); the step runs eagerly", flush=True)
+        return 0.0
 
 
 def _log(t: Trainer, record: dict, writer) -> None:

@@ -155,3 +155,92 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     if builder is None:
         raise UserError(f"unknown optimizer '{cfg.name}'; choose from: {', '.join(OPTIMIZERS)}")
     return builder(model, cfg)
+
+
+# ---------------------------------------------------------------- the step with learning rates on the device
+
+# The optimizers whose step can take its learning rates as a device tensor (the captured step, graph.py).
+TENSOR_LR = ("sgd", "momentum", "nesterov", "adam", "adamw", "muon")
+
+
+def init_state(opt: torch.optim.Optimizer) -> None:
+    """Create the state the first step would create, at zero, on the parameters' device: a captured step
+    must not allocate it or branch on whether it exists. Zero momentum gives the first step torch's
+    result (m * 0 + g = g); Adam's step count moves to the device so bias correction needs no sync."""
+    adam = isinstance(opt, torch.optim.Adam | torch.optim.AdamW)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state[p]
+            if adam:
+                step = state.get("step", torch.zeros(()))
+                state["step"] = torch.as_tensor(step, dtype=torch.float32).to(p.device)
+                state.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
+                state.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
+            elif group.get("momentum", 0) != 0 and state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+@torch.no_grad()
+def step_with_lr(opt: torch.optim.Optimizer, lrs: torch.Tensor) -> None:
+    """One step of `opt` with group i's learning rate lrs[i] (a device tensor): the same update as
+    opt.step(), with no Python float baked in, so a captured step follows the schedule. Call
+    init_state(opt) first. Parameters without a gradient are skipped, as torch does."""
+    from .muon import Muon
+
+    for i, group in enumerate(opt.param_groups):
+        params = [p for p in group["params"] if p.grad is not None]
+        if isinstance(opt, torch.optim.Adam | torch.optim.AdamW):
+            decoupled = group.get("decoupled_weight_decay", isinstance(opt, torch.optim.AdamW))
+            _adam_step(opt, group, params, lrs[i], decoupled)
+        elif isinstance(opt, Muon) and group["muon"]:
+            _muon_step(opt, group, params, lrs[i])
+        elif isinstance(opt, torch.optim.SGD | Muon):
+            _sgd_step(opt, group, params, lrs[i])
+        else:
+            raise TypeError(f"{type(opt).__name__} takes no tensor learning rate")
+
+
+def _momentum(opt, group: dict, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    m = group.get("momentum", 0)
+    if m == 0:
+        return g
+    buf = opt.state[p]["momentum_buffer"]
+    buf.mul_(m).add_(g)  # dampening 0: the builders never set it
+    return g.add(buf, alpha=m) if group["nesterov"] else buf
+
+
+def _sgd_step(opt, group: dict, params: list, lr: torch.Tensor) -> None:
+    wd = group["weight_decay"]
+    for p in params:
+        g = p.grad.add(p, alpha=wd) if wd else p.grad
+        p.sub_(_momentum(opt, group, p, g) * lr)
+
+
+def _muon_step(opt, group: dict, params: list, lr: torch.Tensor) -> None:
+    wd = group["weight_decay"]
+    for p in params:
+        g = _momentum(opt, group, p, p.grad)
+        if group["normalize"]:
+            p.mul_(p.shape[0] ** 0.5 / p.norm())
+        elif wd:
+            p.mul_(1 - lr * wd)
+        update = opt._orthogonalize(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)
+        p.sub_(update.to(p.dtype) * lr)
+
+
+def _adam_step(opt, group: dict, params: list, lr: torch.Tensor, decoupled: bool) -> None:
+    (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
+    for p in params:
+        state, g = opt.state[p], p.grad
+        if wd and decoupled:
+            p.mul_(1 - lr * wd)
+        elif wd:
+            g = g.add(p, alpha=wd)
+        step = state["step"]
+        step.add_(1)
+        state["exp_avg"].lerp_(g, 1 - b1)
+        state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+        # bias corrections in float64, as torch computes them from the step count on the host
+        t = step.double()
+        denom = (state["exp_avg_sq"].sqrt() / (1 - b2**t).sqrt().float()).add_(eps)
+        p.sub_(state["exp_avg"] / denom * (lr.double() / (1 - b1**t)).float())

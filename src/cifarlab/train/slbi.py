@@ -16,9 +16,13 @@ one group per output row, shrunk like a conv filter).
 
 State per tracked weight (names as in the official checkpoints): z_buffer, gamma_buffer,
 epoch_record (first epoch Gamma became non-zero: per filter for conv, per weight for FC; 2000 if
-never), and after end_epoch() prune_order, w_star and gamma_path (ours, not official: one row per
-end_epoch() of the norm of Gamma per conv filter / FC output row, the solution path). Parameter names live in the param groups
-("param_names", torch's own field), so state_dict()/load_state_dict() round-trip them.
+never), and after end_epoch() prune_order, w_star and the solution path (ours, not official):
+gamma_path holds one row of the norm of Gamma per conv filter / FC output row every path_every steps
+and at each epoch end, path_steps the step of each row and epoch_steps the step count at each epoch
+end (so rows map to fractional epochs). path_every 0 (the default) records every step and keeps about
+PATH_POINTS rows per epoch: a one-epoch run still draws a path, a long one stays small in last.pt.
+Parameter names live in the param groups ("param_names", torch's own field), so
+state_dict()/load_state_dict() round-trip them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..config import OptimConfig
 from ..errors import UserError
 
 NEVER = 2000.0  # epoch_record of a weight whose Gamma was never non-zero (official value)
+PATH_POINTS = 20  # solution-path rows kept per epoch when path_every is 0 (auto)
 VARIANTS = ("coupled", "adam_then_slbi")
 
 
@@ -62,6 +67,11 @@ class _LBI(torch.optim.Optimizer):
         named = list(named_params)
         if not named or not all(isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], str) for t in named):
             raise UserError("SLBI needs a non-empty list of (name, parameter) pairs, e.g. model.named_parameters()")
+        every = defaults["path_every"]
+        if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+            raise UserError(
+                f"SLBI path_every must be 0 (about {PATH_POINTS} points per epoch) or a step count, got {every!r}"
+            )
         if not (defaults["lr"] >= 0 and defaults["kappa"] > 0 and defaults["mu"] > 0):
             raise UserError(
                 f"SLBI needs lr >= 0, kappa > 0 and mu > 0 (got lr={defaults['lr']}, "
@@ -169,6 +179,40 @@ class _LBI(torch.optim.Optimizer):
                 if kappa != 1:
                     scale.mul_(kappa)
                 states[i]["gamma_buffer"] = zs[i] * _per_row(scale, p)
+        for st in states:
+            self._path_point(st, group["path_every"])
+
+    @staticmethod
+    def _path_point(st: dict, every: int) -> None:
+        """Count the step; on a path step keep ||Gamma|| per filter / row until end_epoch() stores it."""
+        st["path_step"] = st.get("path_step", 0) + 1
+        if every == 0 or st["path_step"] % every == 0:
+            st.setdefault("path_rows", []).append(_row_norms(st["gamma_buffer"]))
+            st.setdefault("path_row_steps", []).append(st["path_step"])
+
+    @staticmethod
+    def _store_path(st: dict, every: int) -> None:
+        """Move the epoch's path rows into gamma_path (tensors only, so checkpoints stay plain), with
+        the epoch-end point; auto mode (every 0) keeps about PATH_POINTS of the epoch's rows."""
+        rows, steps = st.pop("path_rows", []), st.pop("path_row_steps", [])
+        if every == 0 and rows:
+            k = max(1, len(rows) // PATH_POINTS)
+            keep = list(range(k - 1, len(rows), k))
+            rows, steps = [rows[i] for i in keep], [steps[i] for i in keep]
+        now = st.get("path_step", 0)
+        if not steps or steps[-1] != now:  # the epoch end is always a point, as the per-epoch path had
+            rows.append(_row_norms(st["gamma_buffer"]))
+            steps.append(now)
+        new = torch.stack(rows)
+        at = torch.tensor(steps, dtype=new.dtype, device=new.device)
+        end = torch.tensor([now], dtype=new.dtype, device=new.device)
+        if "gamma_path" in st:  # a path from before steps were recorded: its steps are unknown (nan)
+            old = st["gamma_path"]
+            st.setdefault("path_steps", torch.full((len(old),), float("nan"), dtype=new.dtype, device=new.device))
+            st.setdefault("epoch_steps", st["path_steps"][:0])
+            new, at = torch.cat([old, new]), torch.cat([st["path_steps"], at])
+            end = torch.cat([st["epoch_steps"], end])
+        st["gamma_path"], st["path_steps"], st["epoch_steps"] = new, at, end
 
     def _lbi_step(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float) -> None:
         """Plain SLBI move along dirs: tracked W -= lr*kappa*(d + (W - Gamma)/mu) then Z, Gamma;
@@ -191,7 +235,7 @@ class _LBI(torch.optim.Optimizer):
 
         epoch_record = first epoch Gamma was non-zero (never increases); prune_order = filter norm
         (conv) or |W| (FC) minus that epoch; w_star = W where Gamma is non-zero, else 0.
-        gamma_path gains a row: ||Gamma_g|| per conv filter or FC output row (the solution path).
+        gamma_path gains the epoch's rows: ||Gamma_g|| per conv filter or FC output row (the solution path).
         """
         for g in self.param_groups:
             for p in g["params"]:
@@ -207,8 +251,7 @@ class _LBI(torch.optim.Optimizer):
                 st["epoch_record"] = record
                 st["prune_order"] = (_row_norms(p) if per_filter else p.abs()) - record
                 # Kept in the state so it travels with every checkpoint (and survives --resume).
-                path = _row_norms(st["gamma_buffer"])[None]
-                st["gamma_path"] = torch.cat([st["gamma_path"], path]) if "gamma_path" in st else path
+                self._store_path(st, g["path_every"])
 
 
 class SLBI(_LBI):
@@ -231,6 +274,7 @@ class SLBI(_LBI):
         lambda_conv: float = 1.0,
         lambda_fc: float = 1.0,
         fc_group: bool = False,
+        path_every: int = 0,
     ) -> None:
         if not 0 <= momentum < 1:
             raise UserError(f"SLBI momentum must be in [0, 1) (got {momentum})")
@@ -243,6 +287,7 @@ class SLBI(_LBI):
             lambda_conv=lambda_conv,
             lambda_fc=lambda_fc,
             fc_group=fc_group,
+            path_every=path_every,
         )
         super().__init__(named_params, defaults, layers)
 
@@ -298,6 +343,7 @@ class SLBIAdam(_LBI):
         lambda_fc: float = 1.0,
         fc_group: bool = False,
         variant: str = "coupled",
+        path_every: int = 0,
     ) -> None:
         if variant not in VARIANTS:
             raise UserError(f"unknown SLBI-Adam variant '{variant}'; choose from: {', '.join(VARIANTS)}")
@@ -315,6 +361,7 @@ class SLBIAdam(_LBI):
             lambda_fc=lambda_fc,
             fc_group=fc_group,
             variant=variant,
+            path_every=path_every,
         )
         super().__init__(named_params, defaults, layers)
 
@@ -371,7 +418,7 @@ class SLBIAdam(_LBI):
 
 # ---------------------------------------------------------------------- builders for the engine
 
-SLBI_ARGS = ("kappa", "mu", "layers", "lambda_conv", "lambda_fc", "fc_group")
+SLBI_ARGS = ("kappa", "mu", "layers", "lambda_conv", "lambda_fc", "fc_group", "path_every")
 SLBI_ADAM_ARGS = SLBI_ARGS + ("variant",)
 
 

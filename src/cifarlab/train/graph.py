@@ -1,0 +1,222 @@
+"""The captured training step (train.graph): forward, loss, backward, clipping, the optimizer step with
+its learning rates as a device tensor, the EMA and the epoch's running sums, recorded once as a CUDA
+graph and replayed for every full batch.
+
+A ResNet-18 step at batch 128 launches some 320 kernels; eagerly the host needs ~12 ms to launch what
+the GPU runs in ~3 ms. A replay is one launch. What stays eager, outside the graph: the augmentation
+(the loader's), the schedule (a host scheduler whose lrs are copied into the device tensor only when
+they change), lookahead every k steps, and the last, smaller batch of an epoch (the same body, run
+uncaptured). The whitening bias's freeze gets a graph of its own (the body differs), captured before
+the clock starts like the first.
+
+`why_not` names what cannot be captured (fp16's scaler checks on the host, DDP, torch.compile,
+OneCycle's per-step momentum, mixed targets, optimizers without a tensor-lr step); the run then says so
+in one line and steps eagerly. On CPU, train.graph=on runs the same body uncaptured: the test of the
+step (tests/train/test_graph.py) compares it with Trainer.train_step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .ema import update_without_sync
+from .optim import TENSOR_LR, init_state, step_with_lr
+
+
+def why_not(cfg: Config, distributed: bool) -> str | None:
+    """Why this run's step cannot be captured, or None when it can."""
+    t, name = cfg.train, cfg.optim.name.lower()
+    if name not in TENSOR_LR:
+        return f"optimizer {name} has no tensor-lr step (graphed: {', '.join(TENSOR_LR)})"
+    if t.amp == "fp16":
+        return "fp16's gradient scaler checks for overflow on the host (use train.amp=bf16)"
+    if distributed:
+        return "DDP's gradient buckets are launched from the host (torchrun)"
+    if t.compile:
+        return "train.compile builds its own graphs"
+    if cfg.schedule.name.lower() == "onecycle":
+        return "the onecycle schedule changes momentum every step"
+    if cfg.augment.cutmix > 0 or cfg.augment.mixup > 0:
+        return "cutmix/mixup draw their mixing on the host"
+    return None
+
+
+class StepGraph:
+    """The training step of a Trainer as one replayable graph per whitening phase (see the module doc)."""
+
+    def __init__(self, trainer, capture: bool):
+        self.t, self.capture = trainer, capture
+        self.opt = trainer.opt
+        init_state(self.opt)
+        self.opt._opt_called = True  # the scheduler's check that opt.step ran first: step_with_lr is that step
+        self.lrs = torch.tensor([g["lr"] for g in self.opt.param_groups], device=trainer.device)
+        self._host_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self._keep: list = []  # the graphs' static tensors (inputs, gradients): they must outlive the graphs
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.amp = _uncached(trainer.amp_ctx)
+        self.eval_graphs: dict[int, EvalGraph] = {}
+
+    def eval_model(self, model: nn.Module) -> EvalGraph:
+        """The graphed evaluation forward of `model` (the model or its EMA), made once per model."""
+        if id(model) not in self.eval_graphs:
+            self.eval_graphs[id(model)] = EvalGraph(model, self.t.amp_ctx, self.capture)
+        return self.eval_graphs[id(model)]
+
+    def frozen(self, epoch: int) -> bool:
+        h = self.t.hooks
+        return h.whiten_bias is not None and epoch >= h.cfg.whiten_bias_epochs
+
+    def body(self, x: torch.Tensor, y: torch.Tensor, frozen: bool) -> None:
+        """The step: what is captured. Gradients must be None on entry (zero_grad(set_to_none=True))."""
+        t = self.t
+        with self.amp:
+            logits = t.step_model(x)
+            loss, total = t.loss(logits, y, t.model)
+        total.backward()
+        if t.cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.train.grad_clip)
+        if frozen:  # as StepHooks.before_step: no gradient, so no step, momentum or decay
+            t.hooks.whiten_bias.grad = None
+        step_with_lr(self.opt, self.lrs)
+        if t.ema is not None:
+            update_without_sync(t.ema, t.model, t.cfg.train.ema)
+        t.loss_sum += loss.detach().float() * x.shape[0]
+        t.correct += (logits.detach().argmax(1) == y).sum()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step, as Trainer.train_step."""
+        t = self.t
+        self._set_lrs()
+        frozen = self.frozen(t.epoch)
+        graph = self.graphs.get(frozen) if self.x is not None and x.shape == self.x.shape else None
+        if graph is not None:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            graph.replay()
+        else:  # no graph for this phase, or the epoch's last, smaller batch
+            self.opt.zero_grad(set_to_none=True)
+            self.body(x, y, frozen)
+        t.sched.step()
+        t.step += 1
+        t.hooks.after_step(t.step)
+
+    def _set_lrs(self) -> None:
+        # One small fill per group, and only when the schedule moved it: most steps of a constant
+        # schedule launch nothing here.
+        for i, g in enumerate(self.opt.param_groups):
+            if g["lr"] != self._host_lrs[i]:
+                self.lrs[i].fill_(g["lr"])
+                self._host_lrs[i] = g["lr"]
+
+    def capture_phases(self, batch: tuple[torch.Tensor, torch.Tensor], epochs: range) -> float:
+        """Capture a graph for each whitening phase the epochs will see; returns the seconds it took.
+        The warm-up steps it needs are undone: the run is the one it would have been."""
+        if not self.capture:
+            return 0.0
+        start = time.perf_counter()
+        x, y = batch
+        self.x, self.y = x.clone(), y.clone()
+        for frozen in sorted({self.frozen(e) for e in epochs}):
+            self.graphs[frozen] = self._capture(frozen)
+        torch.cuda.synchronize(self.t.device)
+        return time.perf_counter() - start
+
+    def _capture(self, frozen: bool) -> torch.cuda.CUDAGraph:
+        t, dev = self.t, self.t.device
+        saved, rng = _snapshot(self._state()), torch.cuda.get_rng_state(dev)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        try:
+            with torch.cuda.stream(side):  # cuDNN/cuBLAS choose and allocate here, not during capture
+                for _ in range(3):
+                    self.opt.zero_grad(set_to_none=True)
+                    self.body(self.x, self.y, frozen)
+            torch.cuda.current_stream(dev).wait_stream(side)
+        finally:  # also when a step fails: the eager fallback starts from the run's own state
+            _restore(self._state(), saved)
+            torch.cuda.set_rng_state(rng, dev)
+        graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):  # records, runs nothing: the state is left as it is
+            self.body(self.x, self.y, frozen)
+        self._keep.append([p.grad for p in t.model.parameters()])
+        return graph
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor a step writes: weights, buffers, optimizer and EMA state, the running sums."""
+        t = self.t
+        tensors = list(t.model.state_dict(keep_vars=True).values())
+        tensors += [v for s in self.opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        if t.ema is not None:
+            tensors += list(t.ema.state_dict(keep_vars=True).values())
+        return [*tensors, t.loss_sum, t.correct]
+
+
+class EvalGraph:
+    """A model's evaluation forward as one CUDA graph per batch shape (the full batch and the last);
+    a replay reads the weights and BN statistics where they are, so it follows the training. Stands in
+    for the model in engine.predict (eval() and calls); a capture that fails says so once and the
+    forward runs eagerly from then on."""
+
+    def __init__(self, model: nn.Module, amp, capture: bool):
+        self.model, self.capture = model, capture
+        self.amp = _uncached(amp)
+        self.graphs: dict[tuple, tuple] = {}
+
+    def eval(self) -> EvalGraph:
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.capture:
+            return self.model(x)
+        key = (tuple(x.shape), x.stride(), x.dtype)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(x)
+            except RuntimeError as e:
+                self.capture = False
+                print(f"note: train.graph: evaluation not captured ({str(e).splitlines()[0]}); eager", flush=True)
+                return self.model(x)
+        graph, static_x, static_out = self.graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_out.clone()  # the next replay writes over static_out
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        static_x = x.clone()
+        dev = x.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side), self.amp:  # cuDNN's choices and lazy allocations, outside the graph
+            self.model(static_x)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), self.amp:
+            static_out = self.model(static_x)
+        return graph, static_x, static_out
+
+
+def _uncached(amp):
+    """The autocast of `amp` without its weight cache: a graph must not keep casts made outside it."""
+    if isinstance(amp, torch.autocast):
+        return torch.autocast(amp.device, dtype=amp.fast_dtype, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+def _snapshot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [x.detach().clone() for x in tensors]
+
+
+@torch.no_grad()
+def _restore(tensors: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    for x, s in zip(tensors, saved):
+        x.copy_(s)  # in place: the graph is captured on these very tensors
