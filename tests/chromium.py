@@ -27,11 +27,11 @@ window.addEventListener("unhandledrejection", function (e) { __errors.push("reje
 window.addEventListener("load", function () { setTimeout(function () {
   var imgs = [].slice.call(document.images);
   var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; });
-  // sort the overview by "best accuracy" (ascending): the numbers must come out in order
+  // sort the overview by "final test accuracy" (ascending): the numbers must come out in order
   var sorted = null, table = document.querySelector("#overview table.sortable");
   if (table) {
     var heads = [].slice.call(table.tHead.rows[0].cells);
-    var k = heads.findIndex(function (h) { return h.textContent.indexOf("best accuracy") === 0; });
+    var k = heads.findIndex(function (h) { return h.textContent.indexOf("final test accuracy") === 0; });
     heads[k].click();
     var v = [].slice.call(table.tBodies[0].rows).map(function (r) { return parseFloat(r.cells[k].textContent); })
       .filter(function (x) { return !isNaN(x); });
