@@ -3,7 +3,8 @@ a best epoch says it was chosen on test, differences within the seed spread are 
 
 import json
 
-from cifarlab.studies.pj2 import bn_rows, dessilbi_groups, load_quiet_sweep
+from cifarlab.studies.pj2 import bn_rows, dessilbi_groups
+from cifarlab.sweep import load_sweep
 
 
 def test_bn_rows_lead_with_the_final_accuracy_of_the_best_lr(tmp_path):
@@ -29,8 +30,9 @@ def test_dessilbi_groups_give_mean_std_over_seeds_and_mark_the_spread():
 
 
 def test_a_sweep_says_once_that_pj2_overrides_its_variants(capsys):
-    load_quiet_sweep("resnet50_anchors", ["model.width=0.25", "train.epochs=1"])
+    load_sweep("resnet50_anchors", ["model.width=0.25", "train.epochs=1"])  # what pj2's plan loads
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "cifarlab: note: sweep resnet50_anchors: pj2 sets model.width, train.epochs over its variants' own values"
+        "cifarlab: note: sweep resnet50_anchors: --set model.width, train.epochs replaces the variants' own "
+        "values: half_width (model.width=0.5, train.epochs=75)"
     ]

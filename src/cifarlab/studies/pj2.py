@@ -21,13 +21,9 @@ interrupted, so a killed pj2 goes on where it stopped when started again with th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import math
-import re
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -174,26 +170,6 @@ def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
         "data.device": cfg.device,
     }
     return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in items.items()]
-
-
-def load_quiet_sweep(name: str, items: list[str]):
-    """load_sweep, with its note per overridden variant key ('--set K overrides variant V's K=...')
-    said once per sweep: pj2 sets those keys on purpose (the scale's settings), so one line is enough."""
-    from ..sweep import load_sweep
-
-    buf = io.StringIO()
-    with contextlib.redirect_stderr(buf):
-        sweep = load_sweep(name, items)
-    notes = [ln for ln in buf.getvalue().splitlines() if "overrides variant" in ln]
-    others = [ln for ln in buf.getvalue().splitlines() if ln.strip() and ln not in notes]
-    keys = list(dict.fromkeys(m.group(1) for ln in notes if (m := re.search(r"--set (\S+) overrides", ln))))
-    for ln in others:
-        print(ln, file=sys.stderr)
-    if keys:
-        print(
-            f"cifarlab: note: sweep {name}: pj2 sets {', '.join(keys)} over its variants' own values", file=sys.stderr
-        )
-    return sweep
 
 
 def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
@@ -368,7 +344,9 @@ def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
                 )
             )
     if "sweeps" in cfg.parts:
-        sweeps = {name: load_quiet_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
+        from ..sweep import load_sweep
+
+        sweeps = {name: load_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
         counts = {name: sweep_runs_done(s, f["sweeps"] / s.name) for name, s in sweeps.items()}
         total = sum(n for _, n in counts.values())
         for name, sweep in sweeps.items():

@@ -114,11 +114,23 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
             data["base"] = str(beside)
     sweep = from_dict(SweepConfig, data)
     _check(sweep)
-    forced = set(flatten(sweep.overrides))
-    for name, spec in sweep.variants.items():
-        for key in sorted(forced & set(spec)):
-            print(f"cifarlab: note: --set {key} overrides variant {name}'s {key}={spec[key]!r}", file=sys.stderr)
+    _note_overridden(sweep)
     return sweep
+
+
+def _note_overridden(sweep: SweepConfig) -> None:
+    """One line per sweep naming the variant values that --set replaces (the override wins everywhere)."""
+    forced = set(flatten(sweep.overrides))
+    hit = {name: sorted(forced & set(spec)) for name, spec in sweep.variants.items()}
+    keys = sorted({k for ks in hit.values() for k in ks})
+    if keys:
+        own = "; ".join(
+            f"{name} ({', '.join(f'{k}={sweep.variants[name][k]!r}' for k in ks)})" for name, ks in hit.items() if ks
+        )
+        print(
+            f"cifarlab: note: sweep {sweep.name}: --set {', '.join(keys)} replaces the variants' own values: {own}",
+            file=sys.stderr,
+        )
 
 
 def _normalized(data: dict) -> dict:

@@ -55,10 +55,14 @@ class StepHooks:
         self.whiten_bias = whiten_layer.bias if whiten_layer is not None and cfg.whiten_bias_epochs >= 0 else None
         self.lookahead = Lookahead(model) if cfg.lookahead_every > 0 else None
 
+    def bias_frozen(self, epoch: int) -> bool:
+        """Whether the whitening layer's bias is frozen in this epoch (its whiten_bias_epochs are over)."""
+        return self.whiten_bias is not None and epoch >= self.cfg.whiten_bias_epochs
+
     def before_step(self, epoch: int) -> None:
         # A frozen bias gets no gradient, so no step, momentum or decay: what airbench's
         # requires_grad=False does, without changing the graph (no recompilation under torch.compile).
-        if self.whiten_bias is not None and epoch >= self.cfg.whiten_bias_epochs:
+        if self.bias_frozen(epoch):
             self.whiten_bias.grad = None
 
     def after_step(self, step: int) -> None:

@@ -69,10 +69,6 @@ class StepGraph:
             self.eval_graphs[id(model)] = EvalGraph(model, self.t.amp_ctx, self.capture)
         return self.eval_graphs[id(model)]
 
-    def frozen(self, epoch: int) -> bool:
-        h = self.t.hooks
-        return h.whiten_bias is not None and epoch >= h.cfg.whiten_bias_epochs
-
     def body(self, x: torch.Tensor, y: torch.Tensor, frozen: bool) -> None:
         """The step: what is captured. Gradients must be None on entry (zero_grad(set_to_none=True))."""
         t = self.t
@@ -94,7 +90,7 @@ class StepGraph:
         """One optimizer step, as Trainer.train_step."""
         t = self.t
         self._set_lrs()
-        frozen = self.frozen(t.epoch)
+        frozen = t.hooks.bias_frozen(t.epoch)
         graph = self.graphs.get(frozen) if self.x is not None and x.shape == self.x.shape else None
         if graph is not None:
             self.x.copy_(x)
@@ -123,7 +119,7 @@ class StepGraph:
         start = time.perf_counter()
         x, y = batch
         self.x, self.y = x.clone(), y.clone()
-        for frozen in sorted({self.frozen(e) for e in epochs}):
+        for frozen in sorted({self.t.hooks.bias_frozen(e) for e in epochs}):
             self.graphs[frozen] = self._capture(frozen)
         torch.cuda.synchronize(self.t.device)
         return time.perf_counter() - start
