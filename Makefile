@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 TEST_WORKERS ?= auto
 TEST_TIMEOUT ?= 900
 
-.PHONY: venv demo test lint package-check clean
+.PHONY: venv demo test test-fast lint typecheck package-check clean
 
 $(BIN)/cifarlab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,11 +28,20 @@ demo: venv
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) tests
 
-# The layering contract (import-linter) and the style rules (ruff), both configured in pyproject.toml.
+# The tests not marked slow (@pytest.mark.slow): a few minutes, for while you work.
+test-fast: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout $(TEST_TIMEOUT) -m "not slow" tests
+
+# The layering contract (import-linter), the API's types (mypy) and the style rules (ruff), all configured in pyproject.toml.
 lint: $(VENV)/.test-deps
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# The Python API's types (mypy, configured in pyproject.toml): what users' type checkers see through py.typed.
+typecheck: $(VENV)/.test-deps
+	$(BIN)/mypy
 
 # A user's install: build the wheel, install it (not editable) into a fresh venv, run it outside the checkout.
 package-check: $(VENV)/.test-deps

@@ -21,4 +21,24 @@ mkdir "$work/empty" && cd "$work/empty"
 CIFARLAB_CACHE="$work/cache" "$cli" train quick --data "$data" --out "$work/run" \
     --set data.n_items=512 train.epochs=1 train.progress=false train.log_tensorboard=false
 test -f "$work/run/summary.json"
+# The Python API from the wheel: fit twice in one folder, and load().predict gives `cifarlab predict`'s labels
+TMPDIR="$work" CIFARLAB_CACHE="$work/cache" CIFARLAB_DATA="$data" "$work/venv/bin/python" - "$cli" <<'EOF'
+import json, subprocess, sys
+from importlib.resources import files
+
+import cifarlab
+from PIL import Image
+
+over = {"data.n_items": 512, "data.n_test": 200, "train.epochs": 1, "train.progress": False}
+runs = [cifarlab.fit("quick", overrides=over) for _ in range(2)]
+print("package: fit twice:", [r.summary["final_test_acc"] for r in runs])
+images = cifarlab.load_data("cifar10").test_x[:8]
+paths = [f"img{i}.png" for i in range(len(images))]
+for p, im in zip(paths, images):
+    Image.fromarray(im.numpy()).save(p)
+out = subprocess.run([sys.argv[1], "predict", str(runs[0].run_dir), *paths, "--json"], capture_output=True, check=True)
+cli = [r["top"][0]["index"] for r in json.loads(out.stdout)]
+assert cifarlab.load(runs[0].run_dir).predict(paths).tolist() == cli, "package: load().predict differs from predict"
+assert files("cifarlab").joinpath("py.typed").is_file(), "package: py.typed is not in the wheel"
+EOF
 echo "package: the wheel installs and runs outside the checkout ($repo)"

@@ -1,6 +1,10 @@
 """Every GPU figure of the README in one call: each benchmark against its reference, one JSON.
 
 Parts (each a subprocess with its own time limit, so one slow part cannot eat the others'):
+- graph_tests: the CUDA-only tests of the captured step (tests/train/test_graph.py -k cuda: replays
+  equal the eager step for sgd, nesterov, adam, adamw, muon, slbi, slbi_adam); needs pytest (carry its
+  wheels in .whl: `pip download pytest -d .whl`);
+- graph_vs_eager: resnet18_standard 2 epochs with train.graph on and off, same seed (bench/graph_vs_eager.py);
 - throughput_resnet18, throughput_vgg_a: the preset at batch 128 through the engine (captured step)
   against a plain DataLoader loop, the same epochs, in one process (bench/throughput.py);
 - fast94: the preset against the `airbench` package's train94, 3 seeds each (bench/time_to_accuracy.py);
@@ -39,7 +43,26 @@ def parts(a, work: Path) -> list[dict]:
     tiny = a.tiny
     dev = ["--device", "cpu"] if tiny else []
     small = ["--n-items", "256", "--n-test", "256", "--epochs", "1", "--workers", "0"] if tiny else []
-    out = []
+    out = [
+        dict(
+            name="graph_tests",
+            cmd=[
+                PY,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                HERE.parent / "tests/train/test_graph.py",
+                "-k",
+                "cuda",
+            ],
+            limit=60,
+        )
+    ]
+    n = ["--n-items", "256", "--epochs", "1"] if tiny else []
+    cmd = [PY, HERE / "graph_vs_eager.py", "--data", a.data, *n, "--out", work / "graph_vs_eager.json"]
+    out.append(dict(name="graph_vs_eager", cmd=cmd, json=work / "graph_vs_eager.json", limit=120))
     for preset in ("resnet18_standard", "vgg_a"):
         name = "throughput_" + preset.split("_")[0] + ("_a" if preset == "vgg_a" else "")
         cmd = [PY, HERE / "throughput.py", "--preset", preset, "--data", a.data, "--epochs", a.epochs, *dev, *small]

@@ -6,7 +6,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from cifarlab.report.curves import curves_figure
 from cifarlab.studies.dessilbi_figures import plot_vgg, vgg_note
-from cifarlab.sweep.figures import _label, per_axis_figure
+from cifarlab.sweeps.figures import _label, per_axis_figure
 
 
 def _visible_ticks(ax):

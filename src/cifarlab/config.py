@@ -1,33 +1,51 @@
 """Typed experiment configuration: dataclasses hold every default, YAML and --set override them.
 
 A config file mirrors the dataclasses below (sections data, augment, model, optim, schedule, train).
-Unknown keys and wrong types are UserErrors naming the key and what is allowed.
+`compose(base, *overrides)` puts every config together (train runs, sweeps, studies). Unknown keys and
+wrong types are UserErrors naming the key and what is allowed; a field declares its choices (Literal)
+and its range (`ranged`), and `check` tests them all in one pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import UserError
 
 
+def ranged(default: Any, allowed: str, *, items: bool = False) -> Any:
+    """A number field and its range: ">= 1", "> 0" (and finite) or an interval "[0, 1)"; items: the
+    range holds for every element of a list field. The one validation pass, `check`, reads it."""
+    m = re.fullmatch(r"(>=?) *(-?[\d.]+)|([\[(]) *(-?[\d.]+), *(-?[\d.]+) *([\])])", allowed)
+    if m is None:
+        raise ValueError(f"bad range {allowed!r}")
+    if m[1]:
+        bounds = (float(m[2]), None, m[1] == ">=", True)
+    else:
+        bounds = (float(m[4]), float(m[5]), m[3] == "[", m[6] == "]")
+    make = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(**make, metadata={"range": bounds, "allowed": allowed, "items": items})
+
+
 @dataclass
 class DataConfig:
     source: str = "cifar10"  # cifar10 | cifar100 | cifar100-coarse | svhn | mnist | fashion-mnist | a path
     cache_dir: str = ""  # "" = $CIFARLAB_CACHE or ~/.cache/cifarlab
-    val_size: int = 0  # held-out part of the training set (seeded); 0 = evaluate on test
-    n_items: int = 0  # train on the first n_items images only (0 = all)
-    n_test: int = 0  # evaluate on the first n_test test images only (0 = all): quick runs, not results
-    normalize: str = "dataset"  # dataset (mean/std of the train split) | course (0.5/0.5) | none
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    val_size: int = ranged(0, ">= 0")  # held-out part of the training set (seeded); 0 = evaluate on test
+    n_items: int = ranged(0, ">= 0")  # train on the first n_items images only (0 = all)
+    n_test: int = ranged(0, ">= 0")  # evaluate on the first n_test test images only (0 = all): quick runs, not results
+    normalize: Literal["dataset", "course", "none"] = "dataset"  # dataset: mean/std of the train split; course: 0.5/0.5
+    batch_size: int = ranged(128, ">= 1")
+    eval_batch_size: int = ranged(1000, ">= 1")
     drop_last: bool = False
     shuffle: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -35,23 +53,26 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    crop_padding: int = 0  # random crop with this padding (0 = off)
-    crop_mode: str = "zero"  # zero | reflect
-    translate: int = 0  # random translation by up to this many pixels (reflect padding)
+    crop_padding: int = ranged(0, ">= 0")  # random crop with this padding (0 = off)
+    crop_mode: Literal["zero", "reflect"] = "zero"
+    translate: int = ranged(0, ">= 0")  # random translation by up to this many pixels (reflect padding)
     hflip: bool = False
     alternating_flip: bool = False  # flip each image on alternate epochs instead of at random
     vflip: bool = False
-    rotation: float = 0.0  # max degrees
-    color_jitter: float = 0.0  # brightness/contrast/saturation strength
-    cutout: int = 0  # square size in pixels (0 = off)
-    cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off
-    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
-    mix_prob: float = 1.0  # probability that a batch is mixed when cutmix/mixup are on
+    rotation: float = ranged(0.0, ">= 0")  # max degrees
+    color_jitter: float = ranged(0.0, ">= 0")  # brightness/contrast/saturation strength
+    cutout: int = ranged(0, ">= 0")  # square size in pixels (0 = off)
+    cutmix: float = ranged(0.0, ">= 0")  # Beta(alpha, alpha); 0 = off
+    mixup: float = ranged(0.0, ">= 0")  # Beta(alpha, alpha); 0 = off
+    mix_prob: float = ranged(1.0, "[0, 1]")  # probability that a batch is mixed when cutmix/mixup are on
 
 
+# Names with a registry of their own are checked against it, not against a copy here: the model,
+# optimizer and schedule by train.engine.validate before any data is read, activation and init by
+# create_model.
 @dataclass
 class ModelConfig:
-    name: str = "resnet18"
+    name: str = "resnet18"  # `cifarlab models` lists them
     activation: str | None = None  # None = the model's own default
     width: float | None = None  # width multiplier
     dropout: float | None = None
@@ -63,13 +84,13 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad | slbi | slbi_adam | muon
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    lr: float = ranged(0.1, "> 0")
+    momentum: float = ranged(0.9, "[0, 1)")
+    weight_decay: float = ranged(0.0, ">= 0")
     wd_skip_1d: bool = False  # no weight decay on biases and norm parameters
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    l1: float = 0.0  # L1 penalty added to the loss
+    betas: list = ranged([0.9, 0.999], "[0, 1)", items=True)
+    eps: float = ranged(1e-8, ">= 0")
+    l1: float = ranged(0.0, ">= 0")  # L1 penalty added to the loss
     # Per-group lr multipliers; a multiplier scales a group's step, not its weight decay (as airbench).
     norm_lr_scale: float = 1.0  # parameters of normalization layers (BN weight/bias)
     bias_lr_scale: float = 1.0  # other biases (conv/linear; the whitening layer's)
@@ -80,13 +101,13 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = "none"  # none | step | multistep | cosine | cosine_restarts | onecycle | linear
-    warmup_epochs: float = 0.0  # linear warm-up before the schedule
+    warmup_epochs: float = ranged(0.0, ">= 0")  # linear warm-up before the schedule
     step_size: float = 30  # epochs (step)
-    milestones: list = field(default_factory=list)  # epochs (multistep)
-    gamma: float = 0.1
-    min_lr: float = 0.0
+    milestones: list = ranged([], "> 0", items=True)  # epochs (multistep)
+    gamma: float = ranged(0.1, "> 0")
+    min_lr: float = ranged(0.0, ">= 0")
     t0: float = 10  # epochs of the first cycle (cosine_restarts)
-    t_mult: int = 1
+    t_mult: int = ranged(1, ">= 1")
     pct_start: float = 0.25  # onecycle
     div_factor: float = 25.0
     final_div_factor: float = 1e4
@@ -95,29 +116,29 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    loss: str = "ce"  # ce | nll | mse | smooth_l1 | kl
-    label_smoothing: float = 0.0
-    loss_reduction: str = "mean"  # mean | sum (the batch's summed loss: lr is then per example, as airbench)
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
-    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    epochs: int = ranged(10, ">= 1")
+    loss: Literal["ce", "nll", "mse", "smooth_l1", "kl"] = "ce"
+    label_smoothing: float = ranged(0.0, "[0, 1)")
+    loss_reduction: Literal["mean", "sum"] = "mean"  # sum: the batch's summed loss (lr per example, as airbench)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA
     compile: bool = False  # torch.compile the model; compile_seconds in summary.json, not in train_seconds
-    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
-    graph: str = "auto"  # capture the training step as a CUDA graph: auto (on CUDA where the step allows) | on | off
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    graph: Literal["auto", "on", "off"] = "auto"  # the training step as a CUDA graph (auto: on CUDA where it can)
     cudnn_benchmark: bool = False  # let cuDNN pick its fastest kernels (autotuned in the warm-up step)
-    ema: float = 0.0  # EMA decay of the weights (0 = off); evaluation uses the EMA model
-    lookahead_every: int = 0  # airbench's lookahead: every k steps pull the weights to a slow EMA (0 = off)
+    ema: float = ranged(0.0, "[0, 1)")  # EMA decay of the weights (0 = off); evaluation uses the EMA model
+    lookahead_every: int = ranged(0, ">= 0")  # airbench's lookahead: every k steps pull to a slow EMA (0 = off)
     lookahead_decay: float = 0.7737809375  # 0.95**5: the slow weights' decay, reached at the last step
     lookahead_power: float = 3.0  # decay at step t = lookahead_decay * (t / total_steps) ** power
     whiten: bool = False  # set the first conv (model.whiten, else the first Conv2d) by patch whitening, frozen
-    whiten_images: int = 5000  # training images whose patches estimate the covariance
+    whiten_images: int = ranged(5000, ">= 1")  # training images whose patches estimate the covariance
     whiten_eps: float = 5.0e-4  # added to the eigenvalues before 1/sqrt
-    whiten_bias_epochs: int = -1  # train that layer's bias for this many epochs, then freeze it (-1 = always)
-    tta: str = "none"  # none | flip | multiview (flip x one-pixel translations, airbench's weights)
-    grad_clip: float = 0.0  # max global grad norm (0 = off)
-    eval_every: int = 1  # epochs
+    whiten_bias_epochs: int = ranged(-1, ">= -1")  # train that bias this many epochs, then freeze it (-1 = always)
+    tta: Literal["none", "flip", "multiview"] = "none"  # multiview: flip x one-pixel translations (airbench's)
+    grad_clip: float = ranged(0.0, ">= 0")  # max global grad norm (0 = off)
+    eval_every: int = ranged(1, ">= 1")  # epochs
     save_checkpoints: bool = True
-    save_every: int = 0  # also keep ckpt_epochNNN.pt every this many epochs, and the start as 000 (0 = off)
+    save_every: int = ranged(0, ">= 0")  # also keep ckpt_epochNNN.pt every this many epochs and the start (0 = off)
     progress: bool = True  # the per-step progress bar
     log_epochs: bool = True  # one line per epoch on stdout (metrics.jsonl is written either way)
     log_tensorboard: bool = True
@@ -126,7 +147,7 @@ class TrainConfig:
 @dataclass
 class Config:
     name: str = "run"
-    seed: int = 0
+    seed: int = ranged(0, "[0, 18446744073709551616)")  # 64 bits: what torch's and numpy's generators take
     out: str = "runs"  # parent folder of run folders
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -142,6 +163,8 @@ class Config:
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     """Check (and lightly coerce) a YAML value against a dataclass field type."""
     origin = typing.get_origin(tp)
+    if origin is Literal:  # the type of its values here; which values, `check` says
+        return _type_ok(value, type(typing.get_args(tp)[0]))
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             ok, v = _type_ok(value, arg)
@@ -177,6 +200,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return _type_name(type(typing.get_args(tp)[0]))
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
@@ -215,8 +240,10 @@ def parse_overrides(items: list[str] | None) -> dict:
                 raise UserError(f"--set expects key=value, got '{part}'")
             key, raw = part.split("=", 1)
             try:
-                value = yaml.safe_load(raw) if raw != "" else ""
-            except yaml.YAMLError:
+                value = safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as e:
+                if "duplicate key" in str(e):
+                    raise UserError(f"--set {key}: {str(e).splitlines()[0]}") from None
                 value = raw
             node = out
             keys = key.strip().split(".")
@@ -257,12 +284,70 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def nest(d: dict) -> dict:
+    """Dotted and nested spellings of the same keys as one nested form:
+    {'a.b': 1, 'a': {'c.d': 2}} -> {'a': {'b': 1, 'c': {'d': 2}}}."""
+    out: dict = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            value = nest(value)
+        *parents, last = str(key).split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"config: key '{key}' conflicts with another value set for '{k}'")
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
+            node[last] = deep_merge(node[last], value)
+        else:
+            node[last] = value
+    return out
+
+
+def flatten(d: dict, prefix: str = "", *, whole: tuple = ()) -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; an empty mapping, and the mappings under the keys in `whole`
+    (e.g. a model's `args`), stay values."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in whole:
+            out.update(flatten(v, f"{prefix}{k}.", whole=whole))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key given twice in one mapping (PyYAML would keep the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then an override is no duplicate
+                continue
+            key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def safe_load(text: str):
+    """yaml.safe_load, with duplicate keys an error."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  a SafeLoader: builds plain data only
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
     except yaml.YAMLError as e:
         raise UserError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -270,18 +355,6 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"config file {p} must hold a mapping at the top level")
     return data
-
-
-def resolve_preset(path: str) -> Path:
-    """A config path, or a preset name such as 'quick' looked up in configs/train/."""
-    p = Path(path)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    for root in preset_dirs():
-        for cand in (root / "train" / f"{path}.yaml", root / f"{path}.yaml"):
-            if cand.is_file():
-                return cand
-    return p
 
 
 def find_preset(name: str, kind: str) -> Path:
@@ -308,92 +381,78 @@ def preset_dirs() -> list[Path]:
     return [d for d in (Path.cwd() / "configs", shipped) if d.is_dir()]
 
 
+def compose(base: str | Path | dict | None, *overrides: dict | None, cls: type = Config, kind: str = "train") -> Any:
+    """The one way a config is put together: the class defaults <- base <- each override in turn.
+
+    base is a YAML path, a preset name in configs/<kind>/, a dict or None; an override is a dict
+    with dotted or nested keys (`parse_overrides` turns --set items into one). Returns a `cls` with
+    unknown keys and wrong types refused; choices and ranges are `check`'s."""
+    return from_dict(cls, compose_dict(base, *overrides, kind=kind))
+
+
+def compose_dict(base: str | Path | dict | None, *overrides: dict | None, kind: str = "train") -> dict:
+    """compose's dict before it becomes a dataclass, for callers that build many configs on one base."""
+    if isinstance(base, dict):
+        data = base
+    else:
+        data = read_yaml(find_preset(str(base), kind)) if base else {}
+    for over in overrides:
+        data = deep_merge(data, nest(over or {}))
+    return data
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
-    """Defaults <- YAML file <- --set overrides; returns a validated dataclass."""
-    data = read_yaml(resolve_preset(path)) if path else {}
-    data = deep_merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    """Defaults <- YAML file or preset <- --set overrides."""
+    return compose(path, parse_overrides(overrides), cls=cls)
 
 
-# Settings that may change between starts of the same run without making it another run.
-TTA_MODES = ("none", "flip", "multiview")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+def choices(cls: type, name: str) -> tuple:
+    """The values a Literal field of dataclass `cls` allows: the one list of them."""
+    return _choices(typing.get_type_hints(cls)[name])
 
 
-def check_choices(cfg: Config) -> None:
-    """The settings with a fixed set of values; the registry names (models, optimizers, ...) are
-    checked by the engine, which knows the registries."""
-    for value, allowed, key in [
-        (cfg.train.tta, TTA_MODES, "train.tta"),
-        (cfg.train.loss_reduction, ("mean", "sum"), "train.loss_reduction"),
-        (cfg.train.compile_mode, COMPILE_MODES, "train.compile_mode"),
-        (cfg.train.amp, ("auto", "bf16", "fp16", "off"), "train.amp"),
-        (cfg.train.graph, ("auto", "on", "off"), "train.graph"),
-        (cfg.data.normalize, ("dataset", "course", "none"), "data.normalize"),
-    ]:
-        if value not in allowed:
-            raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
-    check_ranges(cfg)
+def check(cfg: Any, prefix: str = "") -> None:
+    """The one validation pass: every field's Literal choices and declared range (see `ranged`), in
+    nested sections too, before any data is read or any file is written. Names that belong to a
+    registry (models, optimizers, schedules) are checked by the engine, which knows the registries."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check(value, f"{key}.")
+            continue
+        choices = _choices(hints[f.name])
+        if choices and value not in choices:
+            raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(map(str, choices))}")
+        if "range" in f.metadata:
+            values = enumerate(value) if f.metadata["items"] else [(None, value)]
+            for i, v in values:
+                _check_range(key if i is None else f"{key}[{i}]", v, f.metadata)
 
 
-# (key, lowest, highest, lowest allowed?, highest allowed?): None = no bound on that side
-RANGES = [
-    ("train.epochs", 1, None, True, True),
-    ("train.eval_every", 1, None, True, True),
-    ("train.save_every", 0, None, True, True),
-    ("train.label_smoothing", 0, 1, True, False),
-    ("train.ema", 0, 1, True, False),
-    ("train.grad_clip", 0, None, True, True),
-    ("train.lookahead_every", 0, None, True, True),
-    ("train.whiten_images", 1, None, True, True),
-    ("train.whiten_bias_epochs", -1, None, True, True),
-    ("data.n_items", 0, None, True, True),
-    ("data.val_size", 0, None, True, True),
-    ("data.n_test", 0, None, True, True),
-    ("data.batch_size", 1, None, True, True),
-    ("data.eval_batch_size", 1, None, True, True),
-    ("optim.lr", 0, None, False, True),
-    ("optim.weight_decay", 0, None, True, True),
-    ("optim.momentum", 0, 1, True, False),
-    ("optim.eps", 0, None, True, True),
-    ("optim.l1", 0, None, True, True),
-    ("augment.crop_padding", 0, None, True, True),
-    ("augment.translate", 0, None, True, True),
-    ("augment.cutout", 0, None, True, True),
-    ("augment.rotation", 0, None, True, True),
-    ("augment.color_jitter", 0, None, True, True),
-    ("augment.cutmix", 0, None, True, True),
-    ("augment.mixup", 0, None, True, True),
-    ("augment.mix_prob", 0, 1, True, True),
-    ("schedule.warmup_epochs", 0, None, True, True),
-    ("schedule.min_lr", 0, None, True, True),
-    ("schedule.gamma", 0, None, False, True),
-    ("schedule.t_mult", 1, None, True, True),
-]
+def _choices(tp: Any) -> tuple:
+    """The allowed values of a Literal field (also inside `Literal[...] | None`); () for any other type."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(c for arg in typing.get_args(tp) for c in _choices(arg))
+    return ()
 
 
-def _allowed(lo, hi, lo_in: bool, hi_in: bool) -> str:
-    if hi is None:
-        return f"{'>=' if lo_in else '>'} {lo}" + ("" if lo_in else " and finite")
-    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+def _check_range(key: str, value: Any, meta: Any) -> None:
+    lo, hi, lo_in, hi_in = meta["range"]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    bad = not number or (isinstance(value, float) and not math.isfinite(value))
+    bad = bad or (value < lo if lo_in else value <= lo)
+    bad = bad or (hi is not None and (value > hi if hi_in else value >= hi))
+    if bad:
+        allowed = meta["allowed"]
+        allowed = f"in {allowed}" if hi is not None else allowed + ("" if lo_in else " and finite")
+        raise UserError(f"{key}={value!r} is out of range; allowed: {allowed}")
 
 
-def check_ranges(cfg: Config) -> None:
-    """Numbers out of their range (epochs=0, lr=-1, eval_every=0, ...) fail here, naming key, value and range,
-    before any data is read or any file is written."""
-    import math
-
-    for key, lo, hi, lo_in, hi_in in RANGES:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        bad = isinstance(value, float) and not math.isfinite(value)
-        bad = bad or (value < lo if lo_in else value <= lo)
-        bad = bad or (hi is not None and (value > hi if hi_in else value >= hi))
-        if bad:
-            raise UserError(f"{key}={value!r} is out of range; allowed: {_allowed(lo, hi, lo_in, hi_in)}")
-    for i, b in enumerate(cfg.optim.betas):
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 <= b < 1:
-            raise UserError(f"optim.betas[{i}]={b!r} is out of range; allowed: in [0, 1)")
+TTA_MODES = choices(TrainConfig, "tta")
+COMPILE_MODES = choices(TrainConfig, "compile_mode")
 
 
 # How a run executes, not what it computes: a resume may change these.
@@ -402,24 +461,13 @@ RUN_NEUTRAL_KEYS = (
 )  # fmt: skip
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}; model/optim `args` stay whole."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_same_run(run_dir: str | Path, cfg: Config) -> None:
     """A run folder being resumed or reused must hold this very configuration, else two runs would mix."""
     p = Path(run_dir) / "config.yaml"
     if not p.is_file():
         return
-    old = flatten(yaml.safe_load(p.read_text()) or {})
-    new = flatten(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    old = flatten(read_yaml(p), whole=("args",))
+    new = flatten(yaml.safe_load(yaml.safe_dump(to_dict(cfg))), whole=("args",))
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RUN_NEUTRAL_KEYS]
     if diff:
         k = diff[0]

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .errors import UserError
+from .version import __version__
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -105,6 +105,11 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is not None and e.filename in (None, tmp):  # name the file asked for, not its temporary
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -123,7 +128,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    # Through a Python file: a full disk is then an OSError with its errno (ENOSPC), where torch.save
+    # given a path reports only "[enforce fail at inline_container.cc] unexpected pos".
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def _json_default(o: Any) -> Any:
@@ -137,8 +148,13 @@ def _json_default(o: Any) -> Any:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=_json_default) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+    except OSError as e:  # a failed write names no file: name it
+        if e.errno is None or e.filename is not None:
+            raise
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
 
 
 def read_jsonl(path: str | Path, partial_tail: bool = False) -> list[dict]:

@@ -23,6 +23,7 @@ def jpeg(cache):
     return load_dataset(str(shared_file("cifar10-jpeg.tar.gz")), cache)
 
 
+@pytest.mark.slow  # decodes the 60,000 JPEGs
 def test_jpeg_tarball_counts_and_stats(jpeg):
     assert jpeg.name == "cifar10-jpeg" and jpeg.classes == CIFAR10_CLASSES
     assert jpeg.train_x.shape == (50000, 32, 32, 3) and jpeg.test_x.shape == (10000, 32, 32, 3)
@@ -33,6 +34,7 @@ def test_jpeg_tarball_counts_and_stats(jpeg):
     assert np.allclose(jpeg.mean, SPEC_MEAN, atol=0.003) and np.allclose(jpeg.std, SPEC_STD, atol=0.005)
 
 
+@pytest.mark.slow  # decodes the 60,000 JPEGs
 def test_jpeg_test_images_match_the_originals(jpeg):
     ref = np.load(shared_file("cifar10-test-first1000-original.npz"))
     images, labels = ref["images"], ref["labels"].astype(np.int64)
@@ -51,6 +53,7 @@ def test_jpeg_test_images_match_the_originals(jpeg):
     assert np.abs(jpeg.test_x[ours.roll(1)].numpy().astype(np.float64) - images).mean() > 30
 
 
+@pytest.mark.slow  # decodes the 60,000 JPEGs
 def test_cifar10_name_through_cifarlab_data_reuses_the_cache(jpeg, cache, monkeypatch):
     monkeypatch.setenv("CIFARLAB_DATA", str(shared_file("cifar10-jpeg.tar.gz").parent))
     t = time.perf_counter()

@@ -220,6 +220,7 @@ def test_fastnet_follows_airbench():
     assert count_params(m) > sum(p.numel() for p in m.parameters() if p.requires_grad)  # frozen ones count
 
 
+@pytest.mark.slow
 def test_fastnet_compiled_under_bf16_has_finite_gradients():
     """Its global max-pool once was x.amax: compiled under bf16 autocast, the backward matched no
     element to the max and divided by zero, so every gradient below the head was NaN."""
@@ -333,3 +334,13 @@ def test_default_init_keeps_the_models_own():
     c = create_model("VGG_A", init="kaiming_normal")
     w = c.features[0].weight
     assert w.std().item() == pytest.approx(math.sqrt(2 / 27), rel=0.1)  # course xavier replaced
+
+
+def test_variants_forward_options_to_their_family_and_keep_their_own_architecture():
+    assert count_params(create_model("resnet34", width=0.25)) < count_params(create_model("resnet18"))
+    standard = create_model("resvgg16_light", classifier="standard").classifier
+    assert [x.out_features for x in standard if isinstance(x, nn.Linear)] == [512, 512, 10]  # not light's 1024
+    with pytest.raises(UserError, match="model resnet18 does not take option 'depths'"):
+        create_model("resnet18", depths=[1, 1, 1, 1])  # what makes it resnet18 is not an option
+    with pytest.raises(UserError, match="model plainnet does not take option 'residual'"):
+        create_model("plainnet", residual=True)

@@ -56,7 +56,7 @@ def _analyses(run_dir, ds):
 
 def _sweep(root):
     try:
-        from cifarlab.sweep import load_sweep, run_sweep
+        from cifarlab.sweeps import load_sweep, run_sweep
     except ImportError:
         return None
     spec = root / "ablation_lr.yaml"

@@ -8,11 +8,13 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from chromium import check, chromium, run_chromium
 
 from cifarlab.report import report_folder
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_tree, tmp_path):
     browser = chromium()
     artifacts = Path(os.environ.get("CIFARLAB_ARTIFACTS") or tmp_path)

@@ -56,6 +56,12 @@ def pngs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.png") if "report_figures" not in p.parts)
 
 
+def _runs_with_metrics(tree) -> int:
+    """Run folders whose curves the report draws: best, broken, the sweep's runs and the BN study's runs."""
+    bn_runs = len(list(tree["bn"].glob("runs/*/metrics.jsonl"))) if tree["bn"] else 0
+    return 2 + (2 if tree["sweep"] else 0) + bn_runs
+
+
 @pytest.fixture(scope="module")
 def report(report_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "report.html"
@@ -79,7 +85,7 @@ def test_every_png_of_the_tree_is_embedded_with_a_caption(report, report_tree):
     assert len(files) >= 10
     for p in files:
         assert base64.b64encode(p.read_bytes()).decode() in html, p
-    runs_with_metrics = 2 + (2 if report_tree["sweep"] else 0)  # best, broken, and the sweep's runs
+    runs_with_metrics = _runs_with_metrics(report_tree)
     assert len(page.imgs) == len(files) + runs_with_metrics
     assert len(page.captions) == len(page.imgs)
     for img in page.imgs:  # each is a PNG whose stated size is its real size
@@ -133,7 +139,7 @@ def test_tables_are_sortable_and_hold_the_results(report, report_tree):
 
 def test_markdown_mode_writes_md_and_pngs_and_reruns_cleanly(report_tree, tmp_path):
     root = shutil.copytree(report_tree["root"], tmp_path / "tree")
-    n_imgs = len(pngs(root)) + 2 + (2 if report_tree["sweep"] else 0)
+    n_imgs = len(pngs(root)) + _runs_with_metrics(report_tree)
     for _ in range(2):  # written inside the tree twice: its own copies are never picked up again
         html = report_folder(root, markdown=True)
         assert html == root / "report.html"

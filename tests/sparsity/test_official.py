@@ -78,7 +78,7 @@ def test_official_optimizer_round_trips_and_keeps_training():
 def test_not_a_checkpoint_is_a_user_error(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle at all")
-    with pytest.raises(UserError, match="not a readable torch checkpoint"):
+    with pytest.raises(UserError, match="cannot read DessiLBI checkpoint"):
         load_official(junk)
     other = tmp_path / "other.pth"
     torch.save({"model": {"w": torch.zeros(1)}}, other)

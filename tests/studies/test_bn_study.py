@@ -35,6 +35,7 @@ def synthetic(n_train: int = 600, n_test: int = 100) -> Dataset:
     )
 
 
+@pytest.mark.slow
 def test_study_writes_arrays_tables_and_figures(tmp_path, capsys):
     cfg = load_config(None, ["n_items=512 epochs=1 probe_every=2 lrs=[1e-3,1e-4] n_etas=3"], cls=BNStudyConfig)
     cfg.models = TINY
@@ -135,6 +136,7 @@ def test_a_bad_data_source_leaves_no_folder(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_parallel_runs_give_the_same_arrays(tmp_path):
     # two runs side by side in spawned processes: the same trajectories as one after another
     over = ["n_items=256 epochs=1 probe_every=0 lrs=[1e-3,1e-4] n_etas=2"]

@@ -6,11 +6,13 @@ machine, and the default study's 8 runs must fit the test timeout with room to s
 
 import json
 
+import pytest
 from conftest import shared_file
 
 from cifarlab.cli import main
 
 
+@pytest.mark.slow
 def test_default_bn_study_on_cpu(tmp_path, monkeypatch):
     data = shared_file("cifar10-jpeg.tar.gz")
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))

@@ -213,6 +213,7 @@ def test_runs_are_the_train_presets_plus_overrides_and_the_shorthands_are_aliase
         load_study_config(None, ["lenet_run.set.train.epochs=ten"])
 
 
+@pytest.mark.slow
 def test_lenet_runs_side_by_side_match_the_runs_one_after_another(study, tmp_path):
     """--parallel 2: the three LeNet runs in processes of their own give the same results."""
     from cifarlab.train import pool

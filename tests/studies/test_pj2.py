@@ -79,6 +79,7 @@ def pngs(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.png") if not any((d / MARKER).exists() for d in p.parents))
 
 
+@pytest.mark.slow
 def test_every_part_runs_and_shows_its_progress(smoke):
     out, stdout = smoke["out"], smoke["stdout"]
     summary = json.loads((out / "summary.json").read_text())
@@ -124,6 +125,7 @@ def test_every_part_runs_and_shows_its_progress(smoke):
     assert str(smoke["mnist"].resolve()) in (out / "task3_dessilbi" / "lenet-slbi-seed1" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_results_hold_every_task(smoke):
     md = (smoke["out"] / "results.md").read_text()
     for heading in (
@@ -140,6 +142,7 @@ def test_results_hold_every_task(smoke):
     assert "conv3.weight at 80%" in md  # the LeNet headline prune
 
 
+@pytest.mark.slow
 def test_report_embeds_every_figure_of_every_part(smoke):
     out = smoke["out"]
     html = (out / "report.html").read_text()
@@ -153,6 +156,7 @@ def test_report_embeds_every_figure_of_every_part(smoke):
     assert "Project 2 study" in html and 'id="overview"' in html
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(smoke):
     browser = chromium()
     out = smoke["out"]
@@ -181,6 +185,7 @@ def test_report_renders_in_headless_chromium(smoke):
             shutil.copy(shot, artifacts / f"pj2-smoke-report-{name}.png")
 
 
+@pytest.mark.slow
 def test_a_second_start_skips_every_finished_part(smoke, capsys, monkeypatch):
     out = smoke["out"]
     before = json.loads((out / "summary.json").read_text())["parts"]

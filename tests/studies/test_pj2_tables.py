@@ -4,7 +4,7 @@ a best epoch says it was chosen on test, differences within the seed spread are 
 import json
 
 from cifarlab.studies.pj2 import bn_rows, dessilbi_groups
-from cifarlab.sweep import load_sweep
+from cifarlab.sweeps import load_sweep
 
 
 def test_bn_rows_lead_with_the_final_accuracy_of_the_best_lr(tmp_path):

@@ -65,3 +65,45 @@ def test_presets_all_load():
     for f in files:
         load_config(str(f))  # raises on any unknown key or wrong type
     assert load_config("quick").name == "quick"  # preset names resolve
+
+
+def test_compose_is_preset_then_overrides_in_turn(tmp_path):
+    from cifarlab.config import compose, compose_dict, to_dict
+
+    # dotted and nested keys mean the same; a later override wins; a dict base works like a preset
+    cfg = compose("quick", {"optim.lr": 0.5, "train": {"epochs": 2}}, {"train.epochs": 3, "model.args": {"a": 1}})
+    assert cfg.optim.lr == 0.5 and cfg.train.epochs == 3 and cfg.model.args == {"a": 1}
+    assert to_dict(cfg) == to_dict(load_config("quick", ["optim.lr=0.5", "train.epochs=3", "model.args={a: 1}"]))
+    base = compose_dict("quick", {"optim.lr": 0.5})
+    assert to_dict(compose(base, {"train.epochs": 3, "model.args.a": 1})) == to_dict(cfg)
+    assert compose(None).optim.lr == Config().optim.lr
+    with pytest.raises(UserError, match="presets: "):
+        compose("no_such_preset")
+    with pytest.raises(UserError, match="conflicts"):
+        compose(None, {"optim": 1, "optim.lr": 0.5})
+
+
+def test_flatten_keeps_empty_and_whole_mappings():
+    from cifarlab.config import flatten, nest
+
+    d = {"model": {"name": "x", "args": {"a": {"b": 1}}}, "e": {}}
+    assert flatten(d) == {"model.name": "x", "model.args.a.b": 1, "e": {}}
+    assert flatten(d, whole=("args",)) == {"model.name": "x", "model.args": {"a": {"b": 1}}, "e": {}}
+    assert nest(flatten(d)) == d
+
+
+def test_choices_and_ranges_are_declared_on_the_fields_and_checked_in_one_pass():
+    from cifarlab.config import AugmentConfig, TrainConfig, check, choices
+
+    assert choices(TrainConfig, "tta") == ("none", "flip", "multiview")
+    check(Config())
+    with pytest.raises(UserError, match=r"unknown train.tta 'flipp'; choose from: none, flip, multiview"):
+        check(from_dict(Config, {"train": {"tta": "flipp"}}))
+    with pytest.raises(UserError, match=r"'train.tta' must be str"):
+        from_dict(Config, {"train": {"tta": 3}})
+    with pytest.raises(UserError, match=r"optim.betas\[1\]=1.0 is out of range; allowed: in \[0, 1\)"):
+        check(from_dict(Config, {"optim": {"betas": [0.9, 1.0]}}))
+    with pytest.raises(UserError, match=r"augment.mix_prob=1.5 is out of range; allowed: in \[0, 1\]"):
+        check(AugmentConfig(mix_prob=1.5), "augment.")
+    with pytest.raises(UserError, match="augment.crop_mode 'wrap'"):
+        check(AugmentConfig(crop_mode="wrap"), "augment.")

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import make_image_folder
 
@@ -22,6 +23,7 @@ def _run(cmd, env):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one(tmp_path):
     data = make_image_folder(tmp_path / "imgs", n_train=16, n_test=4)
     env = {**os.environ, "CIFARLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}

@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from cifarlab.config import Config, OptimConfig, from_dict, load_config
+from cifarlab.config import Config, from_dict, load_config
 from cifarlab.data import Dataset
 from cifarlab.errors import UserError
 from cifarlab.models import create_model
-from cifarlab.train.engine import train
+from cifarlab.train.engine import build_trainer, train
 from cifarlab.train.fast import warm_up
-from cifarlab.train.optim import build_optimizer
 
 
 def cifar_like(n_train=64, n_test=16, size=32, classes=10, seed=0):
@@ -59,28 +58,27 @@ def test_summed_loss_equals_mean_loss_with_lr_times_batch(tmp_path):
 
 
 def test_warm_up_leaves_no_trace():
-    torch.manual_seed(0)
-    model = create_model("fastnet_small", widths=[8, 8, 8])
-    opt = build_optimizer(model, OptimConfig(name="muon", lr=0.1, momentum=0.9, args={"muon_momentum": 0.6}))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt_before = opt.state_dict()
-    batch = (torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))
-    rng = torch.get_rng_state()
-    seconds = warm_up(
-        model,
-        model,
-        opt,
-        batch,
-        torch.nn.functional.cross_entropy,
-        torch.autocast("cpu", enabled=False),
-        torch.device("cpu"),
-        compile=False,
-        steps=2,
+    cfg = from_dict(
+        Config,
+        {
+            "model": {"name": "fastnet_small", "args": {"widths": [8, 8, 8]}},
+            "data": {"batch_size": 4, "device": "cpu"},
+            "optim": {"name": "muon", "lr": 0.1, "momentum": 0.9, "args": {"muon_momentum": 0.6}},
+            "train": {"ema": 0.5, "grad_clip": 1.0, "progress": False, "log_tensorboard": False},
+        },
     )
+    t = build_trainer(cfg, cifar_like(n_train=8, size=16), torch.device("cpu"), None)
+    t.model.train()
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in t.ema.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = warm_up(t, next(iter(t.loader)), steps=2)
     assert seconds >= 0
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert opt.state_dict()["state"] == opt_before["state"] == {} and torch.equal(torch.get_rng_state(), rng)
-    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    assert all(torch.equal(ema_before[k], v) for k, v in t.ema.state_dict().items())
+    assert t.opt.state_dict()["state"] == {} and torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in t.model.parameters())
+    assert float(t.loss_sum) == 0.0 and int(t.correct) == 0
 
 
 @pytest.mark.parametrize("preset, widths", [("fast94", None), ("fast95", [16, 32, 32]), ("fast96", [16, 32, 32])])

@@ -45,6 +45,7 @@ def assert_matches(got, want):
             assert g[k] == pytest.approx(w[k], abs=2e-3), k
 
 
+@pytest.mark.slow
 def test_quick_preset_metrics_are_pinned(tmp_path):
     want = [json.loads(ln) for ln in open(REFERENCE).read().splitlines()]
     assert_matches(pinned_run(tmp_path), want)

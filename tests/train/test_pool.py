@@ -8,6 +8,7 @@ from cifarlab.errors import UserError
 from cifarlab.train import pool
 
 
+@pytest.mark.slow  # spawns processes: 10-20 s on 2 busy cores
 def test_jobs_run_in_processes_and_come_back_with_their_index():
     jobs = [(1,), (2,), (3,)]
     here = list(pool.run_all(operator.add, jobs, 1, shared=10))
@@ -28,6 +29,7 @@ def test_the_command_line_setting_holds_for_every_part_and_is_checked():
         pool.set_parallel(0)
 
 
+@pytest.mark.slow  # spawns processes: 10-20 s on 2 busy cores
 def test_a_failing_job_raises_in_the_caller():
     with pytest.raises(TypeError):
         list(pool.run_all(operator.add, [(1,), ("x",)], 2, shared=10))

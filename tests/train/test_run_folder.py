@@ -82,14 +82,49 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert s["epochs"] == 2
 
 
-@pytest.mark.parametrize("only", ["config.yaml", "metrics.jsonl", "summary.json", "best.pt"])
-def test_folder_with_any_run_file_is_taken(tmp_path, only):
+@pytest.mark.parametrize("only", ["summary.json", "last.pt", "metrics.jsonl", "best.pt"])
+def test_folder_with_run_files_but_no_config_is_taken(tmp_path, only):
     run = tmp_path / "run"
     run.mkdir()
     (run / only).write_text("x")
     with pytest.raises(UserError, match=f"run folder {run} already holds a run; use --resume or another --out"):
         train(tiny_cfg(tmp_path), run_dir=run, resume=False, dataset=tiny_dataset())
     assert (run / only).read_text() == "x"
+
+
+@pytest.mark.parametrize("resume", [False, True, "auto"])
+def test_folder_without_checkpoint_or_summary_is_free_and_cleared(tmp_path, resume):
+    """What a run killed (SIGTERM, kill -9, a crash) before its first checkpoint leaves: its config (of
+    other settings even), a metrics line, tb/, best.pt, a stale lock. Any mode starts it afresh."""
+    run = tmp_path / "run"
+    (run / "tb").mkdir(parents=True)
+    (run / "tb" / "events.out.tfevents.1.host").write_bytes(b"old")
+    save_config(tiny_cfg(tmp_path, **{"optim.lr": 0.3}), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 9.0}\n')
+    for name in ("best.pt", "ckpt_epoch000.pt", ".lock"):
+        (run / name).write_text("x")
+    cfg = tiny_cfg(tmp_path, **{"train.log_tensorboard": False, "train.save_every": 0})
+    s = train(cfg, run_dir=run, resume=resume, dataset=tiny_dataset())
+    assert s["epochs"] == 2 and [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+    assert not (run / "tb").exists() and not (run / "ckpt_epoch000.pt").exists() and not (run / ".lock").exists()
+    assert "lr: 0.05" in (run / "config.yaml").read_text() and (run / "best.pt").stat().st_size > 1
+
+
+def test_resume_of_an_empty_folder_still_needs_last_pt(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match="--resume needs a run folder with last.pt"):
+        train(tiny_cfg(tmp_path), run_dir=run, resume=True, dataset=tiny_dataset())
+    assert list(run.iterdir()) == []
+
+
+def test_a_finished_run_without_checkpoints_is_still_taken(tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(tmp_path, **{"train.save_checkpoints": False})
+    train(cfg, run_dir=run, dataset=tiny_dataset())
+    with pytest.raises(UserError, match="--resume needs a run folder with last.pt"):
+        train(cfg, run_dir=run, resume=True, dataset=tiny_dataset())
+    assert (run / "summary.json").is_file() and len(read_jsonl(run / "metrics.jsonl")) == 2
 
 
 def test_rerun_without_checkpoints_is_refused(tmp_path):
@@ -163,3 +198,121 @@ def test_bn_study_refuses_other_settings_and_other_folders(tmp_path):
     (sweep / "sweep.yaml").write_text("name: s\n")
     with pytest.raises(UserError, match="holds a sweep"):
         run_bn_study(bn_cfg(), sweep, dataset=tiny_dataset())
+
+
+# ---------------------------------------------------------------- through the command line
+
+CLI_TINY = ["--set", "model.name=plainnet", "--set", "model.args={stages: [8, 16]}", "--set", "data.batch_size=16",
+            "--set", "train.progress=false", "--set", "data.device=cpu", "--set", "train.epochs=2"]  # fmt: skip
+
+
+def cli(capsys, *args):
+    from cifarlab.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err, out.err
+    return code, out.out, out.err
+
+
+def interrupt_in_epoch(monkeypatch, epoch: int):
+    """Ctrl-C (a KeyboardInterrupt) in the given epoch (0-based), as the terminal delivers it."""
+    import cifarlab.train.engine as eng
+
+    real = eng.Trainer.train_epoch
+
+    def dying(self, e, *a, **k):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return real(self, e, *a, **k)
+
+    monkeypatch.setattr(eng.Trainer, "train_epoch", dying)
+    return lambda: monkeypatch.setattr(eng.Trainer, "train_epoch", real)
+
+
+@pytest.mark.parametrize("again", [[], ["--resume"]])
+def test_a_run_interrupted_in_its_first_epoch_starts_again_with_the_same_command(tmp_path, monkeypatch, capsys, again):
+    from conftest import make_image_folder
+
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    folder, run = make_image_folder(tmp_path / "imgs"), tmp_path / "run"
+    command = ["train", "quick", "--data", folder, "--out", run, *CLI_TINY]
+    restore = interrupt_in_epoch(monkeypatch, 0)
+    code, _, err = cli(capsys, *command)
+    assert code == 130 and "--resume" in err
+    assert (run / "config.yaml").is_file() and (run / "tb").is_dir() and not (run / "last.pt").exists()
+    restore()
+    code, out, err = cli(capsys, *(command + again))
+    assert code == 0, err
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+    assert len(list((run / "tb").glob("events.*"))) == 1  # the stopped start's log is gone
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def image_sources(tmp_path):
+    """Two copies of 'cifar10' as CIFARLAB_DATA would find them: the same classes and size, other images."""
+    from conftest import make_image_folder
+
+    return make_image_folder(tmp_path / "a", seed=0), make_image_folder(tmp_path / "b", seed=1)
+
+
+def test_resume_on_other_data_is_refused_naming_both(tmp_path, monkeypatch, capsys):
+    a, b = image_sources(tmp_path)
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIFARLAB_DATA", str(a))
+    run = tmp_path / "run"
+    restore = interrupt_in_epoch(monkeypatch, 1)
+    code, _, _ = cli(capsys, "train", "quick", "--out", run, "--set", "data.source=cifar10", *CLI_TINY)
+    assert code == 130 and (run / "last.pt").is_file()
+    restore()
+    record = json.loads((run / "data.json").read_text())
+    assert record["source"] == "cifar10" and record["path"] == str(a.resolve()) and len(record["fingerprint"]) == 16
+    assert "source: cifar10" in (run / "config.yaml").read_text()  # the config stays the one asked for
+    metrics_before = (run / "metrics.jsonl").read_text()
+    monkeypatch.setenv("CIFARLAB_DATA", str(b))
+    code, _, err = cli(capsys, "train", "--resume", "--out", run)
+    assert code == 2 and err.count("cifarlab: error:") == 1, err
+    assert f"trained on {a.resolve()}" in err and f"reads {b.resolve()}" in err
+    assert (run / "metrics.jsonl").read_text() == metrics_before and not (run / "summary.json").exists()
+    # the same images in another place are the same data
+    monkeypatch.setenv("CIFARLAB_DATA", str(a))
+    code, _, err = cli(capsys, "train", "--resume", "--out", run)
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_a_run_folder_from_before_data_json_resumes_as_before(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    cfg = interrupted_run(tmp_path, run)
+    (run / "data.json").unlink()
+    other = tiny_dataset(seed=5)
+    s = train(cfg, run_dir=run, resume=True, dataset=other)
+    assert s["epochs"] == 2
+    with pytest.raises(UserError, match="was trained on the in-memory dataset 'tiny'"):  # data.json now written
+        (run / "summary.json").unlink()
+        train(cfg, run_dir=run, resume=True, dataset=tiny_dataset())
+
+
+def test_a_run_killed_by_sigterm_in_its_first_epoch_starts_again(tmp_path, monkeypatch, capsys):
+    """A real SIGTERM (no Python cleanup: the lock file stays, so do config.yaml, data.json and tb/)."""
+    import signal
+
+    from conftest import make_image_folder
+
+    folder, run = make_image_folder(tmp_path / "imgs"), tmp_path / "run"
+    command = ["train", "quick", "--data", str(folder), "--out", str(run), *CLI_TINY]
+    script = (
+        "import os, signal, sys\n"
+        "import cifarlab.train.engine as eng\n"
+        "eng.Trainer.train_epoch = lambda self, epoch: os.kill(os.getpid(), signal.SIGTERM)\n"
+        "from cifarlab.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "CIFARLAB_CACHE": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-c", script, *command], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGTERM, p.stderr
+    assert sorted(f.name for f in run.iterdir()) == [".lock", "config.yaml", "data.json", "tb"]
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli(capsys, *command)
+    assert code == 0, err
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2] and not (run / ".lock").exists()

@@ -71,11 +71,37 @@ def _check_map(act: torch.Tensor, layer: str) -> None:
         )
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, upsample: bool = True) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al.): ReLU(sum_k mean_ij(dS/dA_k) * A_k), via captum's LayerGradCam."""
+def cam_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None) -> tuple[nn.Module, str]:
+    """(module, name) of the layer a CAM hooks: a dotted name, the module itself (as pytorch-grad-cam
+    takes it), or None for default_cam_layer's choice."""
+    if layer is None:
+        layer = default_cam_layer(model, x[:1])
+    if isinstance(layer, str):
+        return named_layer(model, layer), layer
+    if isinstance(layer, nn.Module):
+        for name, m in model.named_modules():
+            if m is layer:
+                return m, name or type(model).__name__
+        raise UserError(f"layer {type(layer).__name__} is not a submodule of {type(model).__name__}")
+    raise UserError(f"layer must be a layer name or an nn.Module of the model, got {type(layer).__name__}")
+
+
+def gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    upsample: bool = True,
+) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al.): ReLU(sum_k mean_ij(dS/dA_k) * A_k), via captum's LayerGradCam.
+
+    target: a class per image, one class for all, or None for each image's predicted class;
+    layer: a name, a submodule, or None (default_cam_layer). N x H x W (N x h x w without upsample)."""
+    module, name = cam_layer(model, x, layer)
+    target = _targets(model, x, target)
     with attribution_mode(model):
-        cam = LayerGradCam(model, named_layer(model, layer)).attribute(x, target=target, relu_attributions=True)
-    _check_map(cam, layer)
+        cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+    _check_map(cam, name)
     return _upsample(cam.detach(), x, upsample)
 
 
@@ -176,6 +202,7 @@ def plot_attribution_grid(
     classes: Sequence[str] | None,
     path: str | Path,
     title: str,
+    *,
     max_rows: int = 16,
     names: Sequence[str] | None = None,
 ) -> Path:
@@ -239,42 +266,20 @@ def run_attribution(
         target = int(target)
     layer = layer or default_cam_layer(model, x[:1])
     named_layer(model, layer)  # fail early with the list of valid names
-    baseline = 0.0
-    if mean is not None and std is not None:  # a black image, in normalized units
-        baseline = (
-            (-torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)).view(1, -1, 1, 1).to(x.device)
-        )
-    fns: dict[str, Callable] = {
-        "gradcam": lambda xb, t: gradcam(model, xb, t, layer),
-        "gradcam++": lambda xb, t: gradcam_pp(model, xb, t, layer),
-        "layercam": lambda xb, t: layercam(model, xb, t, layer),
-        "guided_gradcam": lambda xb, t: guided_gradcam(model, xb, t, layer),
-        "integrated_gradients": lambda xb, t: integrated_gradients(model, xb, t, baseline, ig_steps, batch_size),
-    }
-    preds, targets = [], []
-    maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        preds.append(predict(model, xb))
-        t = _targets(model, xb, target if not isinstance(target, torch.Tensor) else target[i : i + batch_size])
-        targets.append(t)
-        for m in methods:
-            maps[m].append(fns[m](xb, t).cpu())
-    preds_t, targets_t = torch.cat(preds).cpu(), torch.cat(targets).cpu()
-    full = {m: torch.cat(v) for m, v in maps.items()}
+    fns = _method_fns(model, layer, _black(x, mean, std), ig_steps, batch_size)
+    preds_t, targets_t, full = _all_maps(model, x, target, {m: fns[m] for m in methods}, batch_size)
     labels = None if y is None else y.cpu()
-    images = denormalize(x, mean, std)
     whose = "the predicted class" if target is None else "the chosen class"
     fig = plot_attribution_grid(
-        images,
+        denormalize(x, mean, std),
         full,
         preds_t,
         labels,
         classes,
         out_dir / "attribution",
         f"attribution for {whose}, CAMs at layer {layer}",
-        max_rows,
-        None if indices is None else [f"{split or 'image'} #{int(i)}" for i in indices],
+        max_rows=max_rows,
+        names=None if indices is None else [f"{split or 'image'} #{int(i)}" for i in indices],
     )
     arrays = save_arrays(
         out_dir / "attribution",
@@ -293,3 +298,35 @@ def run_attribution(
         "figures": [str(fig)],
         "arrays": str(arrays),
     }
+
+
+def _black(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> float | torch.Tensor:
+    """Integrated gradients' baseline: a black image in normalized units (0 when x is not normalized)."""
+    if mean is None or std is None:
+        return 0.0
+    m, s = torch.as_tensor(mean, dtype=x.dtype), torch.as_tensor(std, dtype=x.dtype)
+    return (-m / s).view(1, -1, 1, 1).to(x.device)
+
+
+def _method_fns(model: nn.Module, layer: str, baseline, ig_steps: int, batch_size: int) -> dict[str, Callable]:
+    return {
+        "gradcam": lambda xb, t: gradcam(model, xb, t, layer),
+        "gradcam++": lambda xb, t: gradcam_pp(model, xb, t, layer),
+        "layercam": lambda xb, t: layercam(model, xb, t, layer),
+        "guided_gradcam": lambda xb, t: guided_gradcam(model, xb, t, layer),
+        "integrated_gradients": lambda xb, t: integrated_gradients(model, xb, t, baseline, ig_steps, batch_size),
+    }
+
+
+def _all_maps(model: nn.Module, x: torch.Tensor, target, fns: dict[str, Callable], batch_size: int):
+    """Predictions, targets and each method's maps over x, batch by batch (on the CPU)."""
+    preds, targets = [], []
+    maps: dict[str, list[torch.Tensor]] = {m: [] for m in fns}
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        preds.append(predict(model, xb))
+        t = _targets(model, xb, target if not isinstance(target, torch.Tensor) else target[i : i + batch_size])
+        targets.append(t)
+        for m, fn in fns.items():
+            maps[m].append(fn(xb, t).cpu())
+    return torch.cat(preds).cpu(), torch.cat(targets).cpu(), {m: torch.cat(v) for m, v in maps.items()}

@@ -9,9 +9,12 @@ installed; the older TorchScript-based one (`legacy`, needs onnx) is deprecated 
 still works. The check runs the file with onnxruntime if installed, else onnx's reference
 evaluator, else it says the check was skipped.
 
-Bundle: one torch.save file (NAME.bundle.pt) with what `cifarlab eval` and `cifarlab predict` need
-and nothing a resumed run needs: the weights load_model picks (EMA where kept), the resolved config,
-classes, normalization, input shape, model name and options, the run's metrics and environment.
+Bundle: one safetensors file (NAME.safetensors) with what `cifarlab eval` and `cifarlab predict`
+need and nothing a resumed run needs: the weights load_model picks (EMA where kept) as tensors, and
+as JSON in the header's metadata the resolved config, classes, normalization, input shape, model name
+and options, the run's metrics and environment. safetensors is the format the Hugging Face and timm
+ecosystem shares weights in: reading it runs no code (a pickle can). Old NAME.bundle.pt files
+(torch.save, version 1) still load, through torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import tempfile
 import warnings
@@ -33,7 +37,7 @@ from ..errors import UserError
 
 FORMATS = ("onnx", "torchscript", "bundle")
 EXPORTERS = ("auto", "dynamo", "legacy")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "bundle": ".bundle.pt"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "bundle": ".safetensors"}
 # what a bundle copies from the checkpoint as is (the weights and metrics are chosen apart)
 BUNDLE_KEYS = ("config", "classes", "mean", "std", "image_shape", "model_name", "model_options")
 
@@ -122,6 +126,8 @@ def onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray] | None, 
 
 
 def torchscript_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    # only ever the file export_model has just written itself: a TorchScript file runs code, so
+    # cifarlab never loads one a user hands it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
@@ -273,12 +279,24 @@ def make_bundle(checkpoint: Path, ckpt: dict) -> dict:
     return {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
-        "model": {k: v.detach().cpu().clone() for k, v in state_of(ckpt).items()},
+        # safetensors wants contiguous tensors that share no memory: a clone of each
+        "model": {k: v.detach().cpu().contiguous().clone() for k, v in state_of(ckpt).items()},
         **{k: ckpt.get(k) for k in BUNDLE_KEYS},
         "metrics": metrics,
         "environment": env,
         "exported_from": str(checkpoint),
     }
+
+
+def write_bundle(bundle: dict, path: Path) -> None:
+    """Weights as safetensors tensors; everything else as one JSON string in the header's metadata
+    (safetensors metadata maps strings to strings)."""
+    from safetensors.torch import save_file
+
+    from ..train.checkpoint import BUNDLE_META_KEY
+
+    meta = {k: v for k, v in bundle.items() if k != "model"}
+    save_file(bundle["model"], str(path), metadata={BUNDLE_META_KEY: json.dumps(meta)})
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, default_name: str = "model") -> dict:
@@ -292,10 +310,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, default_name: str = "
     out = out_path(out, "bundle", default_name)
     tmp = temp_beside(out, "bundle")
     try:
-        torch.save(bundle, tmp)
+        write_bundle(bundle, tmp)
         check = check_export(model, tmp, "bundle", tuple(ckpt["image_shape"]))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the export is an ordinary file
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": str(out), "format": "bundle", "exporter": "torch.save", **check}
+    return {"path": str(out), "format": "bundle", "exporter": "safetensors", **check}

@@ -22,7 +22,7 @@ from torch.func import functional_call, grad, jvp
 from cifarlab.errors import UserError
 from cifarlab.run import atomic_write_json
 
-from .landscape import LossFn, Tensors, bn_mode, grid_directions, parse_range, weights_of
+from .landscape import LossFn, Tensors, bn_mode, check_counts, grid_directions, parse_range, weights_of
 from .plotting import figure, save_arrays, save_figure
 
 Hvp = Callable[[Tensors], Tensors]
@@ -190,6 +190,7 @@ def run_hessian(
     hessian.npz (the per-sample Hutchinson values) and, with k >= 1, hessian_spectrum.png (title:
     what the images were, e.g. "resnet20, 1000 train images"); returns the same numbers.
     """
+    check_counts(k=(k, 1), iters=(iters, 1), trace_samples=(trace_samples, 0), batch_size=(batch_size, 1))
     out_dir = Path(out_dir)
     hvp, params = make_hvp(model, batches_of(x, y, batch_size), loss_fn, mode=mode)
     g = torch.Generator().manual_seed(seed)
@@ -291,6 +292,7 @@ def run_hessian_grid(
 ) -> dict:
     """The top eigenvalue over a coarse grid of the landscape's directions (the same directions.pt
     as run_landscape in out_dir, made if absent). Writes hessian_grid.npz and hessian_grid.png."""
+    check_counts(iters=(iters, 1), batch_size=(batch_size, 1))
     out_dir = Path(out_dir)
     dirs = grid_directions(model, out_dir, 2, norm, ignore, seed)
     axes = [parse_range(xrange), parse_range(yrange or xrange)]

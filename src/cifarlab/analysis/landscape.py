@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cifarlab.errors import UserError
 from cifarlab.run import atomic_torch_save
@@ -290,6 +291,14 @@ def _save_grid(path: Path, res: dict) -> None:
     )
 
 
+def check_counts(**counts: tuple[int, int]) -> None:
+    """name=(value, lowest), checked before anything is written: --chunk 0 would loop forever or fail
+    after directions.pt is made, --iters 0 or --k 0 would write NaN as a result."""
+    for name, (value, lowest) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise UserError(f"--{name.replace('_', '-')} must be an integer >= {lowest}, got {value!r}")
+
+
 def load_grid(path: str | Path) -> dict:
     """A saved grid (complete or partial) as a dict: axes, loss, acc, done, fingerprint, shard, bn."""
     try:
@@ -304,8 +313,11 @@ def load_grid(path: str | Path) -> dict:
                 "shard": tuple(int(v) for v in z["shard"]),
                 "bn": str(z["bn"]),
             }
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"cannot read landscape grid {path}: {e}") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a file cut short by a kill
+        raise UserError(
+            f"cannot read landscape grid {path} ({str(e).splitlines()[0] or type(e).__name__}); "
+            "delete it to start that grid again"
+        ) from None
 
 
 def evaluate_grid(
@@ -336,6 +348,7 @@ def evaluate_grid(
     Returns {"axes", "loss", "acc", "done", "fingerprint", "shard", "bn", "evaluated"}; points of
     other shards (or not yet done) are NaN with done False.
     """
+    check_counts(chunk=(chunk, 1), batch_size=(batch_size, 1))
     if len(directions) != len(axes) or len(axes) not in (1, 2):
         raise UserError("a landscape needs 1 or 2 directions, one axis each")
     if method not in ("auto", "vmap", "loop"):
@@ -348,56 +361,25 @@ def evaluate_grid(
     axes = [np.asarray(a, dtype=np.float64) for a in axes]
     base = weights_of(model) if base is None else base
     fp = fingerprint(base, directions, axes, x, y, bn, amp and x.device.type == "cuda")
-    shape = tuple(len(a) for a in axes)
-    res = {
-        "axes": axes,
-        "loss": np.full(shape, np.nan),
-        "acc": np.full(shape, np.nan),
-        "done": np.zeros(shape, bool),
-        "fingerprint": fp,
-        "shard": (i_shard, n_shards),
-        "bn": bn,
-        "evaluated": 0,
-    }
     path = shard_path(path, shard) if path is not None else None
-    if path is not None and path.exists():
-        old = load_grid(path)
-        if old["fingerprint"] != fp or old["shard"] != (i_shard, n_shards):
-            raise UserError(
-                f"{path} holds a grid of other settings (model, directions, axes, data or shard); "
-                "move it away or choose another output folder"
-            )
-        res.update({k: old[k] for k in ("loss", "acc", "done")})
-    flat = np.arange(int(np.prod(shape)))
+    res = _start_grid(axes, fp, (i_shard, n_shards), bn, path)
+    flat = np.arange(int(np.prod([len(a) for a in axes])))
     todo = [p for p in flat[flat % n_shards == i_shard] if not res["done"].flat[p]]
     coords = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
     bar = tqdm(total=len(todo), desc="landscape", unit="pt", disable=not progress)
     evaluator = evaluate_points_vmap if method == "vmap" else evaluate_points_loop
+    options = {"batch_size": batch_size, "loss_fn": loss_fn, "bn": bn, "amp": amp}
     for start in range(0, len(todo), chunk):
         points = todo[start : start + chunk]
         c = torch.as_tensor(coords[points], dtype=torch.float32, device=x.device)
-        try:
-            loss, acc = evaluator(
-                model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp
-            )
-        except (RuntimeError, NotImplementedError) as e:
-            if evaluator is evaluate_points_loop:
-                raise
-            # Some modules have no vmap rule (or K copies do not fit): finish point by point.
-            warnings.warn(
-                f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop", stacklevel=2
-            )
-            evaluator = evaluate_points_loop
-            loss, acc = evaluator(
-                model, base, directions, c, x, y, batch_size=batch_size, loss_fn=loss_fn, bn=bn, amp=amp
-            )
+        evaluator, loss, acc = _evaluate_chunk(evaluator, (model, base, directions, c, x, y), options)
         # NaN logits (e.g. BN running variances extrapolated below zero) have no meaningful argmax
         acc = torch.where(torch.isfinite(loss), acc, torch.nan)
         res["loss"].flat[points] = loss.numpy()
         res["acc"].flat[points] = acc.numpy()
         res["done"].flat[points] = True
         res["evaluated"] += len(points)
-        if path is not None:
+        if path is not None:  # saved after every chunk: a killed grid resumes from here
             _save_grid(path, res)
         bar.update(len(points))
         bar.set_postfix(loss=f"{float(loss.min()):.3g}")
@@ -405,6 +387,44 @@ def evaluate_grid(
     if path is not None and not todo:
         _save_grid(path, res)
     return res
+
+
+def _start_grid(axes: list[np.ndarray], fp: str, shard: tuple[int, int], bn: str, path: Path | None) -> dict:
+    """An empty grid (every point NaN, not done), or the partial grid of this fingerprint and shard at path."""
+    shape = tuple(len(a) for a in axes)
+    res = {
+        "axes": axes,
+        "loss": np.full(shape, np.nan),
+        "acc": np.full(shape, np.nan),
+        "done": np.zeros(shape, bool),
+        "fingerprint": fp,
+        "shard": shard,
+        "bn": bn,
+        "evaluated": 0,
+    }
+    if path is not None and path.exists():
+        old = load_grid(path)
+        if old["fingerprint"] != fp or old["shard"] != shard:
+            raise UserError(
+                f"{path} holds a grid of other settings (model, directions, axes, data or shard); "
+                "move it away or choose another output folder"
+            )
+        res.update({k: old[k] for k in ("loss", "acc", "done")})
+    return res
+
+
+def _evaluate_chunk(evaluator: Callable, args: tuple, options: dict) -> tuple[Callable, torch.Tensor, torch.Tensor]:
+    """(the evaluator to go on with, loss, acc) of one chunk of points; vmap that fails falls back to the loop."""
+    try:
+        return (evaluator, *evaluator(*args, **options))
+    except (RuntimeError, NotImplementedError) as e:
+        if evaluator is evaluate_points_loop:
+            raise
+        # Some modules have no vmap rule (or K copies do not fit): finish point by point.
+        warnings.warn(
+            f"vmap evaluation failed ({str(e).splitlines()[0][:200]}); falling back to the loop", stacklevel=3
+        )
+        return (evaluate_points_loop, *evaluate_points_loop(*args, **options))
 
 
 def merge_shards(paths: Sequence[str | Path], out_path: str | Path | None = None) -> dict:
@@ -616,7 +636,7 @@ def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignor
     path = out_dir / "directions.pt"
     settings = {"dims": dims, "norm": norm, "ignore": ignore, "seed": seed}
     if path.exists():
-        saved = torch.load(path, map_location=model_device(model), weights_only=True)
+        saved = _read_directions(path, model)
         if saved["settings"] != settings:
             raise UserError(f"{path} was made with {saved['settings']}, not {settings}; use another output folder")
         return saved["directions"]
@@ -624,6 +644,20 @@ def grid_directions(model: nn.Module, out_dir: Path, dims: int, norm: str, ignor
     dirs = [random_direction(model, norm, ignore, g) for _ in range(dims)]
     atomic_torch_save({"settings": settings, "directions": [{n: t.cpu() for n, t in d.items()} for d in dirs]}, path)
     return dirs
+
+
+def _read_directions(path: Path, model: nn.Module) -> dict:
+    try:
+        saved = torch.load(path, map_location=model_device(model), weights_only=True)
+    except Exception as e:  # cut short by a kill or a full disk: torch says RuntimeError, EOFError, ...
+        saved, why = None, (str(e).split(". ")[0] or type(e).__name__)[:160]
+    else:
+        why = "not a directions file"
+    ok = isinstance(saved, dict) and isinstance(saved.get("settings"), dict)
+    dirs = saved.get("directions") if ok else None
+    if not (isinstance(dirs, list) and all(isinstance(d, dict) for d in dirs)):
+        raise UserError(f"cannot read {path} ({why}); delete it to make new directions")
+    return saved
 
 
 def run_landscape(
@@ -655,6 +689,7 @@ def run_landscape(
     """
     if dims not in (1, 2):
         raise UserError(f"landscape dims must be 1 or 2, got {dims}")
+    check_counts(chunk=(chunk, 1), batch_size=(batch_size, 1))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     axes = [parse_range(xrange)] + ([parse_range(yrange if yrange is not None else xrange)] if dims == 2 else [])

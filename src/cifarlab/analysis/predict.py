@@ -6,6 +6,7 @@ and resized to the input size it was trained on (32x32 for CIFAR, 28x28 for MNIS
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
     if c not in (1, 3):
         raise UserError(f"the model takes {c}-channel images; only 1 (grey) or 3 (RGB) can be read from files")
     try:
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 # transparent pixels over white, as an image viewer shows them
@@ -38,9 +39,19 @@ def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
             arr = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UserError(f"cannot read image {path}: {str(e).splitlines()[0][:200]}") from None
     return torch.from_numpy(arr.copy()).view(h, w, c)
+
+
+def _open_image(path: str | Path):
+    """Image.open, refusing what PIL only warns about (89M+ pixels) like what it refuses (179M+): a
+    20000x20000 PNG is a few hundred KB on disk and 1.2 GB decoded."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 @torch.no_grad()

@@ -12,8 +12,8 @@ import os
 import re
 import sys
 
-from .. import __version__
 from ..errors import UserError
+from ..version import __version__
 from . import inspect, report, sparsity, studies, sweep, train
 
 # Each module adds its subcommands to the parser, in the order `cifarlab --help` lists them.
@@ -48,6 +48,11 @@ WRITE_FAILURES = (
 WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, None)
 
 
+# the OS's words torch keeps in its message, and their errno
+_ERRNOS = {"No space left": errno.ENOSPC, "Permission denied": errno.EACCES, "Read-only file system": errno.EROFS,
+           "Disk quota exceeded": errno.EDQUOT}  # fmt: skip
+
+
 def is_write_failure(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(w in str(e) for w in WRITE_FAILURES)
 
@@ -77,12 +82,21 @@ def write_error(e: BaseException) -> str:
         path = e.filename if e.filename is not None else getattr(e.__cause__, "filename", None)
         reason = e.strerror or str(e) or type(e).__name__
         verb = "write" if e.errno in WRITE_ERRNOS else "open"
-    else:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if any(w in ln for w in WRITE_FAILURES)), lines[0] if lines else "")
+    else:  # torch.save given a path: its text ("inline_container.cc ... unexpected pos") says nothing to a user
         path, verb = _path_from_traceback(e), "write"
+        reason = next((w for w in _ERRNOS if w in str(e)), None)
+        reason = os.strerror(_ERRNOS[reason]) if reason else _why_write_failed(path)
     reason = reason or "write failed"
     return f"cannot {verb} {_shown_path(path)}: {reason}" if path is not None else f"cannot {verb}: {reason}"
+
+
+def _why_write_failed(path) -> str:
+    """torch lost the errno: a folder with no free space left is the usual cause."""
+    try:
+        st = os.statvfs(os.path.dirname(str(path)) or ".")
+    except (OSError, TypeError):
+        return "write failed"
+    return os.strerror(errno.ENOSPC) if st.f_bavail * st.f_frsize < 2**20 else "write failed"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import MISSING
 
-from ..analysis.inspect import ALL, ANALYSES, OPTIONS
+from ..analysis import registry
 from ..errors import UserError
 
 INSPECT_EPILOG = """\
@@ -40,109 +41,61 @@ def add_inspect_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
-    p.add_argument(
-        "analysis", help=f"one of: {', '.join(ANALYSES)}; all runs {', '.join(ALL[:-1])} and a coarse landscape"
-    )
-    p.add_argument("--data", help="data source (default: the one the run was trained on)")
+    in_all = [f"a coarse {a.name}" if a.coarse else a.name for a in registry.in_all()]
+    p.add_argument("analysis", help=f"one of: {', '.join(registry.names())}, all; all runs {', '.join(in_all)}")
     p.add_argument("--out", help="output folder (default: see below)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="random directions / vectors (default 0); given, also --n images drawn at random from --split",
-    )
-
-    g = p.add_argument_group("filters, features, gradcam")
-    g.add_argument(
-        "--layer",
-        action="append",
-        metavar="NAME",
-        help="layer(s) by dotted name, repeatable or comma-separated (default: one per stage; "
-        "gradcam: the last with a map of at least 4x4)",
-    )
-    g.add_argument("--kernel-mode", default="mean", help="filters of deeper layers: mean (over inputs) | first")
-    g.add_argument("--n-images", type=int, default=None, help="test images shown (features 4, gradcam 16)")
-    g.add_argument(
-        "--methods",
-        default="all",
-        help="gradcam: comma list of gradcam, gradcam++, layercam, guided_gradcam, integrated_gradients (default all)",
-    )
-    g.add_argument("--target", default=None, help="gradcam: class name or index (default: the predicted class)")
-
-    g = p.add_argument_group("landscape, interpolate, trajectory")
-    g.add_argument("--dims", type=int, default=2, help="landscape: 1 or 2 random directions (default 2)")
-    g.add_argument(
-        "--grid", default=None, help="min:max:num per axis (landscape -1:1:51, `all` -1:1:11; interpolate -0.5:1.5:41)"
-    )
-    g.add_argument(
-        "--n",
-        type=int,
-        default=None,
-        help="images of --split, no augmentation: the first n, or n at random with --seed "
-        "(landscape 10000, `all` 500, hessian 1000, probes 4 x --batch-size)",
-    )
-    g.add_argument(
-        "--split",
-        default="train",
-        help="landscape, interpolate, trajectory, hessian, probes: train | test images (default train)",
-    )
-    g.add_argument("--norm", default="filter", help="direction normalization: filter | layer | none")
-    g.add_argument(
-        "--include-biasbn",
-        action="store_true",
-        help="also move biases and BN parameters (default: zero in the directions)",
-    )
-    g.add_argument(
-        "--bn",
-        default=None,
-        help="BN with running statistics (eval, the default) or batch statistics (train, the default of probes)",
-    )
-    g.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I of N of the grid points")
-    g.add_argument("--merge", type=int, default=None, metavar="N", help="join the N shard files and plot")
-    g.add_argument("--chunk", type=int, default=8, metavar="K", help="grid points evaluated at once (default 8)")
-    g.add_argument("--method", default="auto", help="auto (vmap on CUDA, loop on CPU) | vmap | loop")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    g.add_argument(
-        "--hessian-grid",
-        nargs="?",
-        const="-1:1:5",
-        default=None,
-        metavar="RANGE",
-        help="landscape: also the top Hessian eigenvalue on a coarse grid (default -1:1:5) of "
-        "the same directions, on --hessian-n of the landscape's images, min(--iters, 20) power iterations",
-    )
-    g.add_argument("--hessian-n", type=int, default=1000, help="images for --hessian-grid (default 1000)")
-    g.add_argument(
-        "--other",
-        help="interpolate: the second checkpoint (same model); parameters and BN "
-        "running statistics go linearly from CHECKPOINT (0) to OTHER (1)",
-    )
-    g.add_argument("--steps", type=int, default=21, help="trajectory: grid points per axis (default 21)")
-    g.add_argument("--margin", type=float, default=0.3, help="trajectory: grid beyond the path, share of its span")
-
-    g = p.add_argument_group("hessian")
-    g.add_argument("--k", type=int, default=3, help="top eigenvalues (default 3)")
-    g.add_argument("--iters", type=int, default=100, help="power iterations per eigenvalue (default 100)")
-    g.add_argument("--trace-samples", type=int, default=50, help="Hutchinson samples for the trace (default 50)")
-
-    g = p.add_argument_group(
-        "probes",
-        "Santurkar et al.'s probes at the checkpoint's weights, one per batch of --batch-size of\n"
-        "the --n images: loss and gradient after a step -eta g along the batch's gradient g.",
-    )
-    g.add_argument(
-        "--etas",
-        default=None,
-        metavar="MIN:MAX:NUM",
-        help="step sizes (default 0.05:0.4:8 times the run's learning rate, as bn-study)",
-    )
+    add_option_flags(p)
     # Let ranges that start with a minus (--grid -1:1:51) be values, not options: argparse only
     # knows plain negative numbers. (A private attribute; --grid=-1:1:51 works regardless.)
     p._negative_number_matcher = re.compile(r"^-\.?\d[\d.:eE+-]*$")
     p.set_defaults(fn=cmd_inspect)
     return p
+
+
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per option name of the registered analyses, listed with the analysis that documents it.
+
+    A flag not given is left out of the namespace (SUPPRESS): each analysis then takes its own default,
+    which --help states per analysis."""
+    groups: dict = {}  # title -> argument group
+    for d in registry.declared().values():
+        owner, f = d.documented_by()
+        where = p
+        if owner is not None:
+            title = owner.group or owner.name
+            if title not in groups:
+                groups[title] = p.add_argument_group(title, owner.doc or None)
+            where = groups[title]
+        kw = dict(f.metadata.get("argparse", {}))
+        if d.type is bool:
+            kw.setdefault("action", "store_true")
+        else:
+            kw.setdefault("type", d.type)
+        where.add_argument(f"--{d.name.replace('_', '-')}", default=argparse.SUPPRESS, help=flag_help(d, owner), **kw)
+
+
+def flag_help(d: registry.Declared, owner: registry.Analysis | None) -> str:
+    """The documenting field's help, the analyses that take the flag when not all of its group do,
+    and the default of each analysis (and of the coarse one of `all`)."""
+    users = [a for a, _ in d.fields if a is not None]
+    defaults: dict[str, list[str]] = {}  # default text -> the analyses with it
+    for a, f in d.fields:
+        shown = not any(f.default is v for v in (None, False, MISSING))  # 0 is a default worth saying
+        text = f.metadata.get("default_text") or (str(f.default) if shown else "")
+        if text:
+            defaults.setdefault(text.replace("%", "%%"), []).append(a.name if a else "")
+        if a is not None and d.name in a.coarse:
+            defaults.setdefault(str(a.coarse[d.name]).replace("%", "%%"), []).append("`all`")
+    help = d.documented_by()[1].metadata.get("help", "")
+    if owner is not None and len(defaults) <= 1:  # say who takes it, unless its whole group does
+        group = {a.name for a in registry.analyses() if (a.group or a.name) == (owner.group or owner.name)}
+        if {a.name for a in users} != group:
+            help = f"{', '.join(a.name for a in users)}: {help}"
+    if len(defaults) == 1:
+        help += f" (default {next(iter(defaults))})"
+    elif defaults:
+        help += " (default: " + "; ".join(f"{', '.join(n for n in who if n)} {t}" for t, who in defaults.items()) + ")"
+    return help
 
 
 def add_predict_parser(sub) -> argparse.ArgumentParser:
@@ -152,7 +105,7 @@ def add_predict_parser(sub) -> argparse.ArgumentParser:
         description="Classify image files of any size or mode: each is converted to the model's "
         "channels and resized to its input size.",
     )
-    p.add_argument("checkpoint", help="a .pt file (checkpoint or .bundle.pt) or a run folder")
+    p.add_argument("checkpoint", help="a checkpoint (.pt), a bundle (.safetensors or old .bundle.pt) or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files")
     p.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
     p.add_argument("--gradcam", action="store_true", help="save IMAGE_STEM.gradcam.png beside each image (or in --out)")
@@ -171,7 +124,7 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
         help="export a checkpoint to ONNX, TorchScript or a self-contained bundle, checked against PyTorch",
         description="Export the model and check the exported file gives the same outputs as "
         "PyTorch on random inputs (max abs diff printed); written atomically. A bundle is one "
-        ".bundle.pt file (weights, config, classes, normalization, metrics, environment) that "
+        ".safetensors file (weights, plus config, classes, normalization, metrics, environment as JSON) that "
         "`cifarlab eval` and `cifarlab predict` load on their own.",
     )
     p.add_argument("checkpoint", help="a .pt file or a run folder")
@@ -179,7 +132,7 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="output file (default: beside the checkpoint, best.onnx / best.torchscript.pt / best.bundle.pt)",
+        help="output file (default: beside the checkpoint, best.onnx / best.torchscript.pt / best.safetensors)",
     )
     p.add_argument(
         "--exporter",
@@ -202,18 +155,19 @@ def register(sub) -> None:
 def cmd_inspect(a) -> None:
     from ..analysis.inspect import inspect
 
-    inspect(a.checkpoint, a.analysis, a.out, echo=True, **{k: getattr(a, k) for k in OPTIONS})
+    known = registry.declared()
+    inspect(a.checkpoint, a.analysis, a.out, echo=True, **{k: v for k, v in vars(a).items() if k in known})
 
 
 def cmd_predict(a) -> None:
     from ..analysis.predict import predict_files
-    from ..train.checkpoint import load_model
+    from ..api.classifier import read_classifier
     from ..train.device import pick_device
 
     if a.topk < 1:
         raise UserError(f"--topk must be at least 1, got {a.topk}")
-    model, ckpt = load_model(a.checkpoint, pick_device(a.device))
-    results = predict_files(model, ckpt, a.images, a.topk, a.gradcam, a.out, a.layer, a.data)
+    clf = read_classifier(a.checkpoint, device=pick_device(a.device))  # the same path as cifarlab.load
+    results = predict_files(clf.model, clf.checkpoint, a.images, a.topk, a.gradcam, a.out, a.layer, a.data)
     if a.json:
         print(json.dumps(results, indent=2))
         return

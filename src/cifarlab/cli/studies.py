@@ -70,40 +70,46 @@ def cmd_pj2(a) -> None:
     _print_study(out, f"report: {out / 'report.html'}")
 
 
+def _add_study_parser(sub, name: str, fn, *, help: str, description: str, config: str, example: str, data: str):
+    """A study command: [CONFIG] --out --set --data --parallel, resumed by running it again."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("config", nargs="?", help=config)
+    p.add_argument("--out", help="study folder (default: runs/<name>)")
+    add_set(p, example)
+    p.add_argument("--data", help=data)
+    add_parallel(p)
+    p.set_defaults(fn=fn, resume_hint=STUDY_HINT)
+
+
 def register(sub) -> None:
     from ..studies.pj2 import SCALES
 
-    p = sub.add_parser(
+    _add_study_parser(
+        sub,
         "bn-study",
+        cmd_bn_study,
         help="the batch-normalization study: VGG_A vs VGG_A_BatchNorm over learning "
         "rates, loss band and Santurkar et al. probes",
         description="Train every model of the study once per learning rate (same seed and data "
         "order), probe the loss landscape along the gradient, and write arrays.npz, "
         "results.md, results.csv, summary.json and the figures into the study folder.",
+        config="study YAML or preset name (default: configs/studies/bn.yaml)",
+        example="epochs=5 lrs=[1e-3,1e-4] probe_every=100",
+        data="data source (default: the config's data, cifar10); a folder of sources as CIFARLAB_DATA",
     )
-    p.add_argument("config", nargs="?", help="study YAML or preset name (default: configs/studies/bn.yaml)")
-    p.add_argument("--out", help="study folder (default: runs/<name>)")
-    add_set(p, "epochs=5 lrs=[1e-3,1e-4] probe_every=100")
-    p.add_argument(
-        "--data", help="data source (default: the config's data, cifar10); a folder of sources as CIFARLAB_DATA"
-    )
-    add_parallel(p)
-    p.set_defaults(fn=cmd_bn_study, resume_hint=STUDY_HINT)
-
-    p = sub.add_parser(
+    _add_study_parser(
+        sub,
         "dessilbi",
+        cmd_dessilbi,
         help="the DessiLBI study: LeNet/MNIST (SLBI vs momentum vs SLBI-Adam), "
         "pruning, VGG_A_BatchNorm/CIFAR-10 with SLBI-Adam",
         description="Train the study's runs through the engine (finished runs are reused, "
         "interrupted ones resume), prune them, and write results.md, results.csv, "
         "pruning.csv, summary.json and the figures into the study folder.",
+        config="study YAML (default: the preset configs/studies/dessilbi.yaml)",
+        example="epochs=1 n_items=512 vgg=false percents=[50,80]",
+        data="the LeNet part's data source (default: mnist); the VGG part reads vgg_data",
     )
-    p.add_argument("config", nargs="?", help="study YAML (default: the preset configs/studies/dessilbi.yaml)")
-    p.add_argument("--out", help="study folder (default: runs/<name>)")
-    add_set(p, "epochs=1 n_items=512 vgg=false percents=[50,80]")
-    p.add_argument("--data", help="the LeNet part's data source (default: mnist); the VGG part reads vgg_data")
-    add_parallel(p)
-    p.set_defaults(fn=cmd_dessilbi, resume_hint=STUDY_HINT)
 
     p = sub.add_parser(
         "pj2",

@@ -9,8 +9,9 @@ from .options import add_parallel, add_set, overrides
 
 def cmd_sweep(a) -> None:
     from ..data.sources import resolve_source
-    from ..sweep.grid import expand, load_sweep
-    from ..sweep.runner import check_failed, default_out, describe, run_sweep
+    from ..sweeps.grid import expand, load_sweep
+    from ..sweeps.results import check_metrics
+    from ..sweeps.runner import check_failed, default_out, describe, run_sweep
     from ..train.pool import set_parallel
 
     sets = overrides(a)
@@ -19,6 +20,7 @@ def cmd_sweep(a) -> None:
         dataset = expand(load_sweep(a.sweep, sets))[0].config.data.source
         sets.append(f"data.source={resolve_source(a.data, dataset)}")
     sweep = load_sweep(a.sweep, sets)
+    check_metrics(sweep.metrics)  # before any run: a typo would only show as a missing column
     out = Path(a.out) if a.out else default_out(sweep)
     if a.dry_run:
         specs = expand(sweep)

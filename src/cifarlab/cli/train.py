@@ -11,9 +11,9 @@ from .options import add_set, overrides
 
 
 def cmd_train(a) -> None:
+    from ..api.training import train_config
     from ..config import load_config, read_yaml
     from ..data.sources import resolve_source
-    from ..train.engine import train
 
     sets = overrides(a, "config")
     if a.resume and not a.out:
@@ -28,7 +28,7 @@ def cmd_train(a) -> None:
         dataset = load_config(path, sets).data.source
         sets.append(f"data.source={resolve_source(a.data, dataset)}")
     cfg = load_config(path, sets)
-    summary = train(cfg, run_dir=a.out, resume=a.resume)
+    summary = train_config(cfg, run_dir=a.out, resume=a.resume).summary  # the same path as cifarlab.fit
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
     split = "val" if cfg.data.val_size else "test"

@@ -13,6 +13,7 @@ for epoch in range(epochs):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class Dataset:
     std: tuple[float, ...]
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    origin: str = ""  # where it was read: the file or folder a name such as cifar10 resolved to
+    arrays_sha: str = ""  # fingerprint of the arrays themselves (see arrays_fingerprint), set by dataset_from_config
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +87,7 @@ def load_dataset(source: str, cache_dir: str | Path | None = None, classes: list
             print(f"cifarlab: warning: could not write the data cache {path} ({e})", file=sys.stderr)
     ds = Dataset(
         blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]), blob["name"],
-        blob["fingerprint"], tuple(blob["mean"]), tuple(blob["std"]),
+        blob["fingerprint"], tuple(blob["mean"]), tuple(blob["std"]), origin=str(src.path.resolve()),
     )  # fmt: skip
     return _name_classes(ds, list(classes or []))
 
@@ -107,7 +110,20 @@ def _name_classes(ds: Dataset, classes: list[str]) -> Dataset:
 def dataset_from_config(cfg, seed: int, dataset: Dataset | None = None) -> Dataset:
     """The data a DataConfig asks for: `dataset` (or cfg.source, loaded) split by prepare_splits."""
     ds = dataset if dataset is not None else load_dataset(cfg.source, cfg.cache_dir or None)
+    if not ds.arrays_sha:  # of the whole source, before the config's splits
+        ds = dataclasses.replace(ds, arrays_sha=arrays_fingerprint(ds))
     return prepare_splits(ds, cfg.n_items, cfg.val_size, seed, n_test=cfg.n_test)
+
+
+def arrays_fingerprint(ds: Dataset) -> str:
+    """sha256 of the train and test images and labels with their shapes: the same data read from another
+    place matches, other images or labels do not. About 0.15 s for CIFAR-10's 180 MB."""
+    h = hashlib.sha256()
+    for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y):
+        a = t.contiguous().numpy()
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a)  # the buffer itself: no copy
+    return h.hexdigest()[:16]
 
 
 def prepare_splits(ds: Dataset, n_items: int, val_size: int, seed: int, n_test: int = 0) -> Dataset:

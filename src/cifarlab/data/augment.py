@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
+from ..config import AugmentConfig, check
 from ..errors import UserError
 
 
@@ -37,7 +37,7 @@ class Augment:
     """The augmentations an AugmentConfig asks for; holds no random state of its own."""
 
     def __init__(self, cfg: AugmentConfig):
-        _validate(cfg)
+        check(cfg, "augment.")  # the ranges and choices its fields declare
         self.cfg = cfg
 
     @property
@@ -101,16 +101,6 @@ class Augment:
         if use_cutmix:
             return cutmix(x, y, lam, perm, cpu)
         return mixup(x, y, lam, perm)
-
-
-def _validate(c: AugmentConfig) -> None:
-    for key in ("crop_padding", "translate", "rotation", "color_jitter", "cutout", "cutmix", "mixup"):
-        if getattr(c, key) < 0:
-            raise UserError(f"augment.{key} must be >= 0, got {getattr(c, key)}")
-    if c.crop_mode not in ("zero", "reflect"):
-        raise UserError(f"augment.crop_mode must be zero or reflect, got '{c.crop_mode}'")
-    if not 0 <= c.mix_prob <= 1:
-        raise UserError(f"augment.mix_prob must be in [0, 1], got {c.mix_prob}")
 
 
 def _coin(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -53,7 +54,27 @@ def read_cache(path: Path, fp: str) -> dict | None:
         return None
     if not isinstance(blob, dict) or blob.get("fingerprint") != fp or any(k not in blob for k in KEYS):
         return None
+    if (why := damage(blob)) is not None:  # decoded from a checked source, so rebuilding it cures this
+        print(f"cifarlab: warning: the data cache {path} is damaged ({why}); rebuilding it", file=sys.stderr)
+        return None
     return blob
+
+
+def damage(blob: dict) -> str | None:
+    """What is wrong with a cache's arrays (shapes, types, labels outside the classes), or None: a bad
+    label would fail deep inside a training step, or silently index another class."""
+    tx, ty, vx, vy, classes = (blob[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes"))
+    if not all(isinstance(t, torch.Tensor) for t in (tx, ty, vx, vy)) or not isinstance(classes, list):
+        return "arrays of the wrong type"
+    if tx.dtype != torch.uint8 or vx.dtype != torch.uint8 or tx.ndim != 4 or tx.shape[1:] != vx.shape[1:]:
+        return f"images of shapes {tuple(tx.shape)} and {tuple(vx.shape)}, not N x H x W x C uint8"
+    if ty.dtype != torch.int64 or vy.dtype != torch.int64 or ty.shape != tx.shape[:1] or vy.shape != vx.shape[:1]:
+        return f"labels of shapes {tuple(ty.shape)} and {tuple(vy.shape)} for {len(tx)} and {len(vx)} images"
+    labels = torch.cat([ty, vy])
+    top = len(classes) or None  # a source without class names: the labels make them (data._name_classes)
+    if len(labels) and (int(labels.min()) < 0 or (top is not None and int(labels.max()) >= top)):
+        return f"labels span {int(labels.min())}..{int(labels.max())} for {len(classes)} classes"
+    return None
 
 
 def write_cache(path: Path, blob: dict) -> None:

@@ -21,6 +21,8 @@ and coarse labels of the same files apart.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import gzip
 import io
 import os
@@ -419,12 +421,59 @@ def _read_archive(src: Source) -> Arrays:
     return _images_from_blobs(blobs, stem, src.path)
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle that names a global outside the few the CIFAR batches need (nothing of it has run)."""
+
+
+@functools.cache
+def _array_globals() -> dict[tuple[str, str], object]:
+    """The globals the official batches (Python 2, protocol 2) and numpy pickles of any protocol
+    name: numpy's array and scalar rebuilders, ndarray, dtype, and _codecs.encode (Python 3 writes
+    bytes that way under protocol 2). None of them runs anything but building an array."""
+    try:  # numpy >= 2 (which also writes these names); numpy 1 has only numpy.core
+        from numpy._core import multiarray, numeric
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    table = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        table[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        table[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        table[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return table
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only _array_globals(): dicts, lists, strings, numbers and numpy
+    arrays come back; a crafted batch naming anything else (os.system, getattr, ...) is refused
+    before the call it asks for is made."""
+
+    def find_class(self, module: str, name: str):
+        obj = _array_globals().get((module, name))
+        if obj is None:
+            raise RefusedGlobal(f"{module}.{name}")
+        return obj
+
+
+def _unpickle(blob: bytes, what: str):
+    """A CIFAR pickle (Python 2 strings as bytes, as the official files need), through _ArrayUnpickler."""
+    try:
+        return _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except RefusedGlobal as e:
+        raise UserError(f"refusing to load {what}: it holds code or objects cifarlab does not load ({e})") from None
+
+
 def _cifar_from_blobs(blobs: dict[str, bytes], where: Path) -> Arrays:
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
         try:
-            d = pickle.loads(blobs[name], encoding="bytes")
+            d = _unpickle(blobs[name], f"{where}: CIFAR batch {name}")
             data = np.asarray(d.get(b"data", d.get("data")), dtype=np.uint8)
             labels = np.asarray(d.get(b"labels", d.get("labels")), dtype=np.int64)
+        except UserError:  # refused: it holds code
+            raise
         except Exception as e:  # truncated or foreign pickle
             raise UserError(f"{where}: CIFAR batch {name} is corrupt ({type(e).__name__}: {e})") from None
         if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
@@ -436,9 +485,11 @@ def _cifar_from_blobs(blobs: dict[str, bytes], where: Path) -> Arrays:
     classes = CIFAR10_CLASSES
     if "batches.meta" in blobs:
         try:
-            meta = pickle.loads(blobs["batches.meta"], encoding="bytes")
+            meta = _unpickle(blobs["batches.meta"], f"{where}: CIFAR batch batches.meta")
             names = meta.get(b"label_names", meta.get("label_names"))
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        except UserError:  # refused: a meta file that holds code is an error, not a file to skip
+            raise
         except Exception:
             classes = CIFAR10_CLASSES  # the meta file only carries names; the official ones are known
     train_x = np.concatenate([x for x, _ in train])
@@ -453,7 +504,9 @@ def _cifar100_from_blobs(blobs: dict[str, bytes], name: str, where: Path) -> Arr
 
     def load(part: str) -> dict:
         try:
-            d = pickle.loads(blobs[part], encoding="bytes")
+            d = _unpickle(blobs[part], f"{where}: CIFAR-100 file {part}")
+        except UserError:  # refused: it holds code
+            raise
         except Exception as e:  # truncated or foreign pickle
             raise UserError(f"{where}: CIFAR-100 file {part} is corrupt ({type(e).__name__}: {e})") from None
         if not isinstance(d, dict):

@@ -1,8 +1,11 @@
 """The model zoo: a registry of factory functions and `create_model(name, **options)`.
 
 A factory is `fn(num_classes=10, in_channels=3, **options) -> nn.Module`; its keyword arguments
-are the model's options and their defaults (the signature is the documentation). Every model
-has `stage_names`: dotted names of its main blocks in forward order, for feature maps and Grad-CAM.
+are the model's options and their defaults (the signature is the documentation). As in timm, the
+variants of a family (resnet18/34/50, fastnet/fastnet_small, ...) are `variant(**kwargs)` that
+forward to one family factory, registered with `family=` so that its keyword-only parameters are
+the options the variant takes. Every model has `stage_names`: dotted names of its main blocks in
+forward order, for feature maps and Grad-CAM.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ __all__ = ["register", "create_model", "model_names", "model_aliases", "count_pa
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}  # canonical name -> factory
 _LOOKUP: dict[str, str] = {}  # lower-case name or alias -> canonical name
 _ALIASES: dict[str, str] = {}  # alias -> canonical name
+_OPTIONS: dict[str, list[str] | None] = {}  # canonical name -> the options its factory takes (None: any)
 
 
-def register(name: str, *aliases: str) -> Callable:
-    """Decorator: make a factory available to create_model under `name` (and `aliases`)."""
+def register(name: str, *aliases: str, family: Callable | None = None) -> Callable:
+    """Decorator: make a factory available to create_model under `name` (and `aliases`); a variant
+    that forwards **kwargs names its `family` factory, whose keyword-only parameters are its options."""
 
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         for key in (name, *aliases):
@@ -35,6 +40,13 @@ def register(name: str, *aliases: str) -> Callable:
             _LOOKUP[key.lower()] = name
         _FACTORIES[name] = fn
         _ALIASES.update({a: name for a in aliases if a.lower() != name.lower()})
+        params = inspect.signature(family or fn).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):  # an open-ended factory takes any option
+            _OPTIONS[name] = None
+        elif family is None:  # a factory of its own: its parameters are its options
+            _OPTIONS[name] = [p.name for p in params]
+        else:  # the family's positional parameters are what the variant fixes
+            _OPTIONS[name] = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
         return fn
 
     return add
@@ -84,12 +96,11 @@ def _resolve(name: str) -> str:
     return canonical
 
 
-def _check_options(name: str, fn: Callable, options: dict[str, Any]) -> None:
-    params = inspect.signature(fn).parameters
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    allowed = _OPTIONS[name]
     for key in options:
-        if key not in params and not open_ended:
-            raise UserError(f"model {name} does not take option '{key}'; it takes: {', '.join(params)}")
+        if allowed is not None and key not in allowed:
+            raise UserError(f"model {name} does not take option '{key}'; it takes: {', '.join(allowed)}")
     act = options.get("activation")
     if act is not None and str(act).lower() not in ACTIVATIONS:
         raise UserError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
@@ -129,7 +140,7 @@ def create_model(
         "in_channels": in_channels,
         **{k: v for k, v in given.items() if v is not None},
     }
-    _check_options(canonical, fn, options)
+    _check_options(canonical, options)
     if init not in INITS:  # checked before building: a big model takes a while to build
         raise UserError(f"unknown init '{init}'; choose one of: {', '.join(INITS)}")
     model = reinit_(fn(**options), init, init_std)

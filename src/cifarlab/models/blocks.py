@@ -180,9 +180,3 @@ def mlp(
         in_features = h
     layers.append(nn.Linear(in_features, out_features))
     return nn.Sequential(*layers)
-
-
-def check_fraction(name: str, p: float) -> float:
-    if not 0.0 <= p < 1.0:
-        raise UserError(f"{name} must be in [0, 1), got {p}")
-    return float(p)

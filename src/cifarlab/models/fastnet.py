@@ -111,18 +111,19 @@ class FastNet(nn.Module):
         return self.head(F.adaptive_max_pool2d(x, 1).flatten(1)) * self.scale
 
 
-def fastnet_factory(
-    widths: Sequence[int],
-    num_classes: int,
-    in_channels: int,
-    activation: str,
-    scale: float,
-    bn_eps: float,
-    bn_momentum: float,
-    train_bn_weight: bool,
+def _create_fastnet(
     *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "gelu",
+    widths: Sequence[int] = (64, 256, 256),
+    scale: float = 1 / 9,
+    bn_eps: float = 1e-12,
+    bn_momentum: float = 0.4,
+    train_bn_weight: bool = False,
     depth: int = 2,
 ) -> nn.Module:
+    """The airbench family: whitening conv, three blocks of `depth` convs, max-pools, scaled linear head."""
     widths = list(widths)
     if len(widths) != 3 or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
         raise UserError(f"fastnet widths must be 3 positive integers, got {widths}")
@@ -137,39 +138,13 @@ def fastnet_factory(
     )
 
 
-@register("fastnet", "airbench")
-def fastnet(
-    num_classes: int = 10,
-    *,
-    in_channels: int = 3,
-    activation: str = "gelu",
-    widths: Sequence[int] = (64, 256, 256),
-    scale: float = 1 / 9,
-    bn_eps: float = 1e-12,
-    bn_momentum: float = 0.4,
-    train_bn_weight: bool = False,
-    depth: int = 2,
-) -> nn.Module:
+@register("fastnet", "airbench", family=_create_fastnet)
+def fastnet(**kwargs) -> nn.Module:
     """airbench94's network: 1.97M parameters (widths 64-256-256); depth 3 at 128-512-512 is airbench96's."""
-    return fastnet_factory(
-        widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth
-    )
+    return _create_fastnet(**kwargs)
 
 
-@register("fastnet_small")
-def fastnet_small(
-    num_classes: int = 10,
-    *,
-    in_channels: int = 3,
-    activation: str = "gelu",
-    widths: Sequence[int] = (32, 64, 128),
-    scale: float = 1 / 9,
-    bn_eps: float = 1e-12,
-    bn_momentum: float = 0.4,
-    train_bn_weight: bool = False,
-    depth: int = 2,
-) -> nn.Module:
+@register("fastnet_small", family=_create_fastnet)
+def fastnet_small(**kwargs) -> nn.Module:
     """fastnet at widths 32-64-128, for CPU demos."""
-    return fastnet_factory(
-        widths, num_classes, in_channels, activation, scale, bn_eps, bn_momentum, train_bn_weight, depth=depth
-    )
+    return _create_fastnet(**{"widths": (32, 64, 128), **kwargs})

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import register
-from .blocks import BasicBlock, Bottleneck, check_fraction, make_activation, mlp, norm_or_identity, scaled
+from .blocks import BasicBlock, Bottleneck, make_activation, mlp, norm_or_identity, scaled
 
 
 class ResNet(nn.Module):
@@ -55,89 +55,67 @@ class ResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))  # global average pooling
 
 
-def cifar_resnet(
-    bottleneck: bool,
+def _create_resnet(
     depths: list[int],
-    num_classes: int,
-    in_channels: int,
-    activation: str,
-    width: float,
-    head: Sequence[int] | None,
-    dropout: float,
-) -> ResNet:
-    widths = [scaled(c, width) for c in (64, 128, 256, 512)]
-    if bottleneck:
-        make_block, expansion = partial(Bottleneck, activation=activation), Bottleneck.expansion
-    else:
-        make_block, expansion = partial(BasicBlock, activation=activation), BasicBlock.expansion
+    bottleneck: bool = False,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    head: Sequence[int] | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """The CIFAR ResNet family: BasicBlocks (or Bottlenecks) at widths 64-128-256-512 x width."""
+    block = Bottleneck if bottleneck else BasicBlock
     return ResNet(
-        make_block,
-        expansion,
+        partial(block, activation=activation),
+        block.expansion,
         depths,
-        widths,
+        [scaled(c, width) for c in (64, 128, 256, 512)],
         in_channels,
         num_classes,
         activation=activation,
         head=head,
-        dropout=check_fraction("dropout", dropout),
+        dropout=dropout,
     )
 
 
-@register("resnet18")
-def resnet18(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    activation: str = "relu",
-    width: float = 1.0,
-    head: Sequence[int] | None = None,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register("resnet18", family=_create_resnet)
+def resnet18(**kwargs) -> nn.Module:
     """BasicBlock [2,2,2,2], widths 64-128-256-512 x width: 11,173,962 parameters at 10 classes."""
-    return cifar_resnet(False, [2, 2, 2, 2], num_classes, in_channels, activation, width, head, dropout)
+    return _create_resnet([2, 2, 2, 2], **kwargs)
 
 
-@register("resnet34")
-def resnet34(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    activation: str = "relu",
-    width: float = 1.0,
-    head: Sequence[int] | None = None,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register("resnet34", family=_create_resnet)
+def resnet34(**kwargs) -> nn.Module:
     """BasicBlock [3,4,6,3]."""
-    return cifar_resnet(False, [3, 4, 6, 3], num_classes, in_channels, activation, width, head, dropout)
+    return _create_resnet([3, 4, 6, 3], **kwargs)
 
 
-@register("resnet50")
-def resnet50(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    activation: str = "relu",
-    width: float = 1.0,
-    head: Sequence[int] | None = None,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register("resnet50", family=_create_resnet)
+def resnet50(**kwargs) -> nn.Module:
     """Bottleneck [3,4,6,3], expansion 4: 23,520,842 parameters at 10 classes."""
-    return cifar_resnet(True, [3, 4, 6, 3], num_classes, in_channels, activation, width, head, dropout)
+    return _create_resnet([3, 4, 6, 3], bottleneck=True, **kwargs)
 
 
 # ---------------------------------------------------------------- plain vs residual ablation
 
 
-def small_net(
+def _create_small_net(
     residual: bool,
-    num_classes: int,
-    in_channels: int,
-    activation: str,
-    width: float,
-    stages: Sequence[int],
-    blocks_per_stage: int | Sequence[int],
-    head: Sequence[int] | None,
     *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    width: float = 1.0,
+    stages: Sequence[int] = (32, 64, 128),
+    blocks_per_stage: int | Sequence[int] = 1,
+    head: Sequence[int] | None = None,
     dropout: float = 0.0,
     bn: bool = True,
-) -> ResNet:
+) -> nn.Module:
+    """Stem conv, then per stage `blocks_per_stage` blocks of two 3x3 convs, with or without shortcuts."""
     stages = list(stages)
     if not stages or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in stages):
         raise UserError(f"stages must be a non-empty list of positive channel counts, got {stages}")
@@ -154,44 +132,18 @@ def small_net(
         num_classes,
         activation=activation,
         head=head,
-        dropout=check_fraction("dropout", dropout),
+        dropout=dropout,
         bn=bn,
     )
 
 
-@register("plainnet")
-def plainnet(
-    num_classes: int = 10,
-    *,
-    in_channels: int = 3,
-    activation: str = "relu",
-    width: float = 1.0,
-    stages: Sequence[int] = (32, 64, 128),
-    blocks_per_stage: int | Sequence[int] = 1,
-    head: Sequence[int] | None = None,
-    dropout: float = 0.0,
-    bn: bool = True,
-) -> nn.Module:
+@register("plainnet", family=_create_small_net)
+def plainnet(**kwargs) -> nn.Module:
     """Stem conv, then per stage `blocks_per_stage` blocks of two 3x3 convs without shortcuts."""
-    return small_net(
-        False, num_classes, in_channels, activation, width, stages, blocks_per_stage, head, dropout=dropout, bn=bn
-    )
+    return _create_small_net(False, **kwargs)
 
 
-@register("resnet_small")
-def resnet_small(
-    num_classes: int = 10,
-    *,
-    in_channels: int = 3,
-    activation: str = "relu",
-    width: float = 1.0,
-    stages: Sequence[int] = (32, 64, 128),
-    blocks_per_stage: int | Sequence[int] = 1,
-    head: Sequence[int] | None = None,
-    dropout: float = 0.0,
-    bn: bool = True,
-) -> nn.Module:
+@register("resnet_small", family=_create_small_net)
+def resnet_small(**kwargs) -> nn.Module:
     """plainnet with residual connections (1x1 projections where the shape changes add a few weights)."""
-    return small_net(
-        True, num_classes, in_channels, activation, width, stages, blocks_per_stage, head, dropout=dropout, bn=bn
-    )
+    return _create_small_net(True, **kwargs)

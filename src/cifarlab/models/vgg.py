@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import register
-from .blocks import BasicBlock, check_fraction, course_init_, make_activation, mlp, scaled
+from .blocks import BasicBlock, course_init_, make_activation, mlp, scaled
 
 VGG_A_LAYOUT = [[64], [128], [256, 256], [512, 512], [512, 512]]  # conv widths per stage, pool after each
 
@@ -107,13 +107,12 @@ def vgg_a_dropout(
     num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5
 ) -> nn.Module:
     """VGG_A with Dropout(p) before each of the first two Linear layers, PyTorch default init."""
-    p = check_fraction("dropout", dropout)
     stages = staged_convs(in_channels, VGG_A_LAYOUT, activation)
     classifier = nn.Sequential(
-        nn.Dropout(p),
+        nn.Dropout(dropout),
         nn.Linear(512, 512),
         make_activation(activation),
-        nn.Dropout(p),
+        nn.Dropout(dropout),
         nn.Linear(512, 512),
         make_activation(activation),
         nn.Linear(512, num_classes),
@@ -164,7 +163,7 @@ def vgg_a_res(
     num_classes: int = 10, in_channels: int = 3, activation: str = "relu", dropout: float = 0.5, width: float = 1.0
 ) -> nn.Module:
     """VGG-A layout (1-1-2-2-2) of residual blocks with BN, course init."""
-    return VGGARes(in_channels, num_classes, activation, check_fraction("dropout", dropout), width)
+    return VGGARes(in_channels, num_classes, activation, dropout, width)
 
 
 RESVGG_CLASSIFIERS = {"standard": [512, 512], "large": [4096, 4096], "light": [1024, 512]}
@@ -211,16 +210,18 @@ class ResVGG(nn.Module):
         return self.classifier(x.mean(dim=(2, 3)))
 
 
-def resvgg(
+def _create_resvgg(
     widths: list[int],
-    num_classes: int,
-    in_channels: int,
-    activation: str,
-    dropout: float,
-    width: float,
-    classifier: str,
-    blocks_per_stage: list[int],
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: str = "relu",
+    dropout: float = 0.5,
+    width: float = 1.0,
+    classifier: str = "standard",
+    blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3),
 ) -> nn.Module:
+    """The ResVGG family: stage widths x width; classifier standard (512-512), large (4096-4096) or light (1024-512)."""
     if classifier not in RESVGG_CLASSIFIERS:
         raise UserError(f"unknown classifier '{classifier}'; choose one of: {', '.join(RESVGG_CLASSIFIERS)}")
     blocks = list(blocks_per_stage)
@@ -233,37 +234,17 @@ def resvgg(
         blocks,
         RESVGG_CLASSIFIERS[classifier],
         activation,
-        check_fraction("dropout", dropout),
+        dropout,
     )
 
 
-@register("resvgg16")
-def resvgg16(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    activation: str = "relu",
-    dropout: float = 0.5,
-    width: float = 1.0,
-    classifier: str = "standard",
-    blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3),
-) -> nn.Module:
+@register("resvgg16", family=_create_resvgg)
+def resvgg16(**kwargs) -> nn.Module:
     """ResVGG16, widths 64-128-256-512-512; classifier "standard" (512-512) or "large" (4096-4096)."""
-    return resvgg(
-        [64, 128, 256, 512, 512], num_classes, in_channels, activation, dropout, width, classifier, blocks_per_stage
-    )
+    return _create_resvgg([64, 128, 256, 512, 512], **kwargs)
 
 
-@register("resvgg16_light")
-def resvgg16_light(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    activation: str = "relu",
-    dropout: float = 0.5,
-    width: float = 1.0,
-    classifier: str = "light",
-    blocks_per_stage: tuple[int, ...] = (2, 2, 3, 3, 3),
-) -> nn.Module:
+@register("resvgg16_light", family=_create_resvgg)
+def resvgg16_light(**kwargs) -> nn.Module:
     """ResVGG16 at half width (32-64-128-256-256) with the 1024-512 classifier."""
-    return resvgg(
-        [32, 64, 128, 256, 256], num_classes, in_channels, activation, dropout, width, classifier, blocks_per_stage
-    )
+    return _create_resvgg([32, 64, 128, 256, 256], **{"classifier": "light", **kwargs})

@@ -10,9 +10,9 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
-from .. import __version__
 from ..errors import UserError
 from ..run import atomic_write_bytes, atomic_write_text
+from ..version import __version__
 from .scan import MARKER, Section, Table, fmt_acc, fmt_seconds, scan, shift_headings
 
 
@@ -125,13 +125,40 @@ def _env(autoescape: bool) -> jinja2.Environment:
     return env
 
 
+# Link targets a report keeps: web and mail links, in-page anchors, relative paths (no scheme at all).
+# javascript:, data:, vbscript: ... would run or show code when clicked: the link keeps its text only.
+_SAFE_URL = re.compile(r"(https?:|mailto:|#|[^:]*$)", re.IGNORECASE)
+
+
+def _markdown():
+    """Python-Markdown that treats raw HTML in the source as text (escaped, shown as written) and
+    drops link and image targets that are not _SAFE_URL: a results.md or README.md holds names from
+    folders (a sweep variant called `<script>...`), and the report must not run them."""
+    import markdown as md_lib  # Python-Markdown (a dependency; tensorboard needs it too)
+    from markdown.treeprocessors import Treeprocessor
+
+    class SafeLinks(Treeprocessor):
+        def run(self, root):
+            for el in root.iter():
+                for attr in ("href", "src"):
+                    if el.get(attr) is not None and not _SAFE_URL.match(el.get(attr).strip()):
+                        del el.attrib[attr]
+
+    md = md_lib.Markdown(extensions=["tables", "sane_lists"], output_format="html")
+    md.preprocessors.deregister("html_block")  # <div>...</div> blocks
+    md.inlinePatterns.deregister("html")  # <script>, <img onerror=...>, comments inside a paragraph
+    md.treeprocessors.register(SafeLinks(md), "safe_links", -1)  # last: after links are built and unescaped
+    return md
+
+
 def markdown_html(text: str) -> Markup:
-    """A results.md as HTML: headings demoted under the section's own, tables sortable."""
+    """A results.md or README.md as HTML: headings demoted under the section's own, tables sortable,
+    raw HTML escaped (see _markdown), so the Markup holds only what Markdown itself writes."""
     try:
-        import markdown as md_lib  # Python-Markdown (comes with tensorboard)
+        md = _markdown()
     except ImportError:  # still readable: the Markdown source as it is
         return Markup(f"<pre>{escape(text)}</pre>")
-    html = md_lib.markdown(shift_headings(text), extensions=["tables", "sane_lists"], output_format="html")
+    html = md.convert(shift_headings(text))
     html = html.replace("<table>", '<div class="table-wrap"><table class="sortable">').replace(
         "</table>", "</table></div>"
     )

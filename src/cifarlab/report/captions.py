@@ -1,8 +1,8 @@
 """One sentence per figure: what it shows.
 
 A figure's caption comes from, in order: a `captions.json` ({file name: caption}) in its folder,
-the first pattern of CAPTIONS that matches its file name (the names the analyses, studies, sweeps
-and sparsity code write), or a sentence made from the name itself.
+the first pattern that matches its file name (the captions the registered analyses declare, then
+CAPTIONS: the names the studies, sweeps and sparsity code write), or a sentence made from the name itself.
 """
 
 from __future__ import annotations
@@ -12,82 +12,15 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-# (regex on the file stem, caption template filled with the named groups)
+# Figures of the registered analyses take the captions their analyses declare (analysis/registry.py);
+# these are the others'. (regex on the file stem, caption template filled with the named groups)
 CAPTIONS: list[tuple[str, str]] = [
-    # analysis/filters.py
-    (r"filters_first", "First-layer convolution kernels as RGB images, each filter min-max normalized on its own."),
-    (
-        r"kernels_(?P<layer>.+)",
-        "Kernels of layer {layer} as heatmaps on one zero-centred colour scale (red positive, blue negative).",
-    ),
-    # analysis/features.py
-    (
-        r"features_(?P<i>\d+)_(?P<j>\d+)_(?P<layer>.+)",
-        "Test image {i} and the first channels of the output of {layer}, each channel on its own scale.",
-    ),
-    (r"features_(?P<i>\d+)", "Feature maps of every stage for test image {i}: a row per stage, input on the left."),
-    # analysis/attribution.py
-    (
-        r"attribution",
-        "Where the network looks: Grad-CAM-family and gradient attribution maps over test images, "
-        "titled with the predicted and true class (red: a mistake).",
-    ),
+    # analysis/predict.py
     (
         r".+\.gradcam",
         "An input image (as the model sees it) beside its Grad-CAM map for the predicted class "
         "(cifarlab predict --gradcam).",
     ),
-    (r"grad_?cam.*", "Grad-CAM class-activation maps overlaid on the input images."),
-    # analysis/metrics.py
-    (r"confusion", "Confusion matrix on the test set: colours are the share of each true class, cells the counts."),
-    (r"per_class", "Test accuracy for each class."),
-    (r"misclassified", "The test images the model gets wrong with the highest confidence (true -> predicted)."),
-    # analysis/hessian.py
-    (
-        r"hessian_grid",
-        "Top Hessian eigenvalue on a coarse grid of the loss-landscape directions: where the loss surface is sharpest.",
-    ),
-    (r"hessian.*", "Hessian spectrum of the training loss at the trained weights."),
-    # analysis/landscape.py (prefixes landscape, interpolation, trajectory)
-    (
-        r"landscape_1d",
-        "Loss (solid) and accuracy (dashed) along one random filter-normalized direction through the trained weights.",
-    ),
-    (
-        r"landscape_contour",
-        "Contour lines of the loss on the plane of two random filter-normalized directions "
-        "around the trained weights (centre).",
-    ),
-    (
-        r"landscape_contourf",
-        "Filled contour of the loss around the trained weights on two random "
-        "filter-normalized directions (log colour scale).",
-    ),
-    (
-        r"landscape_heatmap",
-        "Heatmap of the loss around the trained weights on two random filter-normalized directions.",
-    ),
-    (
-        r"landscape_surface",
-        "The loss landscape around the trained weights as a 3D surface (clipped at a high percentile).",
-    ),
-    (
-        r"landscape_slice_d(?P<k>\d)",
-        "Loss and accuracy along direction d{k} alone: the central slice of the 2D landscape.",
-    ),
-    (
-        r"interpolation_1d",
-        "Loss and accuracy on the straight line between two checkpoints (t=0: the first, t=1: the second).",
-    ),
-    (r"interpolation_.*", "Loss between two checkpoints along the straight line joining them."),
-    (
-        r"trajectory_contourf?",
-        "The training trajectory (black, star: the end) projected on its top-2 PCA "
-        "directions, over the loss contours of that plane.",
-    ),
-    (r"trajectory_heatmap", "The loss on the plane of the trajectory's top-2 PCA directions, trajectory drawn on top."),
-    (r"trajectory_surface", "The loss on the plane of the training trajectory's top-2 PCA directions as a 3D surface."),
-    (r"trajectory_slice_d(?P<k>\d)", "Loss and accuracy along PCA direction {k} of the training trajectory."),
     # studies/bn_study.py
     (
         r"training_curves",
@@ -141,7 +74,12 @@ CAPTIONS: list[tuple[str, str]] = [
     (r"weights?_(?P<layer>.+)", "The weights of {layer}."),
 ]
 
-_COMPILED = [(re.compile(p + r"\Z"), t) for p, t in CAPTIONS]
+
+def captions() -> list[tuple[str, str]]:
+    """Every (regex, template): the registered analyses' in their order, then CAPTIONS."""
+    from ..analysis import registry
+
+    return [c for a in registry.analyses() for c in a.captions] + CAPTIONS
 
 
 @lru_cache(maxsize=256)
@@ -163,8 +101,8 @@ def caption_for(path: str | Path) -> str:
     for key in (path.name, path.stem):
         if key in own:
             return own[key]
-    for rx, template in _COMPILED:
-        m = rx.match(path.stem)
+    for rx, template in captions():
+        m = re.match(rx + r"\Z", path.stem)  # re caches the compiled patterns
         if m:
             return template.format(**m.groupdict())
     return fallback_caption(path.stem)

@@ -22,13 +22,14 @@ from typing import Any
 
 import yaml
 
+from ..config import flatten
 from ..run import read_jsonl
 from ..tables import SCORECARD, fmt_cost, fmt_value, header
 from .captions import caption_for
 
 MARKER = ".cifarlab-report"  # in the folder of PNGs a Markdown report writes: never scanned
 SKIP_DIRS = {"tb", "__pycache__", "checkpoints"}
-SKIP_JSON = {"summary.json", "run.json", "captions.json"}
+SKIP_JSON = {"summary.json", "run.json", "captions.json", "data.json"}  # data.json: which copy a run read
 MAX_SWEEP_CURVES = 24  # larger sweeps show their runs' curves only through the sweep's curves.png
 STUDY_LABELS = {"bn": "Batch-normalization study", "dessilbi": "DessiLBI study", "pj2": "Project 2 study"}
 # settings every run shows even when they are the defaults; the rest only when they differ
@@ -169,16 +170,6 @@ def fmt_acc(v: Any) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         return "-"
     return f"{v if abs(v) > 1.0 else 100 * v:.2f}%"
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # ---------------------------------------------------------------- what a folder is
@@ -324,31 +315,60 @@ def env_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def _fill_run(sec: Section, curves: bool = True) -> None:
-    from .curves import training_curves
-
     d = sec.path
     sec.label = "Run"
-    cfg_text = read_text(d / "config.yaml")
-    sec.config_name, sec.config_text = "config.yaml", cfg_text
-    try:
-        cfg = yaml.safe_load(cfg_text) or {}
-    except yaml.YAMLError:
-        cfg = {}
+    sec.config_name, sec.config_text = "config.yaml", read_text(d / "config.yaml")
+    cfg = _config_dict(sec.config_text)
     summary = cifarlab_summary(d) or {}
     history = _read_metrics(d / "metrics.jsonl")
-    if isinstance(cfg, dict) and cfg:
+    if cfg:
         sec.settings = key_settings(cfg)
+    # a run with a validation split chose its best epoch on it; otherwise the test split is all there is
     split = "val" if any("val_acc" in h for h in history) or "best_val_acc" in summary else "test"
-    epochs_planned = (cfg.get("train") or {}).get("epochs") if isinstance(cfg, dict) else None
-    done = len(history)
+    sec.status = _run_status(summary, len(history), (cfg.get("train") or {}).get("epochs"))
+    model = summary.get("model") or (cfg.get("model") or {}).get("name")
+    dataset = summary.get("dataset") or (cfg.get("data") or {}).get("source")
+    best, final, test = _run_accuracies(summary, history, split)
+    sec.subtitle = _run_subtitle(model, dataset, len(history), best, split)
+    train_s = summary.get("train_seconds", sum(h.get("seconds", 0) for h in history) if history else None)
+    sec.stats = _run_stats(summary, split, (best, final, test), train_s)
+    sec.env = _run_env(summary, summary.get("seed", cfg.get("seed")), history, train_s)
+    if history and curves:
+        sec.groups += _curves_group(history, split)
+    sec.overview = {
+        "kind": "run",
+        "model": model or "-",
+        "dataset": Path(str(dataset)).name if dataset else "-",
+        "epochs": len(history) or "-",
+        "best": best,
+        "final": test if test is not None else final,
+        "split": split,
+        "seconds": train_s,
+        "device": (summary.get("env") or {}).get("device", "-"),
+        "status": sec.status,
+    }
+
+
+def _config_dict(text: str) -> dict:
+    """The run's config.yaml as a dict; one that does not parse, or is no mapping, counts as empty."""
+    try:
+        cfg = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _run_status(summary: dict, done: int, planned: Any) -> str:
     if summary:
-        sec.status = "diverged" if summary.get("diverged") else "done"
-    elif history:
-        sec.status = f"partial ({done}/{epochs_planned or '?'} epochs)"
-    else:
-        sec.status = "pending"
-    model = summary.get("model") or ((cfg.get("model") or {}).get("name") if isinstance(cfg, dict) else None)
-    dataset = summary.get("dataset") or ((cfg.get("data") or {}).get("source") if isinstance(cfg, dict) else None)
+        return "diverged" if summary.get("diverged") else "done"
+    if done:
+        return f"partial ({done}/{planned or '?'} epochs)"
+    return "pending"
+
+
+def _run_accuracies(summary: dict, history: list[dict], split: str) -> tuple[Any, Any, Any]:
+    """(best, final) accuracy on the split, and the final test accuracy when the split is val; an
+    interrupted run has no summary.json, so its numbers come from metrics.jsonl."""
     best = summary.get(f"best_{split}_acc")
     if best is None and history:
         accs = [h[f"{split}_acc"] for h in history if f"{split}_acc" in h]
@@ -357,58 +377,58 @@ def _fill_run(sec: Section, curves: bool = True) -> None:
     if final is None and history and f"{split}_acc" in history[-1]:
         final = history[-1][f"{split}_acc"]
     test = summary.get("final_test_acc") if split == "val" else None
-    parts = [
-        p
-        for p in (
-            model and f"{model}",
-            dataset and f"on {Path(str(dataset)).name}",
-            done and f"{done} epoch{'s' if done != 1 else ''}",
-            best is not None and f"best {split} accuracy {fmt_acc(best)}",
-        )
-        if p
-    ]
-    sec.subtitle = ", ".join(parts)
+    return best, final, test
+
+
+def _run_subtitle(model: Any, dataset: Any, done: int, best: Any, split: str) -> str:
+    parts = (
+        model and f"{model}",
+        dataset and f"on {Path(str(dataset)).name}",
+        done and f"{done} epoch{'s' if done != 1 else ''}",
+        best is not None and f"best {split} accuracy {fmt_acc(best)}",
+    )
+    return ", ".join(p for p in parts if p)
+
+
+def _run_stats(summary: dict, split: str, accs: tuple[Any, Any, Any], train_s: Any) -> list[tuple[str, str]]:
     # the final accuracy leads; the best epoch is named by the split it was chosen on
-    sec.stats = [(f"final {split} acc", fmt_acc(final))]
+    best, final, test = accs
+    stats = [(f"final {split} acc", fmt_acc(final))]
     if test is not None:
-        sec.stats.append(("final test acc", fmt_acc(test)))
-    sec.stats.append((f"best {split} acc (chosen on {split})", fmt_acc(best)))
-    train_s = summary.get("train_seconds", sum(h.get("seconds", 0) for h in history) if history else None)
-    sec.stats += scorecard(summary, train_s)
-    sec.env = env_rows(summary)
-    seed = summary.get("seed", cfg.get("seed") if isinstance(cfg, dict) else None)
+        stats.append(("final test acc", fmt_acc(test)))
+    stats.append((f"best {split} acc (chosen on {split})", fmt_acc(best)))
+    return stats + scorecard(summary, train_s)
+
+
+def _run_env(summary: dict, seed: Any, history: list[dict], train_s: Any) -> list[tuple[str, str]]:
+    env = env_rows(summary)
     if seed is not None:
-        sec.env.insert(0, ("seed", str(seed)))
+        env.insert(0, ("seed", str(seed)))
     if train_s is not None:
-        sec.env.append(("training time", fmt_seconds(train_s)))
-    if history:
-        per_epoch = [h["seconds"] for h in history if isinstance(h.get("seconds"), (int, float))]
-        if per_epoch:
-            sec.env.append(("time per epoch", fmt_seconds(sum(per_epoch) / len(per_epoch))))
-    png = training_curves(history, split) if history and curves else None
-    if png is not None:
-        w, h = _png_bytes_size(png)
-        fig = Figure(
-            name="training_curves.png",
-            png=png,
-            width=w,
-            height=h,
-            caption=f"Training curves drawn from metrics.jsonl: loss and accuracy per epoch on the training "
-            f"data and the {split} split" + (", and the learning rate" if _lr_varies(history) else "") + ".",
-        )
-        sec.groups.append(Group(title="Training curves", figures=[fig]))
-    sec.overview = {
-        "kind": "run",
-        "model": model or "-",
-        "dataset": Path(str(dataset)).name if dataset else "-",
-        "epochs": done or "-",
-        "best": best,
-        "final": test if test is not None else final,
-        "split": split,
-        "seconds": train_s,
-        "device": (summary.get("env") or {}).get("device", "-"),
-        "status": sec.status,
-    }
+        env.append(("training time", fmt_seconds(train_s)))
+    per_epoch = [h["seconds"] for h in history if isinstance(h.get("seconds"), (int, float))]
+    if per_epoch:
+        env.append(("time per epoch", fmt_seconds(sum(per_epoch) / len(per_epoch))))
+    return env
+
+
+def _curves_group(history: list[dict], split: str) -> list[Group]:
+    """The training curves drawn from metrics.jsonl as a group of one figure (none when nothing to draw)."""
+    from .curves import training_curves
+
+    png = training_curves(history, split)
+    if png is None:
+        return []
+    w, h = _png_bytes_size(png)
+    fig = Figure(
+        name="training_curves.png",
+        png=png,
+        width=w,
+        height=h,
+        caption=f"Training curves drawn from metrics.jsonl: loss and accuracy per epoch on the training "
+        f"data and the {split} split" + (", and the learning rate" if _lr_varies(history) else "") + ".",
+    )
+    return [Group(title="Training curves", figures=[fig])]
 
 
 def _number(v: Any) -> bool:
@@ -530,7 +550,7 @@ def _fill_sweep(sec: Section) -> None:
 def sweep_final(d: Path) -> str:
     """The best configuration's final test accuracy over its seeds, e.g. '93.10 ± 0.20 (n=3)'; '-' if none."""
     try:
-        from ..sweep.results import best_config, collect, summarize
+        from ..sweeps.results import best_config, collect, summarize
         from ..tables import fmt_stat
 
         rows, axes, metrics = collect(d, ["final_test_acc"])
@@ -543,7 +563,7 @@ def sweep_final(d: Path) -> str:
 def _sweep_markdown(d: Path) -> str:
     """results.md as the sweep module would write it, built in memory (the folder is not touched)."""
     try:
-        from ..sweep.results import collect, markdown, read_sweep, summarize
+        from ..sweeps.results import collect, markdown, read_sweep, summarize
 
         rows, axes, metrics = collect(d)
         sweep = read_sweep(d)

@@ -2,7 +2,8 @@
 
 Their file is a legacy torch pickle: {'model': state_dict, 'optimizer': {'state': {id: {'name',
 'z_buffer', 'gamma_buffer', 'epoch_record', 'prune_order', 'w_star', 'momentum_buffer'}},
-'param_groups': [{'lr', 'kappa', 'mu', 'weight_decay', 'momentum', 'dampening', 'params'}]}}.
+'param_groups': [{'lr', 'kappa', 'mu', 'weight_decay', 'momentum', 'dampening', 'params'}]}},
+tensors, dicts and numbers only, so it loads with weights_only=True like our own checkpoints.
 Each state names its parameter, so we match by name, never by position. Their epoch_record has
 the shape of the weight; ours keeps one entry per conv filter (the minimum, which is what their
 prune order uses).
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..train.checkpoint import safe_torch_load
 from ..train.slbi import SLBI
 from .prune import named_states
 
@@ -27,10 +29,8 @@ _KEYS = ("momentum_buffer", "z_buffer", "gamma_buffer", "w_star", "prune_order",
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a pickle can fail in many ways; all mean "not a checkpoint"
-        raise UserError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
+    # a file of this name that holds code is refused before any of it runs
+    ckpt = safe_torch_load(path, "cpu", "DessiLBI checkpoint")
     opt = ckpt.get("optimizer") if isinstance(ckpt, dict) else None
     ok = (
         isinstance(ckpt, dict)

@@ -1,13 +1,16 @@
 """The batch-normalization study (SPEC 3): VGG_A vs VGG_A_BatchNorm at several learning rates.
 
-Every run starts from the same seed (same init for a given model) and sees the same data order.
-It records the training loss of every step, train/test accuracy per epoch, and every
-`probe_every` steps, on the step's own batch and before its update, the Santurkar et al. probes
-(loss variation, gradient predictiveness, effective beta-smoothness along -g_t; see
-analysis/bn_probe.py) plus, when `proxies` is on, the trajectory proxies and the ICS measure.
+Every (model, lr) is one engine run (train/engine.py) in out_dir/runs/<label>_lr<lr>/, with its run
+folder, resume from last.pt, metrics.jsonl and TensorBoard like any other run. Every run starts from the
+same seed (same init for a given model) and sees the same data order. The study's measurements are
+step hooks of the run (BNProbeHooks): the training loss of every step, train/test accuracy per epoch,
+and every `probe_every` steps, on the step's own batch and before its update, the Santurkar et al.
+probes (loss variation, gradient predictiveness, effective beta-smoothness along -g_t; see
+analysis/bn_probe.py) plus, when `proxies` is on, the trajectory proxies and the ICS measure. The hook
+writes them into the run folder (bn_probes.npz), from where a rerun of the study reads finished runs.
 
 Outputs in out_dir: arrays.npz, results.csv, results.md, summary.json and the figures
-training_curves, loss_band, probes, proxies (PNG + PDF).
+training_curves, loss_band, probes, proxies (PNG + PDF); the runs in out_dir/runs/.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.bn_probe import grad_change_proxy, ics_measure, model_grads, probe_step, trainable_params
-from ..analysis.plotting import save_arrays
-from ..config import check_same_run, read_yaml, save_config, to_dict
-from ..data import DeviceLoader, load_dataset, normalization, subset
+from ..analysis.plotting import safe_name, save_arrays
+from ..config import Config, check_same_run, from_dict, read_yaml, save_config, to_dict
+from ..data import Dataset, load_dataset, prepare_splits
 from ..errors import UserError
-from ..models import count_params, create_model
 from ..run import atomic_write_json, atomic_write_text, check_folder, environment, make_folder, read_summary
 from ..tables import csv_text, fmt, md_table
-from ..train.device import autocast, pick_device, use_channels_last
-from ..train.engine import evaluate
+from ..train.device import pick_device
+from ..train.engine import train
+from ..train.hooks import StepHook
 from ..train.pool import default_parallel, run_all
 from .bn_figures import plot_all
 from .settings import key_settings
@@ -134,14 +137,41 @@ def eta_grid(cfg: BNStudyConfig, lr: float) -> np.ndarray:
     return np.linspace(cfg.eta_range[0], cfg.eta_range[1], cfg.n_etas) * (cfg.eta_scale or lr)
 
 
-# ---------------------------------------------------------------- one run
+# ---------------------------------------------------------------- one run: an engine run with probe hooks
+
+PROBE_FILE = "bn_probes.npz"  # what BNProbeHooks recorded, in the run's folder (read back on a rerun)
+MODEL_FIELDS = ("activation", "width", "dropout", "init", "init_std")  # ModelConfig's own; the rest are args
+PROBE_KEYS = ("probe_loss", "probe_grad_diff", "probe_beta", "probe_loss_t", "probe_grad_norm")
+PROXY_KEYS = ("proxy", "ics_norm", "ics_cos")
 
 
-def _optimizer(model: torch.nn.Module, cfg: BNStudyConfig, lr: float, device: torch.device):
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=device.type == "cuda")
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+def run_config(cfg: BNStudyConfig, spec: dict, lr: float, source: str) -> Config:
+    """The engine config of one (model, lr) run: the course loader (no augmentation, the study's
+    normalization), the study's optimizer at lr, no schedule, cross-entropy, evaluation every epoch.
+    The engine seeds the init (torch.manual_seed(seed) right before the model is built) and the data
+    order (DeviceLoader seeded per epoch) exactly as the study's own loop did, so the numbers are its."""
+    opts = dict(spec["options"])
+    named = {k: opts.pop(k) for k in MODEL_FIELDS if k in opts}
+    return from_dict(
+        Config,
+        {
+            "name": f"{cfg.name}-{spec['label']}-lr{lr:g}",
+            "seed": cfg.seed,
+            "data": {
+                "source": source, "cache_dir": cfg.cache_dir, "n_items": cfg.n_items, "n_test": cfg.n_test,
+                "normalize": cfg.normalize, "batch_size": cfg.batch_size, "eval_batch_size": cfg.eval_batch_size,
+                "device": cfg.device,
+            },
+            "model": {"name": spec["name"], **named, "args": opts},
+            # the study's sgd is SGD with momentum (cfg.momentum; 0 makes it plain SGD)
+            "optim": {"name": "adam" if cfg.optimizer == "adam" else "momentum", "lr": float(lr),
+                      "momentum": cfg.momentum},
+            # the probes run on the host at their steps: the step stays eager (graph off says so quietly);
+            # the hook prints the study's epoch line, so the engine's bar and line are off
+            "train": {"epochs": cfg.epochs, "loss": "ce", "amp": cfg.amp, "channels_last": cfg.channels_last,
+                      "graph": "off", "progress": False, "log_epochs": False},
+        },
+    )  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -153,150 +183,176 @@ def _clone(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: v.detach().clone() for n, v in d.items()}
 
 
-def train_run(spec: dict, lr: float, cfg: BNStudyConfig, data: dict, device: torch.device, tag: str) -> dict:
-    """Train one model at one lr; returns numpy arrays of its trajectory and probes."""
-    channels_last = use_channels_last(device, cfg.channels_last)
-    amp_ctx = autocast(device, cfg.amp)
-    torch.manual_seed(cfg.seed)  # the same init for every lr
-    model = create_model(
-        spec["name"], num_classes=data["num_classes"], in_channels=data["in_channels"], **spec["options"]
-    ).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _optimizer(model, cfg, lr, device)
-    kw = dict(device=device, mean=data["mean"], std=data["std"], channels_last=channels_last, seed=cfg.seed)
-    loader = DeviceLoader(data["train_x"], data["train_y"], cfg.batch_size, shuffle=True, drop_last=False, **kw)
-    test_loader = DeviceLoader(
-        data["test_x"], data["test_y"], cfg.eval_batch_size, shuffle=False, drop_last=False, **kw
-    )
-    spe, every = len(loader), cfg.probe_every
-    step_loss = torch.full((cfg.epochs * spe,), float("nan"), device=device)
-    rec = {"etas": eta_grid(cfg, lr), "probes": [], "proxies": [], "ics": [], "prev": None, "seconds": 0.0}
-    train_acc, test_acc, test_loss = [], [], []
-    t_start = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        loader.set_epoch(epoch)
-        correct = torch.zeros((), device=device)
-        t_epoch = time.perf_counter()
-        for i, (x, y) in enumerate(loader):
-            t = epoch * spe + i
-            probing = every > 0 and t % every == 0
-            w_t = _probe_before_step(model, x, y, cfg, rec) if probing else None
-            with amp_ctx:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.proxies and probing:
-                _proxy_after_backward(model, w_t, rec)
-            if cfg.proxies and every and (t + 1) % every == 0:  # keep g_t, w_t for the next step's proxy
-                rec["prev"] = (model_grads(model), _clone(trainable_params(model)))
-            opt.step()
-            if cfg.proxies and probing:
-                _ics_after_step(model, x, y, w_t, cfg, rec)
-            step_loss[t] = loss.detach().float()  # stays on the device: no sync per step
-            correct += (logits.detach().argmax(1) == y).sum()
-        losses = step_loss[epoch * spe : (epoch + 1) * spe].cpu()  # one sync per epoch
-        train_acc.append(correct.item() / len(data["train_y"]))
-        ev = evaluate(model, test_loader, F.cross_entropy, "none", amp_ctx)
-        test_acc.append(ev["acc"])
-        test_loss.append(ev["loss"])
-        if cfg.progress:
+class BNProbeHooks(StepHook):
+    """The study's measurements as step hooks of an engine run. Every `probe_every` steps, on the step's
+    own batch: before its update the Santurkar et al. probes (analysis/bn_probe.py, fp32, the BN running
+    statistics untouched); with `proxies`, after the backward the trajectory proxies against the last
+    probe step's predecessor, and after the update the ICS measure. Every step's loss stays on the device
+    until the epoch ends (one sync per epoch). At each epoch's end the record so far goes to
+    PROBE_FILE in the run folder, and into last.pt (state_dict) for a resume."""
+
+    why_not_graph = "the BN study's probes run on the host at their steps"
+
+    def __init__(self, cfg: BNStudyConfig, lr: float, tag: str):
+        self.cfg, self.tag, self.every = cfg, tag, cfg.probe_every
+        self.etas = eta_grid(cfg, lr)
+        self.t, self.w_t, self.prev = 0, None, None  # this step; w_t; (g, w) of the step before a probe
+        self.k0 = 0  # probes before this epoch
+        self.losses: list[torch.Tensor] = []  # this epoch's step losses, on the device
+        self.rec: dict = {k: [] for k in ("step_loss", "train_acc", "test_acc", "test_loss", *PROBE_KEYS, *PROXY_KEYS)}
+        self.rec.update(probe_method="", ics_layers=[], seconds=0.0, probe_seconds=0.0, n_steps=0)
+
+    def _probing(self) -> bool:
+        return self.every > 0 and self.t % self.every == 0
+
+    def before_step(self, trainer, x, y) -> None:
+        self.t, self.w_t = trainer.step, None
+        if not self._probing():
+            return
+        _sync(x.device)  # so the probe's clock does not include queued training kernels
+        t0 = time.perf_counter()
+        p = probe_step(trainer.model, F.cross_entropy, x, y, list(self.etas), method=self.cfg.probe_method)
+        for key, name in zip(PROBE_KEYS, ("loss", "grad_diff", "beta_smooth", "loss_t", "grad_norm")):
+            self.rec[key].append(np.asarray(p[name]).tolist())
+        self.rec["probe_method"] = p["method"]
+        if self.cfg.proxies:
+            self.w_t = _clone(trainable_params(trainer.model))
+        self.rec["probe_seconds"] += time.perf_counter() - t0
+
+    def after_backward(self, trainer) -> None:
+        """||g_t - g_{t-1}|| and its ratio to ||w_t - w_{t-1}|| from the training gradients (proxies)."""
+        if not self.cfg.proxies:
+            return
+        t0 = time.perf_counter()
+        model = trainer.model
+        if self._probing():
+            if self.prev is None:  # step 0: no previous step
+                self.rec["proxy"].append([math.nan, math.nan])
+            else:
+                g_prev, w_prev = self.prev
+                p = grad_change_proxy(g_prev, model_grads(model), w_prev, self.w_t)
+                self.rec["proxy"].append([float(p["grad_change"]), float(p["grad_change_ratio"])])
+            self.prev = None
+        if self.every and (self.t + 1) % self.every == 0:  # keep g_t, w_t for the next step's proxy
+            self.prev = (model_grads(model), _clone(trainable_params(model)))
+        self.rec["probe_seconds"] += time.perf_counter() - t0
+
+    def after_step(self, trainer, x, y, loss) -> None:
+        self.losses.append(loss.float())
+        if self.w_t is None:  # no probe at this step, or no proxies
+            return
+        t0 = time.perf_counter()  # ICS between w_t and the weights the step just made, on the same batch
+        r = ics_measure(trainer.model, F.cross_entropy, x, y, self.w_t, trainable_params(trainer.model),
+                        method=self.cfg.probe_method)  # fmt: skip
+        self.rec["ics_norm"].append(r["norm"].tolist())
+        self.rec["ics_cos"].append(r["cos"].tolist())
+        self.rec["ics_layers"], self.w_t = list(r["layers"]), None
+        self.rec["probe_seconds"] += time.perf_counter() - t0
+
+    def end_epoch(self, trainer, record: dict) -> None:
+        rec, split = self.rec, trainer.eval_split
+        losses = torch.stack(self.losses).cpu() if self.losses else torch.zeros(0)  # one sync per epoch
+        self.losses = []
+        rec["step_loss"] += losses.tolist()
+        rec["train_acc"].append(record["train_acc"])
+        rec["test_acc"].append(record[f"{split}_acc"])
+        rec["test_loss"].append(record[f"{split}_loss"])
+        seconds = record["seconds"] + record.get("eval_seconds", 0.0)
+        rec["seconds"] += seconds
+        rec["n_steps"] = self.cfg.epochs * len(trainer.loader)
+        self._log_probes(record)
+        if self.cfg.progress:
             print(
-                f"  [{tag}] epoch {epoch + 1}/{cfg.epochs}  train loss {float(losses.mean()):.4f} "
-                f"acc {train_acc[-1]:.4f}  test acc {test_acc[-1]:.4f}  "
-                f"{time.perf_counter() - t_epoch:.1f}s",
+                f"  [{self.tag}] epoch {record['epoch']}/{self.cfg.epochs}  train loss {float(losses.mean()):.4f} "
+                f"acc {rec['train_acc'][-1]:.4f}  test acc {rec['test_acc'][-1]:.4f}  {seconds:.1f}s",
                 flush=True,
             )
-    out = {
-        "step_loss": step_loss.cpu().numpy(),
-        "train_acc": np.array(train_acc),
-        "test_acc": np.array(test_acc),
-        "test_loss": np.array(test_loss),
-        "etas": rec["etas"],
-        "seconds": time.perf_counter() - t_start,
-        "probe_seconds": rec["seconds"],
-        "params": count_params(model),
+        if trainer.main and trainer.run_dir is not None:
+            save_arrays(trainer.run_dir / PROBE_FILE, **self.arrays())
+
+    def _log_probes(self, record: dict) -> None:
+        """The epoch's probe means into its metrics line (metrics.jsonl, TensorBoard)."""
+        beta, loss = self.rec["probe_beta"][self.k0 :], self.rec["probe_loss"][self.k0 :]
+        self.k0 = len(self.rec["probe_beta"])
+        if beta:
+            record["probe_beta_smooth"] = float(np.mean(beta))
+            record["probe_loss_range"] = float(np.mean([max(v) - min(v) for v in loss]))
+
+    def state_dict(self) -> dict:
+        return {"rec": self.rec, "prev": self.prev}  # lists, numbers, strings and tensors: weights_only
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None:
+            self.rec, self.prev = state["rec"], state["prev"]
+            self.k0 = len(self.rec["probe_beta"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The run's record as arrays (what PROBE_FILE holds)."""
+        rec = self.rec
+        out = {
+            "step_loss": np.array(rec["step_loss"], dtype=np.float32),
+            "etas": self.etas,
+            **{k: np.array(rec[k], dtype=float) for k in ("train_acc", "test_acc", "test_loss")},
+            **{k: np.array(rec[k], dtype=np.float64) for k in (*PROBE_KEYS, *PROXY_KEYS) if rec[k]},
+            "ics_layers": np.array(rec["ics_layers"], dtype=str),
+        }
+        for k in ("probe_method", "seconds", "probe_seconds", "n_steps"):
+            out[k] = np.array(rec[k])
+        return out
+
+
+def read_run(run_dir: Path, summary: dict, cfg: BNStudyConfig) -> dict:
+    """One run's arrays, as the study stacks them, from what its hook wrote into the run folder. A run
+    the engine stopped early (its loss was not finite) is padded with NaN to the full length."""
+    with np.load(run_dir / PROBE_FILE, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    n_steps = int(a["n_steps"])
+    n_probes = len(range(0, n_steps, cfg.probe_every)) if cfg.probe_every else 0
+    run = {
+        "step_loss": _pad(a["step_loss"], n_steps),
+        "etas": a["etas"],
+        **{k: _pad(a[k], cfg.epochs) for k in ("train_acc", "test_acc", "test_loss")},
+        **{k: _pad(a[k], n_probes) for k in (*PROBE_KEYS, *PROXY_KEYS) if k in a},
+        "seconds": float(a["seconds"]),
+        "probe_seconds": float(a["probe_seconds"]),
+        "params": summary["params"],
+        "probe_method": str(a["probe_method"]) or None,
     }
-    return {**out, **_pack_probes(rec)}
+    if "ics_norm" in run:
+        run["ics_layers"] = a["ics_layers"].tolist()
+    return run
 
 
-def _probe_before_step(model, x, y, cfg: BNStudyConfig, rec: dict):
-    """The Santurkar probes on the step's batch before its update; returns w_t for the proxies/ICS."""
-    _sync(x.device)  # so the probe's clock does not include queued training kernels
-    t0 = time.perf_counter()
-    rec["probes"].append(probe_step(model, F.cross_entropy, x, y, list(rec["etas"]), method=cfg.probe_method))
-    w_t = _clone(trainable_params(model)) if cfg.proxies else None
-    rec["seconds"] += time.perf_counter() - t0
-    return w_t
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    return np.concatenate([a, np.full((n - len(a), *a.shape[1:]), np.nan, dtype=a.dtype)])
 
 
-def _proxy_after_backward(model, w_t, rec: dict) -> None:
-    """||g_t - g_{t-1}|| and its ratio to ||w_t - w_{t-1}|| from the training gradients (proxies)."""
-    t0 = time.perf_counter()
-    if rec["prev"] is None:  # step 0: no previous step
-        rec["proxies"].append([math.nan, math.nan])
-    else:
-        g_prev, w_prev = rec["prev"]
-        p = grad_change_proxy(g_prev, model_grads(model), w_prev, w_t)
-        rec["proxies"].append([float(p["grad_change"]), float(p["grad_change_ratio"])])
-    rec["prev"] = None
-    rec["seconds"] += time.perf_counter() - t0
-
-
-def _ics_after_step(model, x, y, w_t, cfg: BNStudyConfig, rec: dict) -> None:
-    """ICS between w_t and the weights the optimizer step just produced, on the same batch."""
-    t0 = time.perf_counter()
-    rec["ics"].append(ics_measure(model, F.cross_entropy, x, y, w_t, trainable_params(model), method=cfg.probe_method))
-    rec["seconds"] += time.perf_counter() - t0
-
-
-def _pack_probes(rec: dict) -> dict:
-    probes, ics = rec["probes"], rec["ics"]
-    out: dict = {"probe_method": probes[0]["method"] if probes else None}
-    if probes:
-        out.update(
-            {
-                "probe_loss": np.stack([p["loss"] for p in probes]),
-                "probe_grad_diff": np.stack([p["grad_diff"] for p in probes]),
-                "probe_beta": np.array([p["beta_smooth"] for p in probes]),
-                "probe_loss_t": np.array([p["loss_t"] for p in probes]),
-                "probe_grad_norm": np.array([p["grad_norm"] for p in probes]),
-            }
-        )
-    if ics:
-        out.update(
-            {
-                "proxy": np.array(rec["proxies"]),
-                "ics_layers": ics[0]["layers"],
-                "ics_norm": np.stack([r["norm"] for r in ics]),
-                "ics_cos": np.stack([r["cos"] for r in ics]),
-            }
-        )
-    return out
+def train_run(spec: dict, lr: float, cfg: BNStudyConfig, dataset: Dataset, run_dir: Path, tag: str) -> dict:
+    """Train one model at one lr through the engine (a finished run is reused, an interrupted one
+    resumes from its last.pt); returns numpy arrays of its trajectory and probes."""
+    hook = BNProbeHooks(cfg, lr, tag)
+    summary = train(run_config(cfg, spec, lr, cfg.data), run_dir, dataset=dataset, hooks=[hook])
+    return read_run(run_dir, summary, cfg)
 
 
 # ---------------------------------------------------------------- the study
 
 
-def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset, device: torch.device) -> dict:
+def prepare_data(cfg: BNStudyConfig, data_source: str | None, dataset) -> Dataset:
+    """The study's data, split as every run will (prepare_splits is idempotent on its own result)."""
     ds = dataset if dataset is not None else load_dataset(data_source or cfg.data, cfg.cache_dir or None)
-    ds = subset(ds, cfg.n_items)
-    n_test = cfg.n_test or len(ds.test_y)
-    mean, std = normalization(ds, cfg.normalize)
-    # the whole split goes to the device once and is shared by every run
-    return {
-        "train_x": ds.train_x.to(device),
-        "train_y": ds.train_y.to(device),
-        "test_x": ds.test_x[:n_test].to(device),
-        "test_y": ds.test_y[:n_test].to(device),
-        "mean": mean,
-        "std": std,
-        "num_classes": len(ds.classes),
-        "in_channels": int(ds.train_x.shape[-1]),
-        "name": ds.name,
-    }
+    return prepare_splits(ds, cfg.n_items, 0, cfg.seed, n_test=cfg.n_test)
+
+
+def run_folders(cfg: BNStudyConfig, specs: list[dict], out_dir: Path) -> dict[tuple[int, int], Path]:
+    """out_dir/runs/<label>_lr<lr> per (model, lr); the model's index goes first where two labels read
+    the same as file names."""
+    names = {(m, l): f"{safe_name(s['label'])}_lr{lr:g}" for m, s in enumerate(specs) for l, lr in enumerate(cfg.lrs)}
+    if len(set(names.values())) < len(names):
+        names = {(m, l): f"{m}-{n}" for (m, l), n in names.items()}
+    return {k: out_dir / "runs" / n for k, n in names.items()}
 
 
 # Settings that may differ between two runs of one study (they do not change what it measures).
@@ -334,16 +390,16 @@ def run_bn_study(
     device = pick_device(cfg.device)
     specs = model_specs(cfg)
     # the data first: a bad source fails here, before any folder is made (none is left behind empty)
-    data = prepare_data(cfg, data_source, dataset, device)
+    data = prepare_data(cfg, data_source, dataset)
     out_dir = make_folder(out_dir)
     save_config(cfg, out_dir / "config.yaml")  # what a rerun into this folder is checked against
     t0 = time.perf_counter()
-    runs = train_runs(cfg, specs, data, parallel or default_parallel(cfg.device))
+    runs = train_runs(cfg, specs, data, run_folders(cfg, specs, out_dir), parallel or default_parallel(cfg.device))
     seconds = time.perf_counter() - t0
 
     labels = [s["label"] for s in specs]
     arrays = stack_runs(runs, labels, cfg)
-    rows = result_rows(arrays, runs, data["num_classes"])
+    rows = result_rows(arrays, runs, data.num_classes)
     save_arrays(out_dir / "arrays.npz", **arrays)
     write_tables(out_dir, rows, arrays, cfg)
     figures = plot_all(out_dir, arrays, rows)
@@ -351,9 +407,9 @@ def run_bn_study(
         "study": "bn",
         "config": to_dict(cfg),
         "settings": key_settings(cfg),
-        "dataset": data["name"],
-        "n_train": int(len(data["train_y"])),
-        "n_test": int(len(data["test_y"])),
+        "dataset": data.name,
+        "n_train": int(len(data.train_y)),
+        "n_test": int(len(data.test_y)),
         "steps_per_run": int(arrays["step_loss"].shape[-1]),
         "seconds": seconds,
         "runs": rows,
@@ -365,24 +421,26 @@ def run_bn_study(
     return summary
 
 
-def train_runs(cfg: BNStudyConfig, specs: list[dict], data: dict, parallel: int) -> dict[tuple[int, int], dict]:
-    """Every (model, lr) run, keyed by their indices; `parallel` at once in processes of their own."""
+def train_runs(
+    cfg: BNStudyConfig, specs: list[dict], data: Dataset, folders: dict, parallel: int
+) -> dict[tuple[int, int], dict]:
+    """Every (model, lr) run into its folder, keyed by their indices; `parallel` at once in processes of
+    their own (each puts the data, on the CPU here, on its own device)."""
     keys = [(mi, li) for mi in range(len(specs)) for li in range(len(cfg.lrs))]
-    jobs = [(specs[mi], float(cfg.lrs[li]), cfg, f"{specs[mi]['label']} lr={cfg.lrs[li]:g}") for mi, li in keys]
-    if parallel > 1:  # each process puts the data on its own device
-        data = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    jobs = [
+        (specs[mi], float(cfg.lrs[li]), cfg, folders[mi, li], f"{specs[mi]['label']} lr={cfg.lrs[li]:g}")
+        for mi, li in keys
+    ]
     runs = {}
     for done, (i, run) in enumerate(run_all(_train_job, jobs, parallel, data), 1):
         if cfg.progress:
-            print(f"run {done}/{len(jobs)} done: {jobs[i][3]}", flush=True)
+            print(f"run {done}/{len(jobs)} done: {jobs[i][-1]}", flush=True)
         runs[keys[i]] = run
     return runs
 
 
-def _train_job(data: dict, spec: dict, lr: float, cfg: BNStudyConfig, tag: str) -> dict:
-    device = pick_device(cfg.device)
-    data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()}
-    return train_run(spec, lr, cfg, data, device, tag)
+def _train_job(data: Dataset, spec: dict, lr: float, cfg: BNStudyConfig, run_dir: Path, tag: str) -> dict:
+    return train_run(spec, lr, cfg, data, run_dir, tag)
 
 
 def stack_runs(runs: dict, labels: list[str], cfg: BNStudyConfig) -> dict[str, np.ndarray]:

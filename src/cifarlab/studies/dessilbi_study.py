@@ -21,10 +21,11 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..config import Config, deep_merge, find_preset, from_dict, load_config, read_yaml, to_dict
+from ..config import Config, compose, compose_dict, deep_merge, find_preset, load_config, nest, to_dict
 from ..data import load_dataset
 from ..errors import UserError
 from ..run import atomic_write_json, atomic_write_text, environment, make_folder, read_jsonl
@@ -40,6 +41,11 @@ from .settings import key_settings
 
 OPTIMIZERS = ("slbi", "momentum", "slbi_adam")
 SLBI_LIKE = ("slbi", "slbi_adam")
+
+
+def alias(*targets: str) -> Any:
+    """A shorthand field: None (the preset's value) or a value that `_aliases` sets at each "part:key"."""
+    return dataclasses.field(default=None, metadata={"alias": targets})
 
 
 @dataclasses.dataclass
@@ -79,52 +85,28 @@ class DessiLBIStudyConfig:
     vgg_sweep_layer: str = ""  # "" = the middle conv kernel of the tracked layers
     vgg_percents: list = dataclasses.field(default_factory=lambda: [10, 20, 30, 40, 50, 60, 70, 80, 90])
     vgg_layer_percent: float = 50.0  # every tracked layer pruned in turn at this percent
-    # Shorthands (None: the preset's value), each an alias of an override above (ALIASES).
-    epochs: int | None = None
-    n_items: int | None = None  # train on the first n_items images (0 = all)
-    batch_size: int | None = None
-    lr: float | None = None  # SLBI and SGD-momentum
-    momentum: float | None = None
-    kappa: float | None = None
-    mu: float | None = None
-    lr_step: int | None = None  # epochs between lr x 0.1
-    adam_lr: float | None = None
-    adam_kappa: float | None = None
-    adam_mu: float | None = None
-    vgg_model: str | None = None
-    vgg_model_args: dict | None = None
-    vgg_epochs: int | None = None
-    vgg_n_items: int | None = None
-    vgg_batch_size: int | None = None
-    vgg_lr: float | None = None
-    vgg_kappa: float | None = None
-    vgg_mu: float | None = None
+    # Shorthands (None: the preset's value), each an alias of overrides above: "part:key" with part lenet
+    # (every LeNet run), an optimizer of lenet_optims (its optim section) or vgg.
+    epochs: int | None = alias("lenet:train.epochs")
+    n_items: int | None = alias("lenet:data.n_items")  # train on the first n_items images (0 = all)
+    batch_size: int | None = alias("lenet:data.batch_size")
+    lr: float | None = alias("slbi:lr", "momentum:lr")  # SLBI and SGD-momentum
+    momentum: float | None = alias("slbi:momentum", "momentum:momentum")
+    kappa: float | None = alias("slbi:args.kappa")
+    mu: float | None = alias("slbi:args.mu")
+    lr_step: int | None = alias("lenet:schedule.step_size")  # epochs between lr x 0.1
+    adam_lr: float | None = alias("slbi_adam:lr")
+    adam_kappa: float | None = alias("slbi_adam:args.kappa")
+    adam_mu: float | None = alias("slbi_adam:args.mu")
+    vgg_model: str | None = alias("vgg:model.name")
+    vgg_model_args: dict | None = alias("vgg:model.args")
+    vgg_epochs: int | None = alias("vgg:train.epochs")
+    vgg_n_items: int | None = alias("vgg:data.n_items")
+    vgg_batch_size: int | None = alias("vgg:data.batch_size")
+    vgg_lr: float | None = alias("vgg:optim.lr")
+    vgg_kappa: float | None = alias("vgg:optim.args.kappa")
+    vgg_mu: float | None = alias("vgg:optim.args.mu")
     vgg_augment: bool | None = None  # false: no augmentation (the preset's random crop and flip are dropped)
-
-
-# shorthand -> where it lands: (part, key path) with part lenet (every LeNet run), an optimizer of lenet_optims
-# (its optim section), or vgg
-ALIASES = {
-    "epochs": [("lenet", "train.epochs")],
-    "n_items": [("lenet", "data.n_items")],
-    "batch_size": [("lenet", "data.batch_size")],
-    "lr_step": [("lenet", "schedule.step_size")],
-    "lr": [("slbi", "lr"), ("momentum", "lr")],
-    "momentum": [("slbi", "momentum"), ("momentum", "momentum")],
-    "kappa": [("slbi", "args.kappa")],
-    "mu": [("slbi", "args.mu")],
-    "adam_lr": [("slbi_adam", "lr")],
-    "adam_kappa": [("slbi_adam", "args.kappa")],
-    "adam_mu": [("slbi_adam", "args.mu")],
-    "vgg_model": [("vgg", "model.name")],
-    "vgg_model_args": [("vgg", "model.args")],
-    "vgg_epochs": [("vgg", "train.epochs")],
-    "vgg_n_items": [("vgg", "data.n_items")],
-    "vgg_batch_size": [("vgg", "data.batch_size")],
-    "vgg_lr": [("vgg", "optim.lr")],
-    "vgg_kappa": [("vgg", "optim.args.kappa")],
-    "vgg_mu": [("vgg", "optim.args.mu")],
-}
 
 
 # ---------------------------------------------------------------- config
@@ -201,27 +183,14 @@ def run_name(part: str, optimizer: str, seed: int) -> str:
     return f"{part}-{optimizer}-seed{seed}"
 
 
-def _preset(spec: dict) -> dict:
-    """A part's {base, set}: the train preset's YAML <- set (dotted keys allowed)."""
-    from ..sweep.grid import nest
-
-    data = read_yaml(find_preset(spec["base"], "train")) if spec.get("base") else {}
-    return deep_merge(data, nest(spec.get("set") or {}))
-
-
 def _aliases(cfg: DessiLBIStudyConfig, part: str) -> dict:
     """The shorthands that are set, as overrides of `part` (lenet, vgg or an optimizer's optim section)."""
-    out: dict = {}
-    for key, targets in ALIASES.items():
-        value = getattr(cfg, key)
-        for where, path in targets:
-            if value is not None and where == part:
-                node = out
-                *parents, last = path.split(".")
-                for k in parents:
-                    node = node.setdefault(k, {})
-                node[last] = value
-    return out
+    out = {}
+    for f in dataclasses.fields(cfg):
+        for where, _, path in (t.partition(":") for t in f.metadata.get("alias", ())):
+            if where == part and getattr(cfg, f.name) is not None:
+                out[path] = getattr(cfg, f.name)
+    return nest(out)
 
 
 def _where(cfg: DessiLBIStudyConfig, name: str, seed: int, source: str) -> dict:
@@ -239,22 +208,22 @@ def lenet_run_config(cfg: DessiLBIStudyConfig, optimizer: str, seed: int) -> Con
 
     The optimizer's lenet_optims entry goes over the preset's optim section; an entry naming another
     optimizer starts without the preset's args (kappa, mu belong to the optimizer they were set for)."""
-    data = deep_merge(_preset(cfg.lenet_run), _aliases(cfg, "lenet"))
+    data = compose_dict(cfg.lenet_run.get("base"), cfg.lenet_run.get("set"), _aliases(cfg, "lenet"))
     over = deep_merge(dict(cfg.lenet_optims.get(optimizer) or {}), _aliases(cfg, optimizer))
     optim = dict(data.get("optim") or {})
     if over.get("name", optim.get("name")) != optim.get("name"):
         optim.pop("args", None)
     data["optim"] = deep_merge(optim, over)
-    return from_dict(Config, deep_merge(data, _where(cfg, run_name("lenet", optimizer, seed), seed, cfg.lenet_data)))
+    return compose(data, _where(cfg, run_name("lenet", optimizer, seed), seed, cfg.lenet_data))
 
 
 def vgg_run_config(cfg: DessiLBIStudyConfig) -> Config:
     """The engine config of the VGG run: the preset <- set <- the shorthands (vgg_augment false: no augmentation)."""
-    data = deep_merge(_preset(cfg.vgg_run), _aliases(cfg, "vgg"))
+    data = compose_dict(cfg.vgg_run.get("base"), cfg.vgg_run.get("set"), _aliases(cfg, "vgg"))
     if cfg.vgg_augment is False:
         data["augment"] = {}
     name = run_name("vgg", "slbi_adam", cfg.vgg_seed)
-    return from_dict(Config, deep_merge(data, _where(cfg, name, cfg.vgg_seed, cfg.vgg_data)))
+    return compose(data, _where(cfg, name, cfg.vgg_seed, cfg.vgg_data))
 
 
 def vgg_model(cfg: DessiLBIStudyConfig) -> str:
@@ -667,44 +636,7 @@ def write_tables(
     lines += ["", "## Per optimizer (runs that did not stall)", ""]
     lines += _md_table(optimizer_means(runs), ["part", "optimizer", "runs", "stalled", "mean_test_acc", "std_test_acc"])
     if headline:
-        lines += ["", f"## LeNet: pruning {headline[0]['layers']} at {cfg.prune_percent:g}", ""]
-        hl = [
-            {**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
-            for h in headline
-        ]
-        lines += _md_table(
-            hl,
-            [
-                "run",
-                "optimizer",
-                "seed",
-                "final_test_acc",
-                "accuracy_pruned",
-                "cost_points",
-                "removed",
-                "max_percent_within_1pt",
-                "stalled",
-            ],
-            [
-                "run",
-                "optimizer",
-                "seed",
-                "test acc",
-                "pruned acc",
-                "cost (points)",
-                "removed",
-                "largest percent costing <= 1 point",
-                "stalled",
-            ],
-        )
-        costs = prune_costs(headline)
-        if costs and max(c["runs"] for c in costs) > 1:
-            lines += ["", "Cost of that prune over the seeds (points):", ""]
-            lines += _md_table(
-                costs,
-                ["optimizer", "runs", "median_cost", "mean_cost", "min_cost", "max_cost", "within_1pt"],
-                ["optimizer", "pruned runs", "median", "mean", "min", "max", "runs costing <= 1"],
-            )
+        lines += _headline_lines(cfg, headline)
     lenet_rows = [r for r in rows if r["part"] == "lenet"]
     if lenet_rows:
         lines += ["", "## LeNet: accuracy after pruning, and what was actually removed", ""]
@@ -735,6 +667,49 @@ def write_tables(
             "a zero input (from the running statistics), not zero."
         )
     atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _headline_lines(cfg: DessiLBIStudyConfig, headline: list[dict]) -> list[str]:
+    """The LeNet prune at cfg.prune_percent: per run, then its cost over the seeds."""
+    lines = ["", f"## LeNet: pruning {headline[0]['layers']} at {cfg.prune_percent:g}", ""]
+    hl = [
+        {**h, "removed": ", ".join(f"{k} {v}" for k, v in h.get("removed", {}).items()) or "not pruned"}
+        for h in headline
+    ]
+    lines += _md_table(
+        hl,
+        [
+            "run",
+            "optimizer",
+            "seed",
+            "final_test_acc",
+            "accuracy_pruned",
+            "cost_points",
+            "removed",
+            "max_percent_within_1pt",
+            "stalled",
+        ],
+        [
+            "run",
+            "optimizer",
+            "seed",
+            "test acc",
+            "pruned acc",
+            "cost (points)",
+            "removed",
+            "largest percent costing <= 1 point",
+            "stalled",
+        ],
+    )
+    costs = prune_costs(headline)
+    if costs and max(c["runs"] for c in costs) > 1:
+        lines += ["", "Cost of that prune over the seeds (points):", ""]
+        lines += _md_table(
+            costs,
+            ["optimizer", "runs", "median_cost", "mean_cost", "min_cost", "max_cost", "within_1pt"],
+            ["optimizer", "pruned runs", "median", "mean", "min", "max", "runs costing <= 1"],
+        )
+    return lines
 
 
 def _pct(r: dict) -> dict:

@@ -34,15 +34,15 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..analysis import registry
 from ..config import (
     Config,
     check_same_run,
-    deep_merge,
+    compose,
     find_preset,
-    from_dict,
+    flatten,
     load_config,
-    read_yaml,
-    resolve_preset,
+    nest,
     save_config,
     to_dict,
 )
@@ -53,19 +53,27 @@ from .settings import key_settings
 
 SCALES = ("smoke", "standard", "full")
 PARTS = ("best", "analyses", "recipes", "sweeps", "bn", "dessilbi")
-ANALYSES = ("filters", "features", "gradcam", "metrics", "landscape", "hessian")
+# pj2's own names for inspect options (configs/studies/pj2_*.yaml): key -> {analysis: its option}
+ANALYSIS_KEYS = {
+    "feature_images": {"features": "n_images"},
+    "gradcam_images": {"gradcam": "n_images"},
+    "gradcam_methods": {"gradcam": "methods"},
+    "landscape_grid": {"landscape": "grid"},
+    "landscape_n": {"landscape": "n", "hessian": "n"},
+}
 
 
 # keys of a run's config that may differ from a finished run without making it another experiment
 @dataclass
 class AnalysesConfig:
-    names: list = field(default_factory=lambda: ["filters", "features", "gradcam", "metrics", "landscape"])
+    names: list = field(default_factory=lambda: [a.name for a in registry.in_all()])
     feature_images: int = 2  # test images whose feature maps are drawn (a figure per stage each)
     gradcam_images: int = 16  # test images in the Grad-CAM figure
     gradcam_methods: str = "all"  # or a comma list: gradcam, gradcam++, layercam, guided_gradcam, integrated_gradients
     landscape_grid: str = "-1:1:21"  # min:max:num per axis of the 2D landscape
     landscape_n: int = 2000  # the first n training images (no augmentation) for the landscape and Hessian
     batch_size: int = 500
+    options: dict = field(default_factory=dict)  # {analysis: {option: value}}: any of its inspect options
 
 
 @dataclass
@@ -128,9 +136,7 @@ def check_config(cfg: PJ2Config) -> PJ2Config:
             raise UserError(
                 f"pj2: sweeps.{name} must be a mapping of overrides (seeds, train.epochs, ...), got {spec!r}"
             )
-    unknown = [n for n in cfg.analyses.names if n not in ANALYSES]
-    if unknown:
-        raise UserError(f"pj2: unknown analysis {unknown[0]!r} in analyses.names; choose from: {', '.join(ANALYSES)}")
+    check_analyses(cfg.analyses)
     # a path is recorded in one spelling, so a second start with ../data or ./data finds its runs again
     from ..data.sources import NAMES
 
@@ -142,26 +148,14 @@ def check_config(cfg: PJ2Config) -> PJ2Config:
     return dataclasses.replace(cfg, **canonical)
 
 
-def nest(flat: dict) -> dict:
-    """{'train.epochs': 5, 'data': {'n_items': 8}} -> {'train': {'epochs': 5}, 'data': {'n_items': 8}}."""
-    from ..sweep.grid import nest as nest_keys
-
-    return nest_keys(flat or {})
-
-
 def run_config(spec: dict, cfg: PJ2Config, name: str) -> Config:
     """The engine config of one Task 1 run: preset <- common <- the run's own set <- data and name."""
-    data = read_yaml(resolve_preset(spec["base"])) if spec.get("base") else {}
     where = {"name": name, "data": {"source": cfg.data, "cache_dir": cfg.cache_dir, "device": cfg.device}}
-    for over in (cfg.common, spec.get("set") or {}, where):
-        data = deep_merge(data, nest(over))
-    return from_dict(Config, data)
+    return compose(spec.get("base"), cfg.common, spec.get("set"), where)
 
 
 def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
     """--set items of one sweep: the common run overrides, the sweep's own, and the data source."""
-    from ..sweep.grid import flatten
-
     items = {
         **flatten(nest(cfg.common)),
         **flatten(nest(spec)),
@@ -174,8 +168,7 @@ def sweep_overrides(cfg: PJ2Config, spec: dict) -> list[str]:
 
 def study_config(cls: type, preset: str, overrides: dict, forced: dict) -> Any:
     """A study's preset YAML (configs/studies/<preset>.yaml) <- pj2's overrides <- forced data settings."""
-    data = deep_merge(deep_merge(read_yaml(find_preset(preset, "studies")), nest(overrides)), forced)
-    return from_dict(cls, data)
+    return compose(preset, overrides, forced, cls=cls, kind="studies")
 
 
 def bn_config(cfg: PJ2Config):
@@ -224,7 +217,7 @@ def same_study(out_dir: Path, study_cfg: Any) -> bool:
 
 def sweep_runs_done(sweep, out_dir: Path) -> tuple[int, int]:
     """(finished runs, runs) of a sweep folder."""
-    from ..sweep import expand
+    from ..sweeps import expand
 
     specs = expand(sweep)
     return sum((out_dir / s.run_id / "summary.json").is_file() for s in specs), len(specs)
@@ -270,136 +263,179 @@ def train_run(run_cfg: Config, run_dir: Path, dataset) -> None:
     train(run_cfg, run_dir=run_dir, resume="auto", dataset=dataset)
 
 
+def analysis_names() -> tuple[str, ...]:
+    """The analyses pj2 can run on its best model: the registered ones that need only a checkpoint and its data."""
+    return tuple(a.name for a in registry.analyses() if not a.needs)
+
+
+def check_analyses(a: AnalysesConfig) -> None:
+    names = analysis_names()
+    for key, given in (("names", a.names), ("options", a.options)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise UserError(f"pj2: unknown analysis {unknown[0]!r} in analyses.{key}; choose from: {', '.join(names)}")
+    for name, options in a.options.items():
+        allowed = registry.get(name).option_names()
+        bad = [k for k in options or {} if k not in allowed] if isinstance(options, dict) else [options]
+        if bad:
+            raise UserError(f"pj2: analyses.options.{name} takes {', '.join(allowed) or 'no options'}; got {bad[0]!r}")
+
+
 def run_analysis(run_dir: Path, name: str, out: Path, a: AnalysesConfig, device: str) -> None:
     """One `cifarlab inspect RUN NAME` with this scale's options; writes out/result.json last."""
     from ..analysis.inspect import inspect
 
     options: dict[str, Any] = {"device": device, "batch_size": a.batch_size}
-    if name == "features":
-        options["n_images"] = a.feature_images
-    if name == "gradcam":
-        options.update(n_images=a.gradcam_images, methods=a.gradcam_methods)
-    if name == "landscape":
-        options.update(grid=a.landscape_grid, n=a.landscape_n)
-    if name == "hessian":
-        options["n"] = a.landscape_n
+    options.update({opts[name]: getattr(a, key) for key, opts in ANALYSIS_KEYS.items() if name in opts})
+    options.update(a.options.get(name) or {})
     inspect(run_dir, name, out, echo=True, **options)
 
 
 def plan(cfg: PJ2Config, out: Path, data: Datasets) -> list[Part]:
-    """The parts this config asks for, in order, each knowing whether it is already complete."""
-    f, eta, parts = folders(out), cfg.eta, []
+    """The parts this config asks for, in PARTS order, each knowing whether it is already complete."""
+    f, parts = folders(out), []
+    for key in PARTS:
+        if key in cfg.parts:
+            parts += PLANNERS[key](cfg, f, data)
+    return parts
 
-    def share(group: str, k: float, n: float) -> float:
-        return float(eta.get(group, 0.0)) * k / max(n, 1.0)
 
-    def finished(run_dir: Path, run_cfg: Config) -> bool:
-        check_same_run(run_dir, run_cfg)  # before anything runs: a finished run of other settings is an error
-        return (run_dir / "summary.json").is_file()
+def _share(eta: dict, group: str, k: float, n: float) -> float:
+    """A group's estimate split over its members: k of its n (runs, for sweeps)."""
+    return float(eta.get(group, 0.0)) * k / max(n, 1.0)
 
-    if "best" in cfg.parts:
-        run_cfg = run_config(cfg.best, cfg, "best_model")
-        parts.append(
-            Part(
-                "best",
-                f"Task 1: best model ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
-                float(eta.get("best", 0)),
-                finished(f["best"], run_cfg),
-                lambda c=run_cfg: train_run(c, f["best"], data.get(cfg.data, cfg.n_test)),
+
+def _finished(run_dir: Path, run_cfg: Config) -> bool:
+    check_same_run(run_dir, run_cfg)  # before anything runs: a finished run of other settings is an error
+    return (run_dir / "summary.json").is_file()
+
+
+def _train_part(
+    cfg: PJ2Config, data: Datasets, key: str, what: str, run_cfg: Config, run_dir: Path, eta: float
+) -> Part:
+    """A Task 1 training run as a part: complete once its summary.json is written."""
+    return Part(
+        key,
+        f"Task 1: {what} ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
+        eta,
+        _finished(run_dir, run_cfg),
+        lambda: train_run(run_cfg, run_dir, data.get(cfg.data, cfg.n_test)),
+    )
+
+
+def _best_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    run_cfg = run_config(cfg.best, cfg, "best_model")
+    return [_train_part(cfg, data, "best", "best model", run_cfg, f["best"], float(cfg.eta.get("best", 0)))]
+
+
+def _analyses_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    names = list(cfg.analyses.names)
+
+    def analyses() -> None:
+        if not (f["best"] / "best.pt").is_file():
+            raise UserError(
+                f"the analyses need the best model's checkpoint {f['best'] / 'best.pt'}; "
+                "train it first (parts: [best, ...])"
             )
+        for n in names:  # an analysis with its result.json was finished by an earlier start
+            if not (f["analyses"] / n / "result.json").is_file():
+                run_analysis(f["best"], n, f["analyses"] / n, cfg.analyses, cfg.device)
+
+    return [
+        Part(
+            "analyses",
+            f"Task 1: analyses of the best model ({', '.join(names)})",
+            float(cfg.eta.get("analyses", 0)),
+            all((f["analyses"] / n / "result.json").is_file() for n in names),
+            analyses,
         )
-    if "analyses" in cfg.parts:
-        names = list(cfg.analyses.names)
+    ]
 
-        def analyses() -> None:
-            if not (f["best"] / "best.pt").is_file():
-                raise UserError(
-                    f"the analyses need the best model's checkpoint {f['best'] / 'best.pt'}; "
-                    "train it first (parts: [best, ...])"
-                )
-            for n in names:
-                if not (f["analyses"] / n / "result.json").is_file():
-                    run_analysis(f["best"], n, f["analyses"] / n, cfg.analyses, cfg.device)
 
+def _recipe_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    parts = []
+    for name, spec in cfg.recipes.items():
+        run_cfg = run_config(spec, cfg, name)
+        eta = float(cfg.eta.get(f"recipe:{name}", _share(cfg.eta, "recipes", 1, len(cfg.recipes))))
         parts.append(
-            Part(
-                "analyses",
-                f"Task 1: analyses of the best model ({', '.join(names)})",
-                float(eta.get("analyses", 0)),
-                all((f["analyses"] / n / "result.json").is_file() for n in names),
-                analyses,
-            )
+            _train_part(cfg, data, f"recipe:{name}", f"the reports' recipe {name}", run_cfg, f["recipes"] / name, eta)
         )
-    if "recipes" in cfg.parts:
-        for name, spec in cfg.recipes.items():
-            run_cfg = run_config(spec, cfg, name)
-            run_dir = f["recipes"] / name
-            parts.append(
-                Part(
-                    f"recipe:{name}",
-                    f"Task 1: the reports' recipe {name} ({run_cfg.model.name}, {run_cfg.train.epochs} epochs)",
-                    float(eta.get(f"recipe:{name}", share("recipes", 1, len(cfg.recipes)))),
-                    finished(run_dir, run_cfg),
-                    lambda c=run_cfg, d=run_dir: train_run(c, d, data.get(cfg.data, cfg.n_test)),
-                )
-            )
-    if "sweeps" in cfg.parts:
-        from ..sweep import load_sweep
+    return parts
 
-        sweeps = {name: load_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
-        counts = {name: sweep_runs_done(s, f["sweeps"] / s.name) for name, s in sweeps.items()}
-        total = sum(n for _, n in counts.values())
-        for name, sweep in sweeps.items():
-            done, n = counts[name]
-            parts.append(
-                Part(
-                    f"sweep:{name}",
-                    f"Task 1: ablation sweep {name} ({n} runs)",
-                    float(eta.get(f"sweep:{name}", share("sweeps", n, total))),
-                    done == n,
-                    lambda s=sweep: _run_sweep(s, f["sweeps"] / s.name, cfg, data),
-                )
-            )
-    if "bn" in cfg.parts:
-        from .bn_study import run_bn_study
 
-        bn_cfg = bn_config(cfg)
+def _sweep_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    from ..sweeps import load_sweep
+
+    sweeps = {name: load_sweep(name, sweep_overrides(cfg, spec)) for name, spec in cfg.sweeps.items()}
+    counts = {name: sweep_runs_done(s, f["sweeps"] / s.name) for name, s in sweeps.items()}
+    total = sum(n for _, n in counts.values())  # a sweep's share of the estimate goes by its runs
+    parts = []
+    for name, sweep in sweeps.items():
+        done, n = counts[name]
         parts.append(
             Part(
-                "bn",
-                f"Task 2: batch-normalization study ({len(bn_cfg.models)} models x "
-                f"{len(bn_cfg.lrs)} learning rates, {bn_cfg.epochs} epochs)",
-                float(eta.get("bn", 0)),
-                same_study(f["bn"], bn_cfg),
-                lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data)),
-            )
-        )
-    if "dessilbi" in cfg.parts:
-        from .dessilbi_study import lenet_run_config, run_dessilbi_study, vgg_run_config
-
-        d_cfg = dessilbi_config(cfg)
-        lenet_epochs = lenet_run_config(d_cfg, d_cfg.optimizers[0], d_cfg.seeds[0]).train.epochs
-        vgg_run = vgg_run_config(d_cfg) if d_cfg.vgg else None
-        parts.append(
-            Part(
-                "dessilbi",
-                f"Task 3: DessiLBI study (LeNet/MNIST {lenet_epochs} epochs"
-                + (f", {vgg_run.model.name}/CIFAR-10 {vgg_run.train.epochs} epochs)" if vgg_run else ")"),
-                float(eta.get("dessilbi", 0)),
-                same_study(f["dessilbi"], d_cfg),
-                lambda: run_dessilbi_study(
-                    d_cfg,
-                    f["dessilbi"],
-                    lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
-                    vgg_dataset=data.get(cfg.data) if d_cfg.vgg else None,
-                ),
+                f"sweep:{name}",
+                f"Task 1: ablation sweep {name} ({n} runs)",
+                float(cfg.eta.get(f"sweep:{name}", _share(cfg.eta, "sweeps", n, total))),
+                done == n,
+                lambda s=sweep: _run_sweep(s, f["sweeps"] / s.name, cfg, data),
             )
         )
     return parts
 
 
+def _bn_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    from .bn_study import run_bn_study
+
+    bn_cfg = bn_config(cfg)
+    return [
+        Part(
+            "bn",
+            f"Task 2: batch-normalization study ({len(bn_cfg.models)} models x "
+            f"{len(bn_cfg.lrs)} learning rates, {bn_cfg.epochs} epochs)",
+            float(cfg.eta.get("bn", 0)),
+            same_study(f["bn"], bn_cfg),
+            lambda: run_bn_study(bn_cfg, f["bn"], dataset=data.get(cfg.data)),
+        )
+    ]
+
+
+def _dessilbi_parts(cfg: PJ2Config, f: dict[str, Path], data: Datasets) -> list[Part]:
+    from .dessilbi_study import lenet_run_config, run_dessilbi_study, vgg_run_config
+
+    d_cfg = dessilbi_config(cfg)
+    lenet_epochs = lenet_run_config(d_cfg, d_cfg.optimizers[0], d_cfg.seeds[0]).train.epochs
+    vgg_run = vgg_run_config(d_cfg) if d_cfg.vgg else None
+    return [
+        Part(
+            "dessilbi",
+            f"Task 3: DessiLBI study (LeNet/MNIST {lenet_epochs} epochs"
+            + (f", {vgg_run.model.name}/CIFAR-10 {vgg_run.train.epochs} epochs)" if vgg_run else ")"),
+            float(cfg.eta.get("dessilbi", 0)),
+            same_study(f["dessilbi"], d_cfg),
+            lambda: run_dessilbi_study(
+                d_cfg,
+                f["dessilbi"],
+                lenet_dataset=data.get(cfg.mnist) if d_cfg.lenet else None,
+                vgg_dataset=data.get(cfg.data) if d_cfg.vgg else None,
+            ),
+        )
+    ]
+
+
+# the parts of each PARTS key, planned in PARTS order
+PLANNERS: dict[str, Callable[[PJ2Config, dict[str, Path], Datasets], list[Part]]] = {
+    "best": _best_parts,
+    "analyses": _analyses_parts,
+    "recipes": _recipe_parts,
+    "sweeps": _sweep_parts,
+    "bn": _bn_parts,
+    "dessilbi": _dessilbi_parts,
+}
+
+
 def _run_sweep(sweep, out_dir: Path, cfg: PJ2Config, data: Datasets) -> None:
-    from ..sweep import run_sweep
+    from ..sweeps import run_sweep
 
     rows = run_sweep(sweep, out_dir, engine=cfg.sweep_engine, data=data.get(cfg.data, cfg.n_test))
     failed = [r["run_id"] for r in rows if r["status"] == "failed"]
@@ -539,7 +575,7 @@ def best_model_row(run_dir: Path) -> dict | None:
 
 
 def sweep_row(name: str, out_dir: Path) -> dict | None:
-    from ..sweep.results import best_config, collect, direction, summarize
+    from ..sweeps.results import best_config, collect, direction, summarize
 
     if not (out_dir / "sweep.yaml").is_file():
         return None
@@ -658,134 +694,144 @@ def _vs(g: dict, top: dict | None, rivals: int) -> str:
     )
 
 
-def _table(rows: list[dict], cols: list[str], names: list[str]) -> list[str]:
-    return md_table(rows, cols, names)
+# a table's columns: row key -> header
+BEST_COLUMNS = {
+    "model": "model",
+    "epochs": "epochs",
+    "tta": "test-time augmentation",
+    "acc": "test accuracy",
+    "acc_no_tta": "without TTA",
+    "params": "parameters",
+    "time": "training time",
+}
+RECIPE_COLUMNS = {
+    "run": "run",
+    "model": "model",
+    "epochs": "epochs here",
+    "acc": "test accuracy",
+    "reported": "reported (real CIFAR-10, full schedule)",
+    "time": "training time",
+}
+SWEEP_COLUMNS = {
+    "sweep": "sweep",
+    "done": "finished runs",
+    "runs": "runs",
+    "best": "best configuration",
+    "metric": "by",
+    "value": "value (%)",
+}
+BN_COLUMNS = {
+    "model": "model",
+    "final_test_acc": "final test accuracy (best lr, chosen on test)",
+    "lr": "at lr",
+    "best_test_acc": "best epoch over lrs (chosen on test)",
+    "runs": "runs",
+    "stalled": "stalled",
+    "loss_variation_width": "loss-variation width (mean)",
+    "beta_smooth_mean": "effective beta-smoothness (mean)",
+}
+DESSILBI_COLUMNS = {
+    "model": "model",
+    "optimizer": "optimizer",
+    "n": "seeds",
+    "test_acc": "final test accuracy",
+    "vs_best": "vs the model's best",
+    "pruned": "pruned",
+    "pruned_acc": "accuracy after pruning",
+    "removed": "removed",
+    "stalled": "stalled runs",
+}
+TIME_COLUMNS = {"title": "part", "status": "status", "time": "time"}
 
 
-def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds: float) -> dict:
-    f = folders(out)
+def _section(title: str, rows: list[dict], columns: dict[str, str]) -> list[str]:
+    """A '## title' section of results.md holding one table."""
+    return ["", f"## {title}", ""] + md_table(rows, list(columns), list(columns.values()))
+
+
+@dataclass
+class Results:
+    """What the study's folders hold, row by row, for results.md and summary.json."""
+
+    best: dict | None
+    recipes: list[dict]
+    sweeps: list[dict]
+    bn: list[dict]
+    dessilbi: list[dict]
+
+
+def collect_results(cfg: PJ2Config, f: dict[str, Path]) -> Results:
     best = best_model_row(f["best"])
     recipes = []
     for name, spec in cfg.recipes.items():
         r = best_model_row(f["recipes"] / name)
         if r:
             recipes.append({"run": name, **r, "reported": spec.get("reported")})
-    sweeps = [r for r in (sweep_row(n, f["sweeps"] / n) for n in cfg.sweeps) if r]
-    bn = bn_rows(f["bn"])
-    dessilbi = dessilbi_rows(f["dessilbi"])
-    jpeg = "jpeg" in Path(cfg.data).name.lower() or (best or {}).get("dataset") == "cifar10-jpeg"
+    return Results(
+        best=best,
+        recipes=recipes,
+        sweeps=[r for r in (sweep_row(n, f["sweeps"] / n) for n in cfg.sweeps) if r],
+        bn=bn_rows(f["bn"]),
+        dessilbi=dessilbi_rows(f["dessilbi"]),
+    )
 
+
+def _intro_lines(cfg: PJ2Config, best: dict | None) -> list[str]:
     lines = [
         f"# Project 2 study, {cfg.scale} scale",
         "",
         f"CIFAR-10 source: `{cfg.data}`; MNIST source: `{cfg.mnist}`. Accuracies are test accuracies in %.",
     ]
-    if jpeg:
+    if "jpeg" in Path(cfg.data).name.lower() or (best or {}).get("dataset") == "cifar10-jpeg":
         lines.append(
             "The CIFAR-10 images are the re-encoded JPEG copy: it costs about 3 points against real CIFAR-10, "
             "so compare methods side by side here and never quote these numbers as CIFAR-10 numbers."
         )
-    if best:
-        lines += ["", "## Task 1: the best model", ""]
-        best_cols = ["model", "epochs", "tta", "acc", "acc_no_tta", "params", "time"]
-        lines += _table(
-            [
-                {
-                    **best,
-                    "acc": pct(best["test_acc"]),
-                    "acc_no_tta": pct(best["test_acc_no_tta"]),
-                    "time": clock(best["train_seconds"] or 0),
-                    "params": f"{best['params']:,}" if isinstance(best["params"], int) else "-",
-                }
-            ],
-            best_cols,
-            [
-                "model",
-                "epochs",
-                "test-time augmentation",
-                "test accuracy",
-                "without TTA",
-                "parameters",
-                "training time",
-            ],
-        )
-    if recipes:
-        lines += ["", "## Task 1: the reports' recipes at this scale", ""]
-        lines += _table(
-            [{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in recipes],
-            ["run", "model", "epochs", "acc", "reported", "time"],
-            [
-                "run",
-                "model",
-                "epochs here",
-                "test accuracy",
-                "reported (real CIFAR-10, full schedule)",
-                "training time",
-            ],
-        )
-    if sweeps:
-        lines += ["", "## Task 1: ablation sweeps (tables in each sweep's section)", ""]
-        lines += _table(
-            sweeps,
-            ["sweep", "done", "runs", "best", "metric", "value"],
-            ["sweep", "finished runs", "runs", "best configuration", "by", "value (%)"],
-        )
-    if bn:
-        lines += ["", "## Task 2: batch normalization", ""]
-        lines += _table(
-            [{**r, "final_test_acc": pct(r["final_test_acc"]), "best_test_acc": pct(r["best_test_acc"])} for r in bn],
-            [
-                "model",
-                "final_test_acc",
-                "lr",
-                "best_test_acc",
-                "runs",
-                "stalled",
-                "loss_variation_width",
-                "beta_smooth_mean",
-            ],
-            [
-                "model",
-                "final test accuracy (best lr, chosen on test)",
-                "at lr",
-                "best epoch over lrs (chosen on test)",
-                "runs",
-                "stalled",
-                "loss-variation width (mean)",
-                "effective beta-smoothness (mean)",
-            ],
-        )
-    if dessilbi:
-        lines += ["", "## Task 3: DessiLBI", ""]
-        groups = dessilbi_groups(dessilbi)
-        lines += _table(
-            groups,
-            ["model", "optimizer", "n", "test_acc", "vs_best", "pruned", "pruned_acc", "removed", "stalled"],
-            [
-                "model",
-                "optimizer",
-                "seeds",
-                "final test accuracy",
-                "vs the model's best",
-                "pruned",
-                "accuracy after pruning",
-                "removed",
-                "stalled runs",
-            ],
-        )
+    return lines
+
+
+def _task_lines(res: Results) -> list[str]:
+    """The sections of the parts that have results, Task 1 to Task 3."""
+    lines = []
+    if res.best:
+        b = res.best
+        row = {
+            **b,
+            "acc": pct(b["test_acc"]),
+            "acc_no_tta": pct(b["test_acc_no_tta"]),
+            "time": clock(b["train_seconds"] or 0),
+            "params": f"{b['params']:,}" if isinstance(b["params"], int) else "-",
+        }
+        lines += _section("Task 1: the best model", [row], BEST_COLUMNS)
+    if res.recipes:
+        rows = [{**a, "acc": pct(a["test_acc"]), "time": clock(a["train_seconds"] or 0)} for a in res.recipes]
+        lines += _section("Task 1: the reports' recipes at this scale", rows, RECIPE_COLUMNS)
+    if res.sweeps:
+        lines += _section("Task 1: ablation sweeps (tables in each sweep's section)", res.sweeps, SWEEP_COLUMNS)
+    if res.bn:
+        rows = [
+            {**r, "final_test_acc": pct(r["final_test_acc"]), "best_test_acc": pct(r["best_test_acc"])} for r in res.bn
+        ]
+        lines += _section("Task 2: batch normalization", rows, BN_COLUMNS)
+    if res.dessilbi:
+        groups = dessilbi_groups(res.dessilbi)
+        lines += _section("Task 3: DessiLBI", groups, DESSILBI_COLUMNS)
         if any("≈" in g["vs_best"] for g in groups):
             lines += ["", SPREAD_NOTE]
-    part_rows = [{"part": p.key, "title": p.title, "status": p.status, "seconds": round(p.seconds, 1)} for p in parts]
-    lines += ["", "## Time per part", ""]
-    lines += _table(
-        [{**r, "time": clock(r["seconds"])} for r in part_rows], ["title", "status", "time"], ["part", "status", "time"]
-    )
-    lines += [
+    return lines
+
+
+def _time_lines(parts: list[Part], part_rows: list[dict], seconds: float) -> list[str]:
+    lines = _section("Time per part", [{**r, "time": clock(r["seconds"])} for r in part_rows], TIME_COLUMNS)
+    return lines + [
         "",
         f"Total: {clock(sum(p.seconds for p in parts))} (this start: {clock(seconds)}); "
         "'skipped' parts were complete from an earlier start and show the time they took then.",
     ]
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+def _write_times(out: Path, parts: list[Part], part_rows: list[dict]) -> None:
+    """results.csv and time_per_part.png (with its caption): the time each part took."""
     atomic_write_text(
         out / "results.csv",
         "part,title,status,seconds\n"
@@ -802,30 +848,44 @@ def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds:
         },
     )
 
-    # the first scalars become the report's headline cards
-    summary: dict[str, Any] = {"study": "pj2", "scale": cfg.scale, "dataset": (best or {}).get("dataset") or cfg.data}
+
+def _headline(cfg: PJ2Config, res: Results) -> dict[str, Any]:
+    """The first scalars of summary.json: they become the report's headline cards."""
+    best = res.best
+    head: dict[str, Any] = {"study": "pj2", "scale": cfg.scale, "dataset": (best or {}).get("dataset") or cfg.data}
     if best:
-        summary.update({"best_model": best["model"], "best_model_test_acc": best["test_acc"]})
+        head.update({"best_model": best["model"], "best_model_test_acc": best["test_acc"]})
         if best["test_acc_no_tta"] is not None:
-            summary["best_model_no_tta_test_acc"] = best["test_acc_no_tta"]
-    for r in bn:
-        summary[f"{r['model']}_final_test_acc"] = r["final_test_acc"]
-    for r in dessilbi:
+            head["best_model_no_tta_test_acc"] = best["test_acc_no_tta"]
+    for r in res.bn:
+        head[f"{r['model']}_final_test_acc"] = r["final_test_acc"]
+    for r in res.dessilbi:  # the study's rows are in %, the headline in fractions like the others
         if r["test_acc"] is not None and r["optimizer"] == "slbi":
-            summary[f"{r['run']}_test_acc"] = r["test_acc"] / 100
+            head[f"{r['run']}_test_acc"] = r["test_acc"] / 100
             if r["pruned_acc"] is not None:
-                summary[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
+                head[f"{r['run']}_pruned_acc"] = r["pruned_acc"] / 100
+    return head
+
+
+def write_results(cfg: PJ2Config, out: Path, parts: list[Part], device, seconds: float) -> dict:
+    """results.md, results.csv, time_per_part.png and summary.json of the study folder."""
+    res = collect_results(cfg, folders(out))
+    part_rows = [{"part": p.key, "title": p.title, "status": p.status, "seconds": round(p.seconds, 1)} for p in parts]
+    lines = _intro_lines(cfg, res.best) + _task_lines(res) + _time_lines(parts, part_rows, seconds)
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    _write_times(out, parts, part_rows)
+    summary = _headline(cfg, res)
     summary.update(
         {
             "config": to_dict(cfg),
             "settings": key_settings(cfg, against_defaults=False),
             "seconds": sum(p.seconds for p in parts),
             "parts": part_rows,
-            "best_model_run": best,
-            "recipes": recipes,
-            "sweeps": sweeps,
-            "bn": bn,
-            "dessilbi": dessilbi,
+            "best_model_run": res.best,
+            "recipes": res.recipes,
+            "sweeps": res.sweeps,
+            "bn": res.bn,
+            "dessilbi": res.dessilbi,
             "env": environment(device),
         }
     )

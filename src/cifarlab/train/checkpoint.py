@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,22 +33,100 @@ def checkpoint_path(path: str | Path, which: str = "best.pt") -> Path:
 
 
 BUNDLE_FORMAT = "cifarlab-bundle"  # the marker `cifarlab export --format bundle` writes
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: NAME.safetensors (weights + JSON metadata); 1: NAME.bundle.pt (torch.save)
+BUNDLE_META_KEY = "cifarlab"  # the safetensors header's __metadata__ entry holding the bundle's JSON
+
+
+def _refusal(message: str) -> tuple[str | None, str]:
+    """(the global or class a weights_only refusal names, else None; the unpickler's own reason)."""
+    inner = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in inner.splitlines() if ln.strip() and not ln.startswith("Check the documentation")]
+    reason = lines[-1][:200] if lines else "not loadable with weights_only=True"
+    m = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", inner) or re.search(r"but got <class '([^']+)'>", inner)
+    return (m.group(1) if m else None), reason
+
+
+def safe_torch_load(path: Path, map_location="cpu", what: str = "checkpoint"):
+    """torch.load with weights_only=True: tensors, containers and plain values, never code.
+
+    cifarlab's checkpoints (optimizer and scheduler states included: MultiStepLR's Counter is
+    allowed since torch 2.4) and the DessiLBI authors' lenet.pth need nothing beyond torch's
+    defaults, so nothing is allow-listed. A file that needs more (a pickled class, a function,
+    a `__reduce__`) is refused with one line naming what it holds, before any of it runs.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        held, reason = _refusal(str(e))
+        if held:
+            raise UserError(
+                f"refusing to load {path}: it holds code or objects cifarlab does not load ({held})"
+            ) from None
+        raise UserError(f"cannot read {what} {path}: {reason}") from None  # random bytes, a foreign pickle, ...
+    except Exception as e:  # truncated file, not a torch file, ...
+        raise UserError(f"cannot read {what} {path}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else ""
+
+
+def read_bundle_file(p: Path, map_location="cpu") -> dict:
+    """A NAME.safetensors bundle as the dict a checkpoint is: weights under "model", the metadata beside."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = (f.metadata() or {}).get(BUNDLE_META_KEY)
+        state = load_file(str(p), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # not a safetensors file, truncated, ...
+        raise UserError(f"cannot read bundle {p}: {type(e).__name__}: {_first_line(e)}") from None
+    if meta is None:
+        raise UserError(f"{p} is a safetensors file but not a cifarlab bundle (no '{BUNDLE_META_KEY}' metadata)")
+    try:
+        bundle = json.loads(meta)
+    except json.JSONDecodeError as e:
+        raise UserError(f"cannot read bundle {p}: its metadata is not JSON ({e})") from None
+    if not isinstance(bundle, dict):
+        raise UserError(f"cannot read bundle {p}: its metadata is not a JSON object")
+    return {**bundle, "model": state}
 
 
 def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A run's checkpoint or an exported bundle (which holds the same keys, less the training state)."""
     p = checkpoint_path(path)
-    what = "bundle" if p.name.endswith(".bundle.pt") else "checkpoint"
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated file, not a torch file, ...
-        raise UserError(f"cannot read {what} {p}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if p.suffix == ".safetensors":
+        ckpt = read_bundle_file(p, map_location)
+    else:
+        what = "bundle" if p.name.endswith(".bundle.pt") else "checkpoint"
+        ckpt = safe_torch_load(p, map_location, what)
     if isinstance(ckpt, dict) and ckpt.get("format") == BUNDLE_FORMAT:
         check_bundle(ckpt, p)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{p} is not a cifarlab checkpoint (no 'model' entry)")
+    check_entries(ckpt, p)
     return ckpt
+
+
+# The entries every reader uses, and the type each must have: a file that is a dict but holds, say, a
+# list as its weights or a string as its config would fail deep inside a reader with a traceback.
+ENTRY_TYPES = {"model": dict, "ema": dict, "config": dict, "model_options": dict, "classes": list, "model_name": str}
+
+
+def check_entries(ckpt: dict, p: Path) -> None:
+    for key, kind in ENTRY_TYPES.items():
+        value = ckpt.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise UserError(
+                f"{p} is not a cifarlab checkpoint: its '{key}' entry is a {type(value).__name__}, not a {kind.__name__}"
+            )
+    for key in ("model", "ema"):
+        bad = [k for k, v in (ckpt.get(key) or {}).items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise UserError(f"{p} is not a cifarlab checkpoint: its '{key}' entry holds a non-tensor at {bad[0]!r}")
 
 
 def check_bundle(bundle: dict, p: Path) -> None:

@@ -48,6 +48,13 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def uncached(amp):
+    """The autocast `amp` without its weight cache (what a CUDA graph needs), or a null context."""
+    if isinstance(amp, torch.autocast):
+        return torch.autocast(amp.device, dtype=amp.fast_dtype, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
 def use_channels_last(device: torch.device, setting: str) -> bool:
     if setting not in ("auto", "on", "off"):
         raise UserError(f"train.channels_last must be auto|on|off, got '{setting}'")

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, check_choices, check_same_run, save_config, to_dict
+from ..config import Config, check, check_same_run, save_config, to_dict
 from ..data import Augment, Dataset, DeviceLoader, dataset_from_config, normalization
 from ..errors import UserError
 from ..models import count_params, create_model
@@ -43,11 +44,13 @@ from ..run import (
 from . import distributed, fast
 from . import graph as graphs
 from .checkpoint import load_state, read_checkpoint, save_checkpoint
-from .device import autocast, pick_device, seed_everything, use_channels_last
-from .ema import make_ema
+from .device import autocast, pick_device, seed_everything, uncached, use_channels_last
+from .ema import make_ema, update_without_sync
+from .hooks import check_hooks, why_not_graph
 from .losses import TrainingLoss, make_loss
 from .optim import build_optimizer
 from .schedules import build_scheduler
+from .tensor_lr import lrs_from
 from .tta import TTA_MODES, tta_logits
 
 # ---------------------------------------------------------------- the trainer
@@ -84,6 +87,7 @@ class Trainer:
     loss_sum: torch.Tensor | None = None  # the epoch's running sums, on the device
     correct: torch.Tensor | None = None
     graph: graphs.StepGraph | None = None  # the captured step (train.graph), else train_step runs eagerly
+    step_hooks: tuple = ()  # train(hooks=...): host-side StepHooks around each eager step (train/hooks.py)
 
     @property
     def main(self) -> bool:
@@ -98,27 +102,46 @@ class Trainer:
         model = self.eval_model
         return self.graph.eval_model(model) if self.graph is not None and self.graph.capture else model
 
-    def train_step(self, x: torch.Tensor, y) -> None:
-        """One optimizer step; adds to the epoch's device-side sums and never waits for the device."""
-        with self.amp_ctx:
+    def step_body(self, x: torch.Tensor, y, *, phase, lrs: torch.Tensor | None = None, step_hooks=()) -> torch.Tensor:
+        """The training step, the one the run takes eagerly (train_step), captures as a CUDA graph
+        (graph.StepGraph, with lrs: the groups' learning rates as a device tensor) and warms up with
+        (fast.warm_up): forward, loss, backward, clipping, the step hooks, the optimizer step, the EMA
+        and the epoch's running sums. Never waits for the device. phase: hooks.phase(epoch)."""
+        self.opt.zero_grad(set_to_none=True)
+        with uncached(self.amp_ctx):  # a captured graph must not keep casts made outside it
             logits = self.step_model(x)
             loss, total = self.loss(logits, y, self.model)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        self.scaler.scale(total).backward()  # the scaler is a no-op unless fp16 (never captured)
         self.scaler.unscale_(self.opt)
         if self.cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.hooks.before_step(self.epoch)
-        self.scaler.step(self.opt)
+        for h in step_hooks:  # only the eager step passes them: they never run in a capture or warm-up
+            h.after_backward(self)
+        self.hooks.before_step(phase)
+        with lrs_from(self.opt, lrs):
+            self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
-        self.step += 1
-        self.hooks.after_step(self.step)
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            update_without_sync(self.ema, self.model, self.cfg.train.ema)
         labels = y if isinstance(y, torch.Tensor) else y.y_a
         self.loss_sum += loss.detach().float() * x.shape[0]
         self.correct += (logits.detach().argmax(1) == labels).sum()
+        return loss.detach()
+
+    def train_step(self, x: torch.Tensor, y) -> None:
+        """One optimizer step, eagerly; adds to the epoch's device-side sums."""
+        for h in self.step_hooks:
+            h.before_step(self, x, y)
+        loss = self.step_body(x, y, phase=self.hooks.phase(self.epoch), step_hooks=self.step_hooks)
+        self.end_step()
+        for h in self.step_hooks:
+            h.after_step(self, x, y, loss)
+
+    def end_step(self) -> None:
+        """The host's part after every step: the schedule, the step count, lookahead."""
+        self.sched.step()
+        self.step += 1
+        self.hooks.after_step(self.step)
 
     def train_epoch(self, epoch: int) -> tuple[dict, float]:
         """One pass over the training data: its metrics and seconds. The bar syncs every 25 steps."""
@@ -177,6 +200,8 @@ class Trainer:
                 self.save("best.pt")
         if not math.isfinite(stats["train_loss"]):
             record["diverged"] = True
+        for h in self.step_hooks:  # after the evaluation; what a hook adds to record is logged too
+            h.end_epoch(self, record)
         return record
 
     def state_dict(self) -> dict:
@@ -190,6 +215,7 @@ class Trainer:
             ema=self.ema.module.state_dict() if self.ema is not None else None,
             ema_state=self.ema.state_dict() if self.ema is not None else None,
             lookahead=self.hooks.state_dict(),
+            step_hooks=[h.state_dict() for h in self.step_hooks],
             epoch=self.epoch,
             best_acc=self.best_acc,
             train_seconds=self.train_seconds,
@@ -210,6 +236,8 @@ class Trainer:
         if self.ema is not None and ckpt.get("ema_state"):
             self.ema.load_state_dict(ckpt["ema_state"])
         self.hooks.load_state_dict(ckpt.get("lookahead"))
+        for h, state in zip(self.step_hooks, ckpt.get("step_hooks") or ()):
+            h.load_state_dict(state)
         torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
         if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
@@ -255,13 +283,16 @@ class Trainer:
         return summary
 
 
-def build_trainer(cfg: Config, dataset: Dataset, device: torch.device, dist: distributed.Dist | None) -> Trainer:
-    """A fresh run's parts, from a config and its (already split) dataset."""
+def build_trainer(
+    cfg: Config, dataset: Dataset, device: torch.device, dist: distributed.Dist | None, model: nn.Module | None = None
+) -> Trainer:
+    """A fresh run's parts, from a config and its (already split) dataset; `model` (the Python API's
+    fit(model=...)) is trained in place of the one the config names."""
     seed_everything(cfg.seed)
     num_classes, in_ch = dataset.num_classes, int(dataset.train_x.shape[-1])
     mean, std = normalization(dataset, cfg.data.normalize)
     channels_last = use_channels_last(device, cfg.train.channels_last)
-    model = build_model(cfg, num_classes, in_ch).to(device)
+    model = (build_model(cfg, num_classes, in_ch) if model is None else model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda" and cfg.train.cudnn_benchmark:
@@ -313,14 +344,25 @@ def build_trainer(cfg: Config, dataset: Dataset, device: torch.device, dist: dis
 # ---------------------------------------------------------------- the loop
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, resume: bool | str = "auto", dataset=None) -> dict:
+def train(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    resume: bool | str = "auto",
+    dataset=None,
+    model: nn.Module | None = None,
+    *,
+    hooks=(),
+) -> dict:
     """Train one configuration; returns the summary (also written to run_dir/summary.json).
 
     resume: True continues run_dir from last.pt (an error if there is none); False refuses a folder
     that already holds a run; "auto" returns the stored summary of a finished run, resumes an
     interrupted one and refuses a run of other settings. Under torchrun (WORLD_SIZE > 1) this is one
-    rank of a DDP run; rank 0 writes the files."""
-    validate(cfg)
+    rank of a DDP run; rank 0 writes the files. model: a module to train instead of cfg.model's
+    (cifarlab.fit(model=...)); cfg.model.name then only names it. hooks: StepHooks (train/hooks.py)
+    called around each step, e.g. the BN study's probes; they make the step eager."""
+    validate(cfg, model_given=model is not None)
+    hooks = check_hooks(hooks)
     run_dir = check_folder(run_dir) if run_dir else None
     if resume not in (True, False, "auto"):
         raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
@@ -328,10 +370,13 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: bool | str = "
     # second `train` on the same --out is refused at once instead of mixing two runs. Rank 0 writes.
     rank0 = os.environ.get("RANK", "0") == "0"
     with lock_folder(run_dir) if run_dir is not None and rank0 else contextlib.nullcontext():
-        return _train(cfg, run_dir, resume, dataset)
+        return _train(cfg, run_dir, resume, dataset, model, hooks=hooks)
 
 
-def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> dict:
+def _train(
+    cfg: Config, run_dir: Path | None, resume: bool | str, dataset, model: nn.Module | None = None, *, hooks=()
+) -> dict:
+    mode = resume
     resume, finished = _resume_point(cfg, run_dir, resume)
     if finished is not None:
         return finished
@@ -343,7 +388,12 @@ def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> di
             raise UserError(f"{run_dir}/last.pt was trained with model {name}, not {cfg.model.name}")
         if ckpt is not None:  # continuing with other settings would mix two runs in one folder
             check_same_run(run_dir, cfg)
-        t = build_trainer(cfg, dataset_from_config(cfg.data, cfg.seed, dataset), device, dist)
+        data = dataset_from_config(cfg.data, cfg.seed, dataset)
+        if ckpt is not None:  # nor may it go on with other images than it started with
+            _check_same_data(run_dir, cfg, data)
+        t = build_trainer(cfg, data, device, dist, model)
+        check_image_size(t.model, data.image_shape, cfg.model.name, data_record(cfg, data)["path"])
+        t.step_hooks = tuple(hooks)  # before a resume loads their state from last.pt
         history = []
         if ckpt is not None:
             t.load_state_dict(ckpt, f"{run_dir}/last.pt")
@@ -353,7 +403,11 @@ def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> di
         t.run_dir = distributed.broadcast(run_dir or new_run_dir(cfg), dist)
         if t.main:
             make_folder(t.run_dir)
+            if ckpt is None and (mode == "auto" or (t.run_dir / "config.yaml").is_file()):
+                _clear_stale(t.run_dir)  # a fresh start: what a run stopped before its first checkpoint left goes
             save_config(cfg, t.run_dir / "config.yaml")
+            if ckpt is None or not (t.run_dir / DATA_FILE).is_file():
+                atomic_write_json(t.run_dir / DATA_FILE, data_record(cfg, data))
         writer = _tensorboard(t.run_dir) if cfg.train.log_tensorboard and t.main else None
         if cfg.train.save_every > 0 and ckpt is None:  # the start of the trajectory (inspect trajectory)
             t.save("ckpt_epoch000.pt")
@@ -381,25 +435,96 @@ def _train(cfg: Config, run_dir: Path | None, resume: bool | str, dataset) -> di
 
 
 def _resume_point(cfg: Config, run_dir: Path | None, resume: bool | str) -> tuple[bool, dict | None]:
-    """(whether to resume from run_dir/last.pt, the stored summary when "auto" finds the run finished)."""
+    """(whether to resume from run_dir/last.pt, the stored summary when "auto" finds the run finished).
+
+    A folder with config.yaml but neither last.pt nor summary.json (a run stopped by Ctrl-C, a kill, a
+    crash or a full disk before its first checkpoint: config.yaml, tb/, maybe a metrics line) holds
+    nothing to continue or to lose: it is free, and the same command (or --resume) starts it afresh."""
     if resume not in (True, False, "auto"):
         raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
     has_last = run_dir is not None and (run_dir / "last.pt").is_file()
+    taken = has_last or (run_dir is not None and (run_dir / "summary.json").is_file())
+    stopped = not taken and run_dir is not None and (run_dir / "config.yaml").is_file()
     if resume == "auto":
-        if run_dir is None:
+        if run_dir is None or stopped:
             return False, None
         check_same_run(run_dir, cfg)
         # a summary that is not JSON or lacks its keys (a copy cut short) counts as not finished
         if (summary := read_summary(run_dir / "summary.json", _summary_keys(cfg))) is not None:
             return False, summary
-        if not has_last:  # a kill before the first checkpoint may leave a metrics line: start clean
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         return has_last, None
     if resume and not has_last:
-        raise UserError(f"--resume needs a run folder with last.pt (got {run_dir})")
-    if not resume and run_dir is not None and holds_run(run_dir):
+        if not stopped:
+            raise UserError(f"--resume needs a run folder with last.pt (got {run_dir})")
+        print(f"note: {run_dir} was stopped before its first checkpoint; starting it from scratch", flush=True)
+        return False, None
+    if not resume and not stopped and run_dir is not None and holds_run(run_dir):
         raise UserError(f"run folder {run_dir} already holds a run; use --resume or another --out")
     return resume, None
+
+
+# What a run that never reached a checkpoint may leave; a fresh start in its folder removes it.
+STALE = ("metrics.jsonl", "summary.json", "best.pt", "ckpt_epoch*.pt", "data.json", "tb")
+DATA_FILE = "data.json"  # what the run read: source, resolved path, fingerprint of the arrays
+
+
+def _clear_stale(run_dir: Path) -> None:
+    for pattern in STALE:
+        for p in run_dir.glob(pattern):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def data_record(cfg: Config, ds: Dataset) -> dict:
+    """What the run reads: config.yaml says `data.source: cifar10`; this says which copy that was."""
+    path = ds.origin or f"the in-memory dataset '{ds.name}'"
+    return {"source": cfg.data.source, "path": path, "name": ds.name, "fingerprint": ds.arrays_sha}
+
+
+def _check_same_data(run_dir: Path, cfg: Config, ds: Dataset) -> None:
+    """A resume on other images (another CIFARLAB_DATA, a changed folder) would finish the run on them."""
+    old = read_summary(run_dir / DATA_FILE, ("fingerprint", "path"))
+    new = data_record(cfg, ds)
+    if old is None or old["fingerprint"] == new["fingerprint"]:  # a folder from before data.json resumes as before
+        return
+    raise UserError(
+        f"{run_dir} was trained on {old['path']} (arrays {old['fingerprint']}), but this resume reads "
+        f"{new['path']} (arrays {new['fingerprint']}); resume it with the same data (CIFARLAB_DATA, --data)"
+    )
+
+
+def check_image_size(model: nn.Module, image_shape, name: str, source: str, expected=None) -> None:
+    """Models with a fixed input size (the VGGs: five pools, then a classifier sized for 1x1 or 2x2) fail
+    deep in their first step on images of another size. Try one image now, before any file is written,
+    and name both sizes. expected: the (H, W, C) a checkpoint was trained on; else 32x32 if it fits."""
+    h, w, c = image_shape
+    if _takes(model, (c, h, w)):
+        return
+    if expected is None and _takes(model, (c, 32, 32)):
+        expected = (32, 32, c)
+    if expected is None:
+        raise UserError(f"model {name} cannot take the {h}x{w} images of {source}")
+    raise UserError(
+        f"model {name} takes {expected[0]}x{expected[1]} images, but {source} holds {h}x{w} images "
+        "(resize them, or train a model that takes any size: resnet18, plainnet, fastnet, ...)"
+    )
+
+
+def _takes(model: nn.Module, chw: tuple[int, int, int]) -> bool:
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, *chw, device=p.device if p is not None else "cpu")
+    was = model.training
+    model.eval()  # no BN statistics or dropout draws: the run is untouched
+    try:
+        with torch.no_grad():
+            model(x)
+        return True
+    except RuntimeError:  # "mat1 and mat2 shapes cannot be multiplied", "output size is too small"
+        return False
+    finally:
+        model.train(was)
 
 
 def _summary_keys(cfg: Config) -> tuple[str, ...]:
@@ -421,16 +546,7 @@ def _warm_up(t: Trainer) -> float:
     if not (t.cfg.train.compile or (t.cfg.train.cudnn_benchmark and t.device.type == "cuda")):
         return 0.0
     t.loader.set_epoch(t.epoch + 1)
-    return fast.warm_up(
-        t.step_model,
-        t.model,
-        t.opt,
-        next(iter(t.loader)),
-        t.loss.loss_fn,
-        t.amp_ctx,
-        t.device,
-        compile=t.cfg.train.compile,
-    )
+    return fast.warm_up(t, next(iter(t.loader)))
 
 
 def _capture_step(t: Trainer) -> float:
@@ -440,7 +556,7 @@ def _capture_step(t: Trainer) -> float:
     mode, cuda = t.cfg.train.graph, t.device.type == "cuda"
     if mode == "off" or (mode == "auto" and not cuda):
         return 0.0
-    reason = graphs.why_not(t.cfg, t.dist is not None)
+    reason = graphs.why_not(t.cfg, t.dist is not None) or why_not_graph(t.step_hooks)
     if reason is None and not cuda and t.device.type != "cpu":
         reason = f"graphs are CUDA's; on {t.device.type} there is nothing to capture"
     if reason is not None:
@@ -476,24 +592,23 @@ def _log(t: Trainer, record: dict, writer) -> None:
 # ---------------------------------------------------------------- setup helpers
 
 
-def validate(cfg: Config) -> None:
-    """Check the names in a config before any data is read, so a typo fails at once."""
+def validate(cfg: Config, model_given: bool = False) -> None:
+    """Check a config before any data is read, so a typo fails at once: the registries' names (the
+    model's only when the config builds the model), then every field's choices and range."""
     from ..models import model_aliases, model_names
-    from .losses import LOSSES
     from .optim import OPTIMIZERS
     from .schedules import SCHEDULES
 
     known = {n.lower() for n in model_names()} | {a.lower() for a in model_aliases()}
-    if cfg.model.name.lower() not in known:
+    if not model_given and cfg.model.name.lower() not in known:
         raise UserError(f"unknown model '{cfg.model.name}'; choose one of: {', '.join(model_names())}")
     for value, allowed, key in [
         (cfg.optim.name.lower(), OPTIMIZERS, "optimizer"),
         (cfg.schedule.name.lower(), SCHEDULES, "schedule"),
-        (cfg.train.loss, LOSSES, "loss"),
     ]:
         if value not in allowed:
             raise UserError(f"unknown {key} '{value}'; choose from: {', '.join(allowed)}")
-    check_choices(cfg)
+    check(cfg)
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
@@ -603,7 +718,7 @@ def _epoch_line(r: dict, epochs: int, split: str) -> str:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
 

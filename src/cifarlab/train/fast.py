@@ -4,12 +4,14 @@
 - `StepHooks`: per-step work - drop the whitening bias's gradient once its epochs are over,
   airbench's lookahead every k steps;
 - `warm_up`: compile (and cuDNN autotuning) on real batches before the clock starts, then put
-  weights, buffers, optimizer state and random state back, so the run is the one it would have been;
+  weights, buffers, optimizer state and random state back (`undone`, also what the capture of the
+  step uses), so the run is the one it would have been;
 - `stopwatch`: device time of a stretch of work (CUDA events on a GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +50,11 @@ def setup_whitening(model: nn.Module, cfg: TrainConfig, train_x: torch.Tensor, m
 
 
 class StepHooks:
-    """What the engine calls around each optimizer step for the fast methods (cheap no-ops when off)."""
+    """What the step calls for the fast methods (cheap no-ops when off).
+
+    The step body (Trainer.step_body: eager, captured and warm-up alike) calls `before_step(phase)`
+    between backward and the optimizer step: device work only, decided by `phase(epoch)`, which keys
+    the captured graphs (one per phase). The host calls `after_step(step)` after every step."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, whiten_layer: nn.Conv2d | None):
         self.cfg, self.total = cfg, total_steps
@@ -59,10 +65,14 @@ class StepHooks:
         """Whether the whitening layer's bias is frozen in this epoch (its whiten_bias_epochs are over)."""
         return self.whiten_bias is not None and epoch >= self.cfg.whiten_bias_epochs
 
-    def before_step(self, epoch: int) -> None:
+    def phase(self, epoch: int) -> bool:
+        """What makes one epoch's step differ from another's: here whether the bias is frozen."""
+        return self.bias_frozen(epoch)
+
+    def before_step(self, phase: bool) -> None:
         # A frozen bias gets no gradient, so no step, momentum or decay: what airbench's
         # requires_grad=False does, without changing the graph (no recompilation under torch.compile).
-        if self.bias_frozen(epoch):
+        if phase:
             self.whiten_bias.grad = None
 
     def after_step(self, step: int) -> None:
@@ -83,40 +93,50 @@ class StepHooks:
             self.lookahead.load_state_dict(state)
 
 
-def warm_up(
-    step_model: nn.Module,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    batch,
-    loss_fn: Callable,
-    amp_ctx,
-    device: torch.device,
-    *,
-    compile: bool,
-    steps: int = 3,
-) -> float:
-    """Run `steps` training steps on `batch` (compiling, autotuning, recording CUDA graphs), then
-    restore the model, optimizer and RNG state. Returns the seconds it took."""
-    from ..data import mixed_loss
-
-    stop = stopwatch(device)
-    if compile and hasattr(opt, "compile_step"):  # Muon's Newton-Schulz iteration
-        opt.compile_step()
-    weights = copy.deepcopy(model.state_dict())
-    opt_state = copy.deepcopy(opt.state_dict())
-    x, y = batch
+@contextlib.contextmanager
+def undone(t):
+    """Steps of the Trainer `t` run within are undone on leaving: weights, buffers, optimizer state,
+    EMA, gradient scaler, the running sums and the random state are put back as they were, tensors in
+    place (a captured graph keeps these very tensors); optimizer state the steps created is dropped."""
+    if t.loss_sum is None:
+        t.zero_sums()
+    tensors = list(t.model.state_dict(keep_vars=True).values()) + [t.loss_sum, t.correct]
+    if t.ema is not None:
+        tensors += list(t.ema.state_dict(keep_vars=True).values())
+    saved = [x.detach().clone() for x in tensors]
+    opt_state = {p: {k: (v, _copy(v)) for k, v in s.items()} for p, s in t.opt.state.items()}
+    scaler = copy.deepcopy(t.scaler.state_dict())
     devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        model.train()
+    if t.device.type == "cuda":
+        devices = [t.device.index if t.device.index is not None else torch.cuda.current_device()]
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for x, s in zip(tensors, saved):
+                x.copy_(s)
+            for p in [p for p in t.opt.state if p not in opt_state]:
+                del t.opt.state[p]
+            for p, items in opt_state.items():
+                t.opt.state[p] = {k: obj.copy_(s) if torch.is_tensor(obj) else s for k, (obj, s) in items.items()}
+        if scaler:  # {} when disabled (no fp16)
+            t.scaler.load_state_dict(scaler)
+        t.opt.zero_grad(set_to_none=True)
+
+
+def _copy(v):
+    return v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+
+
+def warm_up(t, batch: tuple, steps: int = 3) -> float:
+    """Run `steps` training steps of the Trainer `t` on `batch` (compiling, autotuning), then undo
+    them (`undone`): the run is the one it would have been. Returns the seconds it took."""
+    stop = stopwatch(t.device)
+    if t.cfg.train.compile and hasattr(t.opt, "compile_step"):  # Muon's Newton-Schulz iteration
+        t.opt.compile_step()
+    t.model.train()
+    with undone(t):
         for _ in range(steps):
-            with amp_ctx:
-                loss = mixed_loss(loss_fn, step_model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    opt.zero_grad(set_to_none=True)
-    model.load_state_dict(weights)  # in place: parameter storage (and CUDA-graph addresses) unchanged
-    opt.load_state_dict(opt_state)
+            t.step_body(*batch, phase=t.hooks.phase(t.epoch + 1))
     return stop()

@@ -5,34 +5,37 @@ graph and replayed for every full batch.
 A ResNet-18 step at batch 128 launches some 320 kernels; eagerly the host needs ~12 ms to launch what
 the GPU runs in ~3 ms. A replay is one launch. What stays eager, outside the graph: the augmentation
 (the loader's), the schedule (a host scheduler whose lrs are copied into the device tensor only when
-they change), lookahead every k steps, and the last, smaller batch of an epoch (the same body, run
-uncaptured). The whitening bias's freeze gets a graph of its own (the body differs), captured before
-the clock starts like the first.
+they change), lookahead every k steps, the optimizer's host part (SLBI's solution path:
+GroupSteps.after_step), and the last, smaller batch of an epoch (the same body, run uncaptured).
+Each phase of the step hooks (StepHooks.phase: whether the whitening bias is frozen) gets a graph of
+its own (the body differs), captured before the clock starts like the first.
 
-`why_not` names what cannot be captured (fp16's scaler checks on the host, DDP, torch.compile,
-OneCycle's per-step momentum, mixed targets, optimizers without a tensor-lr step); the run then says so
-in one line and steps eagerly. On CPU, train.graph=on runs the same body uncaptured: the test of the
-step (tests/train/test_graph.py) compares it with Trainer.train_step.
+The body is Trainer.step_body, the eager step's own, given the groups' learning rates as a device
+tensor (tensor_lr.lrs_from). `why_not` names what cannot be captured (fp16's scaler checks on the host,
+DDP, torch.compile, OneCycle's per-step momentum, mixed targets, an optimizer class without
+`tensor_lr`); the run then says so in one line and steps eagerly. On CPU, train.graph=on runs the
+body uncaptured with the tensor lrs: the test of the step (tests/train/test_graph.py) compares it with
+Trainer.train_step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
 from torch import nn
 
 from ..config import Config
-from .ema import update_without_sync
-from .optim import TENSOR_LR, init_state, step_with_lr
+from .device import uncached
+from .fast import undone
+from .optim import OPTIMIZERS, tensor_lr_names
 
 
 def why_not(cfg: Config, distributed: bool) -> str | None:
     """Why this run's step cannot be captured, or None when it can."""
     t, name = cfg.train, cfg.optim.name.lower()
-    if name not in TENSOR_LR:
-        return f"optimizer {name} has no tensor-lr step (graphed: {', '.join(TENSOR_LR)})"
+    if not getattr(OPTIMIZERS[name].cls, "tensor_lr", False):
+        return f"optimizer {name} has no tensor-lr step (graphed: {', '.join(tensor_lr_names())})"
     if t.amp == "fp16":
         return "fp16's gradient scaler checks for overflow on the host (use train.amp=bf16)"
     if distributed:
@@ -52,15 +55,14 @@ class StepGraph:
     def __init__(self, trainer, capture: bool):
         self.t, self.capture = trainer, capture
         self.opt = trainer.opt
-        init_state(self.opt)
-        self.opt._opt_called = True  # the scheduler's check that opt.step ran first: step_with_lr is that step
+        self.opt.init_state()
+        self.opt._opt_called = True  # the scheduler's check that opt.step ran first: a replay is that step
         self.lrs = torch.tensor([g["lr"] for g in self.opt.param_groups], device=trainer.device)
         self._host_lrs = [g["lr"] for g in self.opt.param_groups]
         self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
         self._keep: list = []  # the graphs' static tensors (inputs, gradients): they must outlive the graphs
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
-        self.amp = _uncached(trainer.amp_ctx)
         self.eval_graphs: dict[int, EvalGraph] = {}
 
     def eval_model(self, model: nn.Module) -> EvalGraph:
@@ -69,39 +71,21 @@ class StepGraph:
             self.eval_graphs[id(model)] = EvalGraph(model, self.t.amp_ctx, self.capture)
         return self.eval_graphs[id(model)]
 
-    def body(self, x: torch.Tensor, y: torch.Tensor, frozen: bool) -> None:
-        """The step: what is captured. Gradients must be None on entry (zero_grad(set_to_none=True))."""
-        t = self.t
-        with self.amp:
-            logits = t.step_model(x)
-            loss, total = t.loss(logits, y, t.model)
-        total.backward()
-        if t.cfg.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.train.grad_clip)
-        if frozen:  # as StepHooks.before_step: no gradient, so no step, momentum or decay
-            t.hooks.whiten_bias.grad = None
-        step_with_lr(self.opt, self.lrs)
-        if t.ema is not None:
-            update_without_sync(t.ema, t.model, t.cfg.train.ema)
-        t.loss_sum += loss.detach().float() * x.shape[0]
-        t.correct += (logits.detach().argmax(1) == y).sum()
-
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimizer step, as Trainer.train_step."""
         t = self.t
         self._set_lrs()
-        frozen = t.hooks.bias_frozen(t.epoch)
-        graph = self.graphs.get(frozen) if self.x is not None and x.shape == self.x.shape else None
+        phase = t.hooks.phase(t.epoch)
+        graph = self.graphs.get(phase) if self.x is not None and x.shape == self.x.shape else None
         if graph is not None:
             self.x.copy_(x)
             self.y.copy_(y)
             graph.replay()
         else:  # no graph for this phase, or the epoch's last, smaller batch
-            self.opt.zero_grad(set_to_none=True)
-            self.body(x, y, frozen)
-        t.sched.step()
-        t.step += 1
-        t.hooks.after_step(t.step)
+            t.step_body(x, y, phase=phase, lrs=self.lrs)
+        if hasattr(self.opt, "after_step"):  # the host's part of the optimizer step (SLBI's path)
+            self.opt.after_step()
+        t.end_step()
 
     def _set_lrs(self) -> None:
         # One small fill per group, and only when the schedule moved it: most steps of a constant
@@ -112,47 +96,34 @@ class StepGraph:
                 self._host_lrs[i] = g["lr"]
 
     def capture_phases(self, batch: tuple[torch.Tensor, torch.Tensor], epochs: range) -> float:
-        """Capture a graph for each whitening phase the epochs will see; returns the seconds it took.
+        """Capture a graph for each phase (StepHooks.phase) the epochs will see; returns the seconds it took.
         The warm-up steps it needs are undone: the run is the one it would have been."""
         if not self.capture:
             return 0.0
         start = time.perf_counter()
         x, y = batch
         self.x, self.y = x.clone(), y.clone()
-        for frozen in sorted({self.t.hooks.bias_frozen(e) for e in epochs}):
-            self.graphs[frozen] = self._capture(frozen)
+        for phase in sorted({self.t.hooks.phase(e) for e in epochs}):
+            self.graphs[phase] = self._capture(phase)
         torch.cuda.synchronize(self.t.device)
         return time.perf_counter() - start
 
-    def _capture(self, frozen: bool) -> torch.cuda.CUDAGraph:
+    def _capture(self, phase) -> torch.cuda.CUDAGraph:
         t, dev = self.t, self.t.device
-        saved, rng = _snapshot(self._state()), torch.cuda.get_rng_state(dev)
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        try:
-            with torch.cuda.stream(side):  # cuDNN/cuBLAS choose and allocate here, not during capture
-                for _ in range(3):
-                    self.opt.zero_grad(set_to_none=True)
-                    self.body(self.x, self.y, frozen)
-            torch.cuda.current_stream(dev).wait_stream(side)
-        finally:  # also when a step fails: the eager fallback starts from the run's own state
-            _restore(self._state(), saved)
-            torch.cuda.set_rng_state(rng, dev)
+        main, side = torch.cuda.current_stream(dev), torch.cuda.Stream(dev)
+        with undone(t):  # also when a step fails: the eager fallback starts from the run's own state
+            side.wait_stream(main)  # after undone's snapshot
+            try:
+                with torch.cuda.stream(side):  # cuDNN/cuBLAS choose and allocate here, not during capture
+                    for _ in range(3):
+                        t.step_body(self.x, self.y, phase=phase, lrs=self.lrs)
+            finally:
+                main.wait_stream(side)  # before undone puts the state back
         graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph):  # records, runs nothing: the state is left as it is
-            self.body(self.x, self.y, frozen)
+            t.step_body(self.x, self.y, phase=phase, lrs=self.lrs)
         self._keep.append([p.grad for p in t.model.parameters()])
         return graph
-
-    def _state(self) -> list[torch.Tensor]:
-        """Every tensor a step writes: weights, buffers, optimizer and EMA state, the running sums."""
-        t = self.t
-        tensors = list(t.model.state_dict(keep_vars=True).values())
-        tensors += [v for s in self.opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-        if t.ema is not None:
-            tensors += list(t.ema.state_dict(keep_vars=True).values())
-        return [*tensors, t.loss_sum, t.correct]
 
 
 class EvalGraph:
@@ -163,7 +134,7 @@ class EvalGraph:
 
     def __init__(self, model: nn.Module, amp, capture: bool):
         self.model, self.capture = model, capture
-        self.amp = _uncached(amp)
+        self.amp = uncached(amp)
         self.graphs: dict[tuple, tuple] = {}
 
     def eval(self) -> EvalGraph:
@@ -199,20 +170,3 @@ class EvalGraph:
         with torch.cuda.graph(graph), self.amp:
             static_out = self.model(static_x)
         return graph, static_x, static_out
-
-
-def _uncached(amp):
-    """The autocast of `amp` without its weight cache: a graph must not keep casts made outside it."""
-    if isinstance(amp, torch.autocast):
-        return torch.autocast(amp.device, dtype=amp.fast_dtype, cache_enabled=False)
-    return contextlib.nullcontext()
-
-
-def _snapshot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [x.detach().clone() for x in tensors]
-
-
-@torch.no_grad()
-def _restore(tensors: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    for x, s in zip(tensors, saved):
-        x.copy_(s)  # in place: the graph is captured on these very tensors

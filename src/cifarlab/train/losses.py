@@ -7,10 +7,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..config import TrainConfig, choices
 from ..data import mixed_loss
 from ..errors import UserError
 
-LOSSES = ("ce", "nll", "mse", "smooth_l1", "kl")
+LOSSES = choices(TrainConfig, "loss")  # declared on the field train.loss
 
 
 def _smoothed(y: torch.Tensor, num_classes: int, smoothing: float, dtype) -> torch.Tensor:

@@ -8,8 +8,9 @@ bank is first rescaled to Frobenius norm sqrt(out_channels) (`normalize`), which
 weights' scale (BN follows every conv) and stands in for weight decay.
 
 One torch Optimizer holds both kinds of groups (key "muon"), so the engine's one scheduler,
-checkpointing and zero_grad work unchanged. The non-Muon groups follow torch.optim.SGD exactly
-(coupled weight decay, dampening 0, Nesterov when asked).
+checkpointing and zero_grad work unchanged. The non-Muon groups step by torch.optim.SGD's rule
+(tensor_lr.sgd_update: coupled weight decay, dampening 0, Nesterov when asked). The step takes its
+learning rates as floats or as device tensors (the captured step, graph.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from .tensor_lr import GroupSteps, TensorLR, add_lr, momentum_direction, sgd_update, zero_momentum
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
@@ -44,7 +47,7 @@ def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
     return u @ vh
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(GroupSteps, TensorLR, torch.optim.Optimizer):
     """Groups with muon=True: Muon on each parameter (ndim >= 2); the others: SGD with momentum."""
 
     def __init__(
@@ -77,45 +80,24 @@ class Muon(torch.optim.Optimizer):
         """Compile the Newton-Schulz iteration (worth it on a GPU; the engine does it under train.compile)."""
         self._orthogonalize = torch.compile(orthogonalize)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            (self._muon_step if group["muon"] else self._sgd_step)(group)
-        return loss
+    def init_state(self) -> None:
+        zero_momentum(self)
 
-    def _momentum(self, group: dict, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        m = group["momentum"]
-        if m == 0:
-            return g
-        state = self.state[p]
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = state["momentum_buffer"] = g.clone()
+    def group_step(self, group: dict) -> None:
+        if group["muon"]:
+            self._muon_step(group)
         else:
-            buf.mul_(m).add_(g)
-        return g.add(buf, alpha=m) if group["nesterov"] else buf
+            sgd_update(self, group)
 
     def _muon_step(self, group: dict) -> None:
         lr, wd = group["lr"], group["weight_decay"]
         for p in group["params"]:
             if p.grad is None:
                 continue
-            g = self._momentum(group, p, p.grad)
+            g = momentum_direction(self.state[p], group, p.grad)
             if group["normalize"]:
                 p.mul_(p.shape[0] ** 0.5 / p.norm())
             elif wd:
                 p.mul_(1 - lr * wd)  # decoupled: the update's size is fixed, decay acts on the weight
             update = self._orthogonalize(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)
-            p.add_(update.to(p.dtype), alpha=-lr)
-
-    def _sgd_step(self, group: dict) -> None:
-        lr, wd = group["lr"], group["weight_decay"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g = p.grad.add(p, alpha=wd) if wd else p.grad
-            p.add_(self._momentum(group, p, g), alpha=-lr)
+            add_lr(p, update.to(p.dtype), lr)

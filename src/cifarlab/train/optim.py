@@ -9,6 +9,9 @@ from torch import nn
 
 from ..config import OptimConfig
 from ..errors import UserError
+from .muon import Muon
+from .slbi import SLBI, SLBIAdam, build_slbi, build_slbi_adam
+from .tensor_lr import SGD, Adam, AdamW
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -61,16 +64,28 @@ def _no_args(cfg: OptimConfig) -> None:
         raise UserError(f"optimizer '{cfg.name}' takes no optim.args (got {', '.join(cfg.args)})")
 
 
+def _builds(cls: type) -> Callable:
+    """Mark a builder with the class it builds: graph.why_not asks that class (tensor_lr) by name."""
+
+    def mark(build: Callable) -> Callable:
+        build.cls = cls
+        return build
+
+    return mark
+
+
 def _sgd(momentum: bool, nesterov: bool) -> Callable:
+    @_builds(SGD)
     def build(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
         _no_args(cfg)
         m = cfg.momentum if momentum else 0.0
-        return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=m, nesterov=nesterov and m > 0)
+        return SGD(param_groups(model, cfg), lr=cfg.lr, momentum=m, nesterov=nesterov and m > 0)
 
     return build
 
 
 def _adam(cls: type) -> Callable:
+    @_builds(cls)
     def build(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
         _no_args(cfg)
         return cls(param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
@@ -78,37 +93,26 @@ def _adam(cls: type) -> Callable:
     return build
 
 
+@_builds(torch.optim.RMSprop)
 def _rmsprop(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     _no_args(cfg)
     return torch.optim.RMSprop(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps)
 
 
+@_builds(torch.optim.Adagrad)
 def _adagrad(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     _no_args(cfg)
     return torch.optim.Adagrad(param_groups(model, cfg), lr=cfg.lr, eps=cfg.eps)
 
 
-def _slbi(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    from .slbi import build_slbi
-
-    return build_slbi(model, cfg)
-
-
-def _slbi_adam(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    from .slbi import build_slbi_adam
-
-    return build_slbi_adam(model, cfg)
-
-
 MUON_ARGS = {"muon_momentum": 0.95, "nesterov": True, "ns_steps": 3, "normalize": True}
 
 
+@_builds(Muon)
 def _muon(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Muon (optim.lr, args.muon_momentum) on the main weights (conv filters, hidden Linear weights);
     Nesterov SGD (optim.momentum) on norm parameters, biases and the head, each lr = optim.lr x its
     *_lr_scale. With args.normalize (default) the Muon weights get no weight decay: their norm is fixed."""
-    from .muon import Muon
-
     unknown = set(cfg.args) - set(MUON_ARGS)
     if unknown:
         raise UserError(f"optimizer 'muon' takes optim.args {', '.join(MUON_ARGS)}; got {', '.join(sorted(unknown))}")
@@ -140,12 +144,12 @@ OPTIMIZERS: dict[str, Callable] = {
     "sgd": _sgd(momentum=False, nesterov=False),
     "momentum": _sgd(momentum=True, nesterov=False),
     "nesterov": _sgd(momentum=True, nesterov=True),
-    "adam": _adam(torch.optim.Adam),
-    "adamw": _adam(torch.optim.AdamW),
+    "adam": _adam(Adam),
+    "adamw": _adam(AdamW),
     "rmsprop": _rmsprop,
     "adagrad": _adagrad,
-    "slbi": _slbi,
-    "slbi_adam": _slbi_adam,
+    "slbi": _builds(SLBI)(build_slbi),
+    "slbi_adam": _builds(SLBIAdam)(build_slbi_adam),
     "muon": _muon,
 }
 
@@ -157,90 +161,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return builder(model, cfg)
 
 
-# ---------------------------------------------------------------- the step with learning rates on the device
-
-# The optimizers whose step can take its learning rates as a device tensor (the captured step, graph.py).
-TENSOR_LR = ("sgd", "momentum", "nesterov", "adam", "adamw", "muon")
-
-
-def init_state(opt: torch.optim.Optimizer) -> None:
-    """Create the state the first step would create, at zero, on the parameters' device: a captured step
-    must not allocate it or branch on whether it exists. Zero momentum gives the first step torch's
-    result (m * 0 + g = g); Adam's step count moves to the device so bias correction needs no sync."""
-    adam = isinstance(opt, torch.optim.Adam | torch.optim.AdamW)
-    for group in opt.param_groups:
-        for p in group["params"]:
-            state = opt.state[p]
-            if adam:
-                step = state.get("step", torch.zeros(()))
-                state["step"] = torch.as_tensor(step, dtype=torch.float32).to(p.device)
-                state.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
-                state.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
-            elif group.get("momentum", 0) != 0 and state.get("momentum_buffer") is None:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-
-@torch.no_grad()
-def step_with_lr(opt: torch.optim.Optimizer, lrs: torch.Tensor) -> None:
-    """One step of `opt` with group i's learning rate lrs[i] (a device tensor): the same update as
-    opt.step(), with no Python float baked in, so a captured step follows the schedule. Call
-    init_state(opt) first. Parameters without a gradient are skipped, as torch does."""
-    from .muon import Muon
-
-    for i, group in enumerate(opt.param_groups):
-        params = [p for p in group["params"] if p.grad is not None]
-        if isinstance(opt, torch.optim.Adam | torch.optim.AdamW):
-            decoupled = group.get("decoupled_weight_decay", isinstance(opt, torch.optim.AdamW))
-            _adam_step(opt, group, params, lrs[i], decoupled)
-        elif isinstance(opt, Muon) and group["muon"]:
-            _muon_step(opt, group, params, lrs[i])
-        elif isinstance(opt, torch.optim.SGD | Muon):
-            _sgd_step(opt, group, params, lrs[i])
-        else:
-            raise TypeError(f"{type(opt).__name__} takes no tensor learning rate")
-
-
-def _momentum(opt, group: dict, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    m = group.get("momentum", 0)
-    if m == 0:
-        return g
-    buf = opt.state[p]["momentum_buffer"]
-    buf.mul_(m).add_(g)  # dampening 0: the builders never set it
-    return g.add(buf, alpha=m) if group["nesterov"] else buf
-
-
-def _sgd_step(opt, group: dict, params: list, lr: torch.Tensor) -> None:
-    wd = group["weight_decay"]
-    for p in params:
-        g = p.grad.add(p, alpha=wd) if wd else p.grad
-        p.sub_(_momentum(opt, group, p, g) * lr)
-
-
-def _muon_step(opt, group: dict, params: list, lr: torch.Tensor) -> None:
-    wd = group["weight_decay"]
-    for p in params:
-        g = _momentum(opt, group, p, p.grad)
-        if group["normalize"]:
-            p.mul_(p.shape[0] ** 0.5 / p.norm())
-        elif wd:
-            p.mul_(1 - lr * wd)
-        update = opt._orthogonalize(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)
-        p.sub_(update.to(p.dtype) * lr)
-
-
-def _adam_step(opt, group: dict, params: list, lr: torch.Tensor, decoupled: bool) -> None:
-    (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
-    for p in params:
-        state, g = opt.state[p], p.grad
-        if wd and decoupled:
-            p.mul_(1 - lr * wd)
-        elif wd:
-            g = g.add(p, alpha=wd)
-        step = state["step"]
-        step.add_(1)
-        state["exp_avg"].lerp_(g, 1 - b1)
-        state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-        # bias corrections in float64, as torch computes them from the step count on the host
-        t = step.double()
-        denom = (state["exp_avg_sq"].sqrt() / (1 - b2**t).sqrt().float()).add_(eps)
-        p.sub_(state["exp_avg"] / denom * (lr.double() / (1 - b1**t)).float())
+def tensor_lr_names() -> list[str]:
+    """The optimizers whose step takes its learning rates as a device tensor (the captured step)."""
+    return [name for name, build in OPTIMIZERS.items() if getattr(build.cls, "tensor_lr", False)]

@@ -31,9 +31,11 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from ..config import OptimConfig
 from ..errors import UserError
+from .tensor_lr import GroupSteps, TensorLR, foreach_add_lr, zero_adam_state, zero_momentum
 
 NEVER = 2000.0  # epoch_record of a weight whose Gamma was never non-zero (official value)
 PATH_POINTS = 20  # solution-path rows kept per epoch when path_every is 0 (auto)
@@ -58,7 +60,7 @@ def _per_row(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
-class _LBI(torch.optim.Optimizer):
+class _LBI(GroupSteps, TensorLR, torch.optim.Optimizer):
     """What SLBI and SLBI-Adam share: tracked weights, Z/Gamma updates, prune order, named state."""
 
     def __init__(
@@ -126,6 +128,11 @@ class _LBI(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ the shared update
 
+    def group_step(self, group: dict) -> None:
+        names, params, grads = self._with_grad(group)
+        if params:
+            self._step(group, params, self._weight_decay(group, names, params, grads))
+
     def _with_grad(self, group: dict) -> tuple[list[str], list[Tensor], list[Tensor]]:
         names, params = [], []
         for n, p in zip(group["param_names"], group["params"]):
@@ -157,7 +164,7 @@ class _LBI(torch.optim.Optimizer):
         """Z += lr/mu * (W_old - Gamma_old); Gamma = kappa * shrink(Z)."""
         states = [self.state[p] for p in params]
         zs = [s["z_buffer"] for s in states]
-        torch._foreach_add_(zs, residual, alpha=group["lr"] / group["mu"])
+        foreach_add_lr(zs, residual, -group["lr"] / group["mu"])
         kappa, fc_group = group["kappa"], group["fc_group"]
         flat = [i for i, p in enumerate(params) if not is_grouped(p, fc_group)]
         if flat:
@@ -170,7 +177,7 @@ class _LBI(torch.optim.Optimizer):
             if kappa != 1:
                 torch._foreach_mul_(gammas, kappa)
             for i, g in zip(flat, gammas):
-                states[i]["gamma_buffer"] = g
+                states[i]["gamma_buffer"].copy_(g)  # in place: a captured step reads this very tensor
         for i, p in enumerate(params):
             if is_grouped(p, fc_group):
                 lam = group["lambda_conv"] if p.ndim >= 3 else group["lambda_fc"]
@@ -178,9 +185,15 @@ class _LBI(torch.optim.Optimizer):
                 scale = (1.0 - lam / _row_norms(zs[i])).clamp_min_(0.0)
                 if kappa != 1:
                     scale.mul_(kappa)
-                states[i]["gamma_buffer"] = zs[i] * _per_row(scale, p)
-        for st in states:
-            self._path_point(st, group["path_every"])
+                torch.mul(zs[i], _per_row(scale, p), out=states[i]["gamma_buffer"])
+
+    def after_step(self) -> None:
+        """The solution path, on the host after each step: count the steps of every tracked weight
+        that stepped, and keep its rows on the path steps."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and "z_buffer" in self.state[p]:
+                    self._path_point(self.state[p], group["path_every"])
 
     @staticmethod
     def _path_point(st: dict, every: int) -> None:
@@ -214,17 +227,17 @@ class _LBI(torch.optim.Optimizer):
             end = torch.cat([st["epoch_steps"], end])
         st["gamma_path"], st["path_steps"], st["epoch_steps"] = new, at, end
 
-    def _lbi_step(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float) -> None:
+    def _lbi_step(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float | Tensor) -> None:
         """Plain SLBI move along dirs: tracked W -= lr*kappa*(d + (W - Gamma)/mu) then Z, Gamma;
         untracked W -= lr*kappa*d."""
         tracked, untracked = self._split(params)
         if untracked:
-            torch._foreach_add_([params[i] for i in untracked], [dirs[i] for i in untracked], alpha=-lr_kappa)
+            foreach_add_lr([params[i] for i in untracked], [dirs[i] for i in untracked], lr_kappa)
         if tracked:
             w = [params[i] for i in tracked]
             residual = torch._foreach_sub(w, [self.state[p]["gamma_buffer"] for p in w])
-            torch._foreach_add_(w, [dirs[i] for i in tracked], alpha=-lr_kappa)
-            torch._foreach_add_(w, residual, alpha=-lr_kappa / group["mu"])
+            foreach_add_lr(w, [dirs[i] for i in tracked], lr_kappa)
+            foreach_add_lr(w, residual, lr_kappa / group["mu"])
             self._z_gamma(group, w, residual)
 
     # ------------------------------------------------------------------ per epoch
@@ -291,33 +304,25 @@ class SLBI(_LBI):
         )
         super().__init__(named_params, defaults, layers)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            names, params, grads = self._with_grad(group)
-            if not params:
-                continue
-            dirs = self._weight_decay(group, names, params, grads)
-            m = group["momentum"]
-            if m != 0:
-                # The official code adds weight decay to the buffer after the momentum update; with
-                # no dampening that is exactly buf = m*buf + (g + wd*W), torch.optim.SGD's order.
-                states = [self.state[p] for p in params]
-                old = [i for i, s in enumerate(states) if "momentum_buffer" in s]
-                if old:
-                    bufs = [states[i]["momentum_buffer"] for i in old]
-                    torch._foreach_mul_(bufs, m)
-                    torch._foreach_add_(bufs, [dirs[i] for i in old])
-                for i, s in enumerate(states):
-                    if "momentum_buffer" not in s:
-                        s["momentum_buffer"] = dirs[i].clone(memory_format=torch.preserve_format)
-                dirs = [s["momentum_buffer"] for s in states]
-            self._lbi_step(group, params, dirs, group["lr"] * group["kappa"])
-        return loss
+    def init_state(self) -> None:
+        zero_momentum(self)
+
+    def _step(self, group: dict, params: list[Tensor], dirs: list[Tensor]) -> None:
+        m = group["momentum"]
+        if m != 0:
+            # The official code adds weight decay to the buffer after the momentum update; with
+            # no dampening that is exactly buf = m*buf + (g + wd*W), torch.optim.SGD's order.
+            states = [self.state[p] for p in params]
+            old = [i for i, s in enumerate(states) if "momentum_buffer" in s]
+            if old:
+                bufs = [states[i]["momentum_buffer"] for i in old]
+                torch._foreach_mul_(bufs, m)
+                torch._foreach_add_(bufs, [dirs[i] for i in old])
+            for i, s in enumerate(states):
+                if "momentum_buffer" not in s:
+                    s["momentum_buffer"] = dirs[i].clone(memory_format=torch.preserve_format)
+            dirs = [s["momentum_buffer"] for s in states]
+        self._lbi_step(group, params, dirs, group["lr"] * group["kappa"])
 
 
 class SLBIAdam(_LBI):
@@ -362,58 +367,59 @@ class SLBIAdam(_LBI):
             fc_group=fc_group,
             variant=variant,
             path_every=path_every,
+            capturable=False,
         )
         super().__init__(named_params, defaults, layers)
 
-    def _adam(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float) -> None:
-        """One bias-corrected Adam step along dirs (same ops and order as torch.optim.Adam foreach)."""
+    def _adam(self, group: dict, params: list[Tensor], dirs: list[Tensor], lr_kappa: float | Tensor) -> None:
+        """One bias-corrected Adam step of size lr_kappa along dirs: torch's own (torch.optim.adam.adam)."""
         beta1, beta2 = group["betas"]
         states = [self.state[p] for p in params]
         for s, p in zip(states, params):
             if "exp_avg" not in s:
-                s["step"] = 0
                 s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            s["step"] += 1
-        m = [s["exp_avg"] for s in states]
-        v = [s["exp_avg_sq"] for s in states]
-        torch._foreach_lerp_(m, dirs, 1 - beta1)
-        torch._foreach_mul_(v, beta2)
-        torch._foreach_addcmul_(v, dirs, dirs, 1 - beta2)
-        step_size = [-lr_kappa / (1 - beta1 ** s["step"]) for s in states]
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, [(1 - beta2 ** s["step"]) ** 0.5 for s in states])
-        torch._foreach_add_(denom, group["eps"])
-        torch._foreach_addcdiv_(params, m, denom, step_size)
+            if not torch.is_tensor(s.get("step")):  # a tensor, as torch's Adam keeps it (older checkpoints: an int)
+                s["step"] = torch.tensor(float(s.get("step", 0)))
+        adam(
+            params,
+            dirs,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr_kappa,
+            weight_decay=0.0,  # already in dirs (_weight_decay), on the parameters that decay
+            eps=group["eps"],
+            maximize=False,
+            capturable=group["capturable"],  # True in a captured step on CUDA (tensor_lr.lrs_from)
+        )
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def init_state(self) -> None:
         for group in self.param_groups:
-            names, params, grads = self._with_grad(group)
-            if not params:
-                continue
-            dirs = self._weight_decay(group, names, params, grads)
-            lr_kappa = group["lr"] * group["kappa"]
-            if group["variant"] == "adam_then_slbi":
-                self._adam(group, params, dirs, lr_kappa)
-                self._lbi_step(group, params, dirs, lr_kappa)
-                continue
-            tracked, _ = self._split(params)
-            w = [params[i] for i in tracked]
-            residual = torch._foreach_sub(w, [self.state[p]["gamma_buffer"] for p in w]) if w else []
-            if w:
-                coupled = torch._foreach_add([dirs[i] for i in tracked], residual, alpha=1.0 / group["mu"])
-                dirs = list(dirs)
-                for i, d in zip(tracked, coupled):
-                    dirs[i] = d
+            for p in group["params"]:
+                zero_adam_state(self.state[p], group, p)
+
+    def _step(self, group: dict, params: list[Tensor], dirs: list[Tensor]) -> None:
+        lr_kappa = group["lr"] * group["kappa"]
+        if group["variant"] == "adam_then_slbi":
             self._adam(group, params, dirs, lr_kappa)
-            if w:
-                self._z_gamma(group, w, residual)
-        return loss
+            self._lbi_step(group, params, dirs, lr_kappa)
+            return
+        tracked, _ = self._split(params)
+        w = [params[i] for i in tracked]
+        residual = torch._foreach_sub(w, [self.state[p]["gamma_buffer"] for p in w]) if w else []
+        if w:
+            coupled = torch._foreach_add([dirs[i] for i in tracked], residual, alpha=1.0 / group["mu"])
+            dirs = list(dirs)
+            for i, d in zip(tracked, coupled):
+                dirs[i] = d
+        self._adam(group, params, dirs, lr_kappa)
+        if w:
+            self._z_gamma(group, w, residual)
 
 
 # ---------------------------------------------------------------------- builders for the engine

@@ -3,11 +3,15 @@ spread over the GPUs and machines of a Ray cluster ("ray").
 
 A sweep is safe to kill and start again: runs with a summary.json are skipped, a run with last.pt
 but no summary resumes from it, and a run that fails leaves error.txt and does not stop the others.
+On a Ray cluster a run lost with its node is run again on another node, resuming from the last.pt
+in the shared OUT (tests/sweeps/test_ray_cluster.py kills a node mid-sweep).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -20,7 +24,7 @@ from typing import Any
 from ..config import check_same_run, save_config
 from ..data import load_dataset
 from ..errors import UserError
-from ..run import atomic_write_json, atomic_write_text, make_folder, read_jsonl
+from ..run import LOCK_NAME, atomic_write_json, atomic_write_text, make_folder, read_jsonl
 from ..train.pool import default_parallel, quiet, run_all
 from .grid import RunSpec, SweepConfig, expand
 from .results import run_status, summary_corrupt, tabulate
@@ -29,6 +33,15 @@ from .stats import FINISHED
 # Files of a run that travel back to the driver when a Ray worker cannot write to OUT itself
 # (no shared file system). Checkpoints stay on the worker: share OUT (NFS, ...) to keep them.
 SMALL_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "error.txt")
+
+# A Ray task lost with its node (machine gone, raylet or worker killed) runs again on another node,
+# where train(resume="auto") continues from last.pt. A run's own errors are results (execute never
+# raises), so only such system failures are retried; a run lost once more is recorded as failed.
+NODE_RETRIES = 3
+# How long a retried run waits for its lost attempt's lock on the run folder. The kernel frees an
+# flock when its process dies; an NFS server frees a lost client's lock when the client's lease
+# runs out (NFSv4: 90 s by default).
+LOCK_WAIT_SECONDS = 180
 
 
 # Keys that may differ between a finished run and the sweep without making it another experiment.
@@ -40,6 +53,7 @@ def run_sweep(
     sweep: SweepConfig,
     out_dir: str | Path | None = None,
     engine: str = "local",
+    *,
     gpus_per_trial: float = 1.0,
     cpus_per_trial: int = 1,
     address: str | None = None,
@@ -225,10 +239,36 @@ def ray_trial(cfg, run_dir: str, dataset, threads: int) -> dict:
         local = target
     except OSError:  # OUT is not on this machine: train in a scratch folder, send the results back
         local = Path(tempfile.mkdtemp(prefix="cifarlab-run-"))
+    else:
+        wait_for_writer(local, LOCK_WAIT_SECONDS)
     result = execute(cfg, local, dataset)
     result["files"] = {n: (local / n).read_text() for n in SMALL_FILES if (local / n).is_file()}
     result["host"] = os.uname().nodename
     return result
+
+
+def wait_for_writer(run_dir: Path, seconds: float) -> bool:
+    """Wait (at most `seconds`) until no process holds run_dir's lock; False if one still does.
+    The holder is an attempt of this run on a node Ray has given up on; past the wait, train()
+    refuses the folder and the run is recorded as failed (the next start of the sweep resumes it)."""
+    deadline, said = time.monotonic() + seconds, False
+    while True:
+        try:
+            fd = os.open(run_dir / LOCK_NAME, os.O_RDWR)  # write access: NFS locks need it
+        except OSError:  # no lock (or none we may open): train() decides
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True  # free; closing the file lets train() take it
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                return False
+        finally:
+            os.close(fd)
+        if not said:
+            print(f"{run_dir.name}: waiting up to {seconds:.0f} s for the holder of {run_dir / LOCK_NAME}", flush=True)
+            said = True
+        time.sleep(1.0)
 
 
 def _run_ray(
@@ -271,7 +311,7 @@ def _run_ray(
 def _drive(ray, todo: list[RunSpec], out: Path, datasets: dict, gpus: float, cpus: int, limit: int) -> None:
     """Keep up to `limit` trials in flight; print a line per finished epoch (read from each run's
     metrics.jsonl, when OUT is shared with the workers) and per finished run."""
-    task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=0)(ray_trial)
+    task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=NODE_RETRIES, retry_exceptions=False)(ray_trial)
     # in the object store: each machine receives a dataset once, and workers need no data files
     refs = {key: ray.put(ds) for key, ds in datasets.items()}
     queue, running, seen, done = list(todo), {}, {}, 0

@@ -4,7 +4,7 @@ rows whose difference from the best is within the seed spread."""
 import csv
 import json
 
-from cifarlab.sweep.results import tabulate
+from cifarlab.sweeps.results import tabulate
 
 
 def _run(out, lr, seed, acc, **summary):

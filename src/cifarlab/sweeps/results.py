@@ -40,6 +40,23 @@ __all__ = [
 ]
 
 
+# The numbers a run's summary.json holds (train/engine.py): what a sweep's `metrics` may name.
+SUMMARY_METRICS = (
+    "final_test_acc", "final_val_acc", "best_test_acc", "best_val_acc", "final_test_acc_no_tta",
+    "final_val_acc_no_tta", "final_train_loss", "epochs", "eval_seconds", "compile_seconds", "capture_seconds",
+    *SCORECARD,
+)  # fmt: skip
+
+
+def check_metrics(metrics: list[str], summaries: list[dict] = ()) -> None:
+    """A metric no summary holds would be dropped from the table without a word, and the ranking
+    would fall to the next column (train_seconds): name it instead. A key some summary holds counts."""
+    seen = {k for s in summaries for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    unknown = [m for m in metrics if m not in SUMMARY_METRICS and m not in seen]
+    if unknown:
+        raise UserError(f"sweep: unknown metric '{unknown[0]}'; choose from: {', '.join(SUMMARY_METRICS)}")
+
+
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None when it is missing or unreadable (a corrupt file: the run reruns)."""
     return read_summary_file(run_dir / "summary.json")
@@ -82,7 +99,7 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list
     # the scorecard (what a run cost) follows the accuracies; markdown drops a column no run has
     metrics = [m for m in metrics if m not in SCORECARD] + list(SCORECARD)
     axis_names = [ax.name for ax in sweep_axes(sweep)] if sweep else list(infos[0]["axes"])
-    rows = []
+    rows, summaries = [], []
     for info in sorted(infos, key=lambda i: i.get("index", 0)):
         run_dir = out_dir / info["run_id"]
         status = run_status(run_dir)
@@ -90,12 +107,14 @@ def collect(out_dir: str | Path, metrics: list[str] | None = None) -> tuple[list
         row.update({a: info["axes"].get(a, "") for a in axis_names})
         row.update({"seed": info["seed"], "status": status})
         summary = (read_summary(run_dir) or {}) if status in FINISHED else {}
+        summaries.append(summary)
         for m in metrics:
             v = summary.get(m)
             # an int (params, MACs) stays one: results.csv then reads 176402, not 176402.0
             row[m] = v if isinstance(v, int) and not isinstance(v, bool) else float(v) if isinstance(v, float) else None
         row["error"] = _first_line(run_dir / "error.txt") if status == "failed" else ""
         rows.append(row)
+    check_metrics(metrics, summaries)
     return rows, axis_names, metrics
 
 

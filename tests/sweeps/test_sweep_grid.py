@@ -12,7 +12,7 @@ from cifarlab.cli.sweep import register as add_sweep_parser
 from cifarlab.config import from_dict
 from cifarlab.errors import UserError
 from cifarlab.models import model_names
-from cifarlab.sweep import SweepConfig, expand, load_sweep, tabulate
+from cifarlab.sweeps import SweepConfig, expand, load_sweep, tabulate
 
 PRESETS = sorted((Path(__file__).resolve().parents[2] / "src" / "cifarlab" / "configs" / "sweeps").glob("*.yaml"))
 

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from cifarlab.data import Dataset
-from cifarlab.sweep import expand, load_sweep, run_sweep, tabulate
+from cifarlab.sweeps import expand, load_sweep, run_sweep, tabulate
 
 
 def tiny_dataset() -> Dataset:
@@ -110,6 +110,7 @@ def test_results_md_has_mean_std_per_configuration_and_best_in_bold(local_sweep)
     assert "Best by final_test_acc" in md
 
 
+@pytest.mark.slow  # a Ray instance and 8 runs
 def test_ray_engine_gives_the_same_runs(local_sweep, tmp_path):
     ray = pytest.importorskip("ray")
     sweep, local_out, local_rows = local_sweep
@@ -127,6 +128,7 @@ def test_ray_engine_gives_the_same_runs(local_sweep, tmp_path):
         assert la["final_train_loss"] == lb["final_train_loss"]
 
 
+@pytest.mark.slow  # spawned processes
 def test_parallel_local_sweep_gives_the_same_runs(local_sweep, tmp_path, capsys):
     # two spawned processes, the dataset sent to each once; the threads per process follow the
     # machine's cores, so the runs agree to float rounding rather than bit for bit

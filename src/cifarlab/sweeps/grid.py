@@ -31,13 +31,16 @@ from typing import Any
 
 from ..config import (
     Config,
+    compose,
+    compose_dict,
     deep_merge,
     find_preset,
+    flatten,
     from_dict,
+    nest,
     parse_overrides,
     preset_names,
     read_yaml,
-    resolve_preset,
 )
 from ..errors import UserError
 
@@ -112,9 +115,15 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         beside = p.parent / base  # a base path relative to the sweep file
         if beside.exists():
             data["base"] = str(beside)
-    sweep = from_dict(SweepConfig, data)
-    _check(sweep)
+    sweep = sweep_from_dict(data)
     _note_overridden(sweep)
+    return sweep
+
+
+def sweep_from_dict(data: dict) -> SweepConfig:
+    """A checked SweepConfig from a sweep file's mapping (what load_sweep reads, or the Python API builds)."""
+    sweep = from_dict(SweepConfig, _normalized(data))
+    _check(sweep)
     return sweep
 
 
@@ -146,38 +155,6 @@ def _normalized(data: dict) -> dict:
         out["zip"] = {g: flatten(v) if isinstance(v, dict) else v for g, v in out["zip"].items()}
     if isinstance(out.get("variants"), dict):
         out["variants"] = {k: flatten(v) if isinstance(v, dict) else v for k, v in out["variants"].items()}
-    return out
-
-
-def nest(flat: dict) -> dict:
-    """{'a.b': 1, 'a': {'c.d': 2}} -> {'a': {'b': 1, 'c': {'d': 2}}}."""
-    out: dict = {}
-    for key, value in flat.items():
-        if isinstance(value, dict):
-            value = nest(value)
-        parts = str(key).split(".")
-        node = out
-        for k in parts[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise UserError(f"sweep: key '{key}' conflicts with another value set for '{k}'")
-        last = parts[-1]
-        if isinstance(node.get(last), dict) and isinstance(value, dict):
-            node[last] = deep_merge(node[last], value)
-        else:
-            node[last] = value
-    return out
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'optim': {'lr': [..]}} -> {'optim.lr': [..]}; stops at anything that is not a mapping."""
-    out: dict = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
     return out
 
 
@@ -274,25 +251,18 @@ def _assign_slugs(axes: list[Axis]) -> None:
             raise UserError(f"sweep: the values of axis {ax.name} give the same run id: {ax.labels}")
 
 
-def base_dict(s: SweepConfig) -> dict:
-    data = read_yaml(resolve_preset(s.base)) if s.base else {}
-    return deep_merge(data, nest(s.set))
-
-
 def expand(s: SweepConfig) -> list[RunSpec]:
     """Every configuration x seed, each with its validated cifarlab Config and a stable run id."""
     axes = sweep_axes(s)
     _assign_slugs(axes)
-    base = base_dict(s)
+    base = compose_dict(s.base, s.set)
     runs: list[RunSpec] = []
     seen: dict[str, tuple] = {}
     for combo in itertools.product(*[range(len(ax.labels)) for ax in axes]):
-        data, values = base, {}
         # variants first, then zip groups, then grid axes: the more specific setting wins
-        for ax, i in sorted(zip(axes, combo), key=lambda t: _precedence(t[0])):
-            values.update(ax.settings[i])
-            data = deep_merge(data, nest(ax.settings[i]))
-        data = deep_merge(data, nest(s.overrides))
+        chosen = [ax.settings[i] for ax, i in sorted(zip(axes, combo), key=lambda t: _precedence(t[0]))]
+        values = {k: v for setting in chosen for k, v in setting.items()}
+        data = compose_dict(base, *chosen, s.overrides)
         config_id = "-".join(ax.slugs[i] for ax, i in zip(axes, combo)) or "base"
         if config_id in seen:
             raise UserError(f"sweep: two configurations get the run id '{config_id}'; rename a label")
@@ -300,7 +270,7 @@ def expand(s: SweepConfig) -> list[RunSpec]:
         labels = {ax.name: ax.labels[i] for ax, i in zip(axes, combo)}
         for seed in s.seeds:
             run_id = f"{config_id}-s{seed}"
-            cfg = from_dict(Config, {**data, "seed": seed, "name": f"{s.name}-{run_id}"})
+            cfg = compose(data, {"seed": seed, "name": f"{s.name}-{run_id}"})
             runs.append(RunSpec(run_id, config_id, cfg, labels, values, seed, len(runs)))
     return runs
 
