@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import TrainConfig
-from cifarlab.train.fast import StepHooks
+from cifarlab.train.fast import RecipeSteps
 from cifarlab.train.lookahead import Lookahead, lookahead_decay
 
 
@@ -42,7 +42,7 @@ def test_hooks_update_every_k_steps_and_end_on_the_slow_weights():
     with torch.no_grad():
         model.weight.zero_()
     cfg = TrainConfig(lookahead_every=2, lookahead_decay=0.5, lookahead_power=1.0)
-    hooks = StepHooks(model, cfg, total_steps=4, whiten_layer=None)
+    hooks = RecipeSteps(model, cfg, total_steps=4, whiten_layer=None)
     slow, w = 0.0, 0.0
     for step in range(1, 5):
         w += 1.0  # what an optimizer step would do
@@ -59,7 +59,7 @@ def test_hooks_update_every_k_steps_and_end_on_the_slow_weights():
 
 def test_lookahead_off_is_a_no_op():
     model = nn.Linear(2, 2)
-    hooks = StepHooks(model, TrainConfig(), total_steps=3, whiten_layer=None)
+    hooks = RecipeSteps(model, TrainConfig(), total_steps=3, whiten_layer=None)
     before = model.weight.detach().clone()
     for step in (1, 2, 3):
         hooks.after_step(step)

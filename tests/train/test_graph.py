@@ -128,7 +128,7 @@ def test_fast_recipe_muon_whitening_lookahead_and_bias_freeze():
     cfg = load_config("quick", over)
     assert cfg.optim.name == "muon" and cfg.train.whiten and cfg.train.lookahead_every > 0
     a, b = run_both(cfg, tiny_dataset(n_train=56, n_test=16), atol=1e-5)
-    assert b.hooks.bias_frozen(1) and not b.hooks.bias_frozen(0)
+    assert b.recipe.bias_frozen(1) and not b.recipe.bias_frozen(0)
 
 
 def test_warm_up_steps_are_undone():

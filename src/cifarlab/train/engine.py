@@ -70,7 +70,7 @@ class Trainer:
     sched: torch.optim.lr_scheduler.LRScheduler
     ema: nn.Module | None
     scaler: torch.amp.GradScaler  # enabled only for fp16; a no-op otherwise
-    hooks: fast.StepHooks
+    recipe: fast.RecipeSteps
     loss: TrainingLoss
     eval_loss: Callable  # the plain loss (no smoothing) the evaluation reports
     loader: DeviceLoader
@@ -105,8 +105,9 @@ class Trainer:
     def step_body(self, x: torch.Tensor, y, *, phase, lrs: torch.Tensor | None = None, step_hooks=()) -> torch.Tensor:
         """The training step, the one the run takes eagerly (train_step), captures as a CUDA graph
         (graph.StepGraph, with lrs: the groups' learning rates as a device tensor) and warms up with
-        (fast.warm_up): forward, loss, backward, clipping, the step hooks, the optimizer step, the EMA
-        and the epoch's running sums. Never waits for the device. phase: hooks.phase(epoch)."""
+        (fast.warm_up): forward, loss, backward, clipping, step_hooks' after_backward (eager only), the
+        recipe's per-step work, the optimizer step, the EMA and the epoch's running sums. Never waits for
+        the device. phase: recipe.phase(epoch)."""
         self.opt.zero_grad(set_to_none=True)
         with uncached(self.amp_ctx):  # a captured graph must not keep casts made outside it
             logits = self.step_model(x)
@@ -117,7 +118,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         for h in step_hooks:  # only the eager step passes them: they never run in a capture or warm-up
             h.after_backward(self)
-        self.hooks.before_step(phase)
+        self.recipe.before_step(phase)
         with lrs_from(self.opt, lrs):
             self.scaler.step(self.opt)
         self.scaler.update()
@@ -132,7 +133,7 @@ class Trainer:
         """One optimizer step, eagerly; adds to the epoch's device-side sums."""
         for h in self.step_hooks:
             h.before_step(self, x, y)
-        loss = self.step_body(x, y, phase=self.hooks.phase(self.epoch), step_hooks=self.step_hooks)
+        loss = self.step_body(x, y, phase=self.recipe.phase(self.epoch), step_hooks=self.step_hooks)
         self.end_step()
         for h in self.step_hooks:
             h.after_step(self, x, y, loss)
@@ -141,7 +142,7 @@ class Trainer:
         """The host's part after every step: the schedule, the step count, lookahead."""
         self.sched.step()
         self.step += 1
-        self.hooks.after_step(self.step)
+        self.recipe.after_step(self.step)
 
     def train_epoch(self, epoch: int) -> tuple[dict, float]:
         """One pass over the training data: its metrics and seconds. The bar syncs every 25 steps."""
@@ -214,7 +215,7 @@ class Trainer:
             scheduler=self.sched.state_dict(),
             ema=self.ema.module.state_dict() if self.ema is not None else None,
             ema_state=self.ema.state_dict() if self.ema is not None else None,
-            lookahead=self.hooks.state_dict(),
+            lookahead=self.recipe.state_dict(),
             step_hooks=[h.state_dict() for h in self.step_hooks],
             epoch=self.epoch,
             best_acc=self.best_acc,
@@ -235,7 +236,7 @@ class Trainer:
         self.sched.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema_state"):
             self.ema.load_state_dict(ckpt["ema_state"])
-        self.hooks.load_state_dict(ckpt.get("lookahead"))
+        self.recipe.load_state_dict(ckpt.get("lookahead"))
         for h, state in zip(self.step_hooks, ckpt.get("step_hooks") or ()):
             h.load_state_dict(state)
         torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
@@ -324,7 +325,7 @@ def build_trainer(
     eval_xy = (dataset.val_x, dataset.val_y) if held_out else (dataset.test_x, dataset.test_y)
     opt = build_optimizer(model, cfg.optim)
     ema = make_ema(model, cfg.train.ema) if cfg.train.ema > 0 else None
-    hooks = fast.StepHooks(model, cfg.train, cfg.train.epochs * len(loader), whiten_layer)
+    recipe = fast.RecipeSteps(model, cfg.train, cfg.train.epochs * len(loader), whiten_layer)
     step_model = distributed.wrap(model, dist) if dist else model
     if cfg.train.compile:
         step_model = torch.compile(
@@ -332,7 +333,7 @@ def build_trainer(
         )
     return Trainer(
         cfg=cfg, data=dataset, device=device, dist=dist, model=model, step_model=step_model, opt=opt,
-        sched=build_scheduler(opt, cfg.schedule, cfg.train.epochs, len(loader)), ema=ema, scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16"), hooks=hooks,
+        sched=build_scheduler(opt, cfg.schedule, cfg.train.epochs, len(loader)), ema=ema, scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16"), recipe=recipe,
         loss=TrainingLoss(make_loss(cfg.train.loss, cfg.train.label_smoothing, num_classes),
                           reduction=cfg.train.loss_reduction, world=dist.world if dist else 1, l1=cfg.optim.l1),
         eval_loss=make_loss(cfg.train.loss, 0.0, num_classes), loader=loader,
@@ -359,7 +360,7 @@ def train(
     that already holds a run; "auto" returns the stored summary of a finished run, resumes an
     interrupted one and refuses a run of other settings. Under torchrun (WORLD_SIZE > 1) this is one
     rank of a DDP run; rank 0 writes the files. model: a module to train instead of cfg.model's
-    (cifarlab.fit(model=...)); cfg.model.name then only names it. hooks: StepHooks (train/hooks.py)
+    (cifarlab.fit(model=...)); cfg.model.name then only names it. hooks: StepHook instances (train/hooks.py)
     called around each step, e.g. the BN study's probes; they make the step eager."""
     validate(cfg, model_given=model is not None)
     hooks = check_hooks(hooks)

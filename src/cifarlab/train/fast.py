@@ -1,7 +1,7 @@
-"""The engine's hooks for the fast-training methods (airbench and its descendants).
+"""The engine's per-step work for the fast-training methods (airbench and its descendants).
 
 - `setup_whitening`: patch-whitening init of the first layer, before the optimizer is built;
-- `StepHooks`: per-step work - drop the whitening bias's gradient once its epochs are over,
+- `RecipeSteps`: per-step work - drop the whitening bias's gradient once its epochs are over,
   airbench's lookahead every k steps;
 - `warm_up`: compile (and cuDNN autotuning) on real batches before the clock starts, then put
   weights, buffers, optimizer state and random state back (`undone`, also what the capture of the
@@ -49,7 +49,7 @@ def setup_whitening(model: nn.Module, cfg: TrainConfig, train_x: torch.Tensor, m
     return layer
 
 
-class StepHooks:
+class RecipeSteps:
     """What the step calls for the fast methods (cheap no-ops when off).
 
     The step body (Trainer.step_body: eager, captured and warm-up alike) calls `before_step(phase)`
@@ -138,5 +138,5 @@ def warm_up(t, batch: tuple, steps: int = 3) -> float:
     t.model.train()
     with undone(t):
         for _ in range(steps):
-            t.step_body(*batch, phase=t.hooks.phase(t.epoch + 1))
+            t.step_body(*batch, phase=t.recipe.phase(t.epoch + 1))
     return stop()

@@ -7,7 +7,7 @@ the GPU runs in ~3 ms. A replay is one launch. What stays eager, outside the gra
 (the loader's), the schedule (a host scheduler whose lrs are copied into the device tensor only when
 they change), lookahead every k steps, the optimizer's host part (SLBI's solution path:
 GroupSteps.after_step), and the last, smaller batch of an epoch (the same body, run uncaptured).
-Each phase of the step hooks (StepHooks.phase: whether the whitening bias is frozen) gets a graph of
+Each phase of the recipe's per-step work (RecipeSteps.phase: whether the whitening bias is frozen) gets a graph of
 its own (the body differs), captured before the clock starts like the first.
 
 The body is Trainer.step_body, the eager step's own, given the groups' learning rates as a device
@@ -75,7 +75,7 @@ class StepGraph:
         """One optimizer step, as Trainer.train_step."""
         t = self.t
         self._set_lrs()
-        phase = t.hooks.phase(t.epoch)
+        phase = t.recipe.phase(t.epoch)
         graph = self.graphs.get(phase) if self.x is not None and x.shape == self.x.shape else None
         if graph is not None:
             self.x.copy_(x)
@@ -96,14 +96,14 @@ class StepGraph:
                 self._host_lrs[i] = g["lr"]
 
     def capture_phases(self, batch: tuple[torch.Tensor, torch.Tensor], epochs: range) -> float:
-        """Capture a graph for each phase (StepHooks.phase) the epochs will see; returns the seconds it took.
+        """Capture a graph for each phase (RecipeSteps.phase) the epochs will see; returns the seconds it took.
         The warm-up steps it needs are undone: the run is the one it would have been."""
         if not self.capture:
             return 0.0
         start = time.perf_counter()
         x, y = batch
         self.x, self.y = x.clone(), y.clone()
-        for phase in sorted({self.t.hooks.phase(e) for e in epochs}):
+        for phase in sorted({self.t.recipe.phase(e) for e in epochs}):
             self.graphs[phase] = self._capture(phase)
         torch.cuda.synchronize(self.t.device)
         return time.perf_counter() - start
