@@ -75,13 +75,12 @@ def _first_line(e: Exception) -> str:
 
 def read_bundle_file(p: Path, map_location="cpu") -> dict:
     """A NAME.safetensors bundle as the dict a checkpoint is: weights under "model", the metadata beside."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(p), framework="pt") as f:
+    try:  # one pass over the file: the header's metadata, then the tensors
+        with safe_open(str(p), framework="pt", device=str(map_location)) as f:
             meta = (f.metadata() or {}).get(BUNDLE_META_KEY)
-        state = load_file(str(p), device=str(map_location))
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # not a safetensors file, truncated, ...
         raise UserError(f"cannot read bundle {p}: {type(e).__name__}: {_first_line(e)}") from None
     if meta is None:
