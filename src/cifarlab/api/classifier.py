@@ -3,7 +3,6 @@ normalization and its class names; `load(path)` rebuilds one from a run folder, 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models import create_model
-from ..train.checkpoint import checkpoint_path, checkpoint_stats, load_state, read_checkpoint
+from ..train.checkpoint import checkpoint_stats, load_model
 from ..train.device import pick_device
 from .errors import speaks_python
-
-CUSTOM = "custom:"  # the model_name prefix of a module given to fit(model=...): no factory rebuilds it
 
 Images = torch.Tensor | np.ndarray | str | Path | Sequence[str | Path]
 
@@ -110,18 +106,6 @@ class Classifier(nn.Module):
         return self.predict_proba(images, batch_size).argmax(1)
 
 
-def _rebuild(ckpt: dict, where: Path) -> nn.Module:
-    name = ckpt.get("model_name")
-    if not name:
-        raise UserError(f"{where} does not say which model it holds (no 'model_name')")
-    if str(name).startswith(CUSTOM):
-        raise UserError(
-            f"{where} holds your own module ({name[len(CUSTOM) :]}), which cannot be rebuilt from its name: "
-            f"pass one, cifarlab.load(path, model={name[len(CUSTOM) :]}(...))"
-        )
-    return create_model(name, **ckpt.get("model_options", {}))
-
-
 @speaks_python
 def load(
     path: str | Path, *, model: nn.Module | None = None, device: str | torch.device = "cpu", use_ema: bool = True
@@ -139,12 +123,7 @@ def read_classifier(
     path: str | Path, *, model: nn.Module | None = None, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> Classifier:
     """load() in the library's words: what `cifarlab predict` calls."""
-    where = checkpoint_path(path)
-    ckpt = read_checkpoint(where)
-    net = _rebuild(ckpt, where) if model is None else copy.deepcopy(model)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    load_state(net, state, f"checkpoint {where}")
-    net = net.to(pick_device(device)).eval()
+    net, ckpt = load_model(path, pick_device(device), use_ema, model)
     channels = int(ckpt.get("model_options", {}).get("in_channels") or (ckpt.get("image_shape") or [0, 0, 3])[2])
     mean, std = checkpoint_stats(ckpt, channels)
     return Classifier(net, mean, std, ckpt.get("classes") or [], ckpt.get("image_shape"), ckpt).eval()

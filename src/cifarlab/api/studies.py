@@ -17,7 +17,7 @@ from ..config import compose_dict, from_dict
 from ..data import Dataset
 from ..errors import UserError
 from ..models import register
-from .classifier import CUSTOM
+from ..train.checkpoint import CUSTOM
 from .errors import speaks_python
 from .training import nested
 

@@ -17,7 +17,8 @@ from ..config import Config, compose, nest, to_dict
 from ..data import Dataset
 from ..errors import UserError
 from ..run import read_jsonl
-from .classifier import CUSTOM, Classifier, Images, load
+from ..train.checkpoint import CUSTOM
+from .classifier import Classifier, Images, load
 from .errors import speaks_python
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import re
@@ -173,17 +174,33 @@ def load_state(model: nn.Module, state: dict, source: str = "checkpoint") -> Non
         raise UserError(f"{source} does not fit model {name}: {detail}") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint was trained with; EMA weights when the run kept them."""
+CUSTOM = "custom:"  # the model_name prefix of a module given to fit(model=...): no factory rebuilds it
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, model: nn.Module | None = None
+) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained with; EMA weights when the run kept them. model: the
+    module to load the weights into instead (a copy; yours is left as it is), as a run of your own
+    module (fit(model=...)) needs: no name in the zoo rebuilds it."""
     from ..models import create_model
 
-    ckpt = read_checkpoint(path)
+    where = checkpoint_path(path)
+    ckpt = read_checkpoint(where)
     name = ckpt.get("model_name")
-    if not name:
-        raise UserError(f"{checkpoint_path(path)} does not say which model it holds (no 'model_name')")
-    model = create_model(name, **ckpt.get("model_options", {}))
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    load_state(model, state, f"checkpoint {checkpoint_path(path)}")
+    if model is not None:
+        model = copy.deepcopy(model)
+    elif not name:
+        raise UserError(f"{where} does not say which model it holds (no 'model_name')")
+    elif str(name).startswith(CUSTOM):
+        own = name[len(CUSTOM) :]
+        raise UserError(
+            f"{where} holds your own module ({own}), which cannot be rebuilt from its name: "
+            f"pass one, cifarlab.load(path, model={own}(...))"
+        )
+    else:
+        model = create_model(name, **ckpt.get("model_options", {}))
+    load_state(model, state_of(ckpt) if use_ema else ckpt["model"], f"checkpoint {where}")
     return model.to(device).eval(), ckpt
 
 
