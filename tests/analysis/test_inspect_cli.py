@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_image_folder, train_tiny_run
 
-from cifarlab.analysis.inspect import ALL
+from cifarlab.analysis import registry
 from cifarlab.analysis.plotting import to_input
 from cifarlab.cli import main
 from cifarlab.data import load_dataset
@@ -226,7 +226,7 @@ def test_all_beside_a_bare_checkpoint(run, capsys):
         "landscape-coarse/result.json",
     ]:
         assert (base / f).is_file(), f
-    assert [line.split(":")[0] for line in out.splitlines()] == list(ALL)
+    assert [line.split(":")[0] for line in out.splitlines()] == [a.name for a in registry.in_all()]
 
 
 @pytest.mark.parametrize(

@@ -22,17 +22,6 @@ from . import registry
 SPLITS = ("train", "test")
 
 
-def __getattr__(name: str):
-    """ANALYSES, ALL and OPTIONS as before the registry: made from it when asked."""
-    if name == "ANALYSES":
-        return (*registry.names(), "all")
-    if name == "ALL":
-        return tuple(a.name for a in registry.in_all())
-    if name == "OPTIONS":
-        return tuple(registry.declared())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def inspect(
     checkpoint: str | Path, analysis: str, out: str | Path | None = None, echo: bool = False, **options
 ) -> dict:
